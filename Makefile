@@ -1,0 +1,101 @@
+# kumo: one build for everything. `make`, `make check`, `make demo`, `make bench`, `make guest`.
+CC ?= gcc
+CFLAGS ?= -O2 -g
+WERROR ?= 1
+KUMO_CFLAGS := -std=gnu11 -Wall -Wextra -Wformat=2 -Wmissing-prototypes -Wstrict-prototypes \
+	-Wno-unused-parameter -D_GNU_SOURCE -I. -MMD -MP
+ifeq ($(WERROR),1)
+KUMO_CFLAGS += -Werror
+endif
+ifeq ($(SAN),1)
+KUMO_CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer
+LDFLAGS += -fsanitize=address,undefined
+endif
+LIBS := -luring -lnuma -lfdt -llz4 -lz -llzma -lzstd -ljson-c -lpthread
+
+# Where heavy, machine-wide artefacts (kernels, busybox) are cached, outside the clone.
+export KUMO_CACHE ?= /var/cache/kumo
+
+OBJS += vmm/log.o
+OBJS += vmm/boot.o
+OBJS += vmm/boot-decompress.o
+OBJS += vmm/acpi.o
+OBJS += vmm/aml.o
+OBJS += vmm/pvm.o
+OBJS += vmm/kvm.o
+OBJS += vmm/vcpu.o
+OBJS += vmm/cpuid.o
+OBJS += vmm/bus.o
+OBJS += vmm/vm.o
+OBJS += vmm/config.o
+OBJS += devices/serial.o
+OBJS += devices/acpi-pm.o
+OBJS += devices/rtc.o
+OBJS += mm/mem.o
+
+MAIN_OBJS := vmm/main.o
+
+UNIT_TESTS := $(patsubst %.c,%,$(wildcard tests/unit/test-*.c))
+KVM_TESTS := $(patsubst %.c,%,$(wildcard tests/kvm/test-*.c))
+
+all: kumo
+
+kumo: $(OBJS) $(MAIN_OBJS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+%.o: %.c
+	$(CC) $(CFLAGS) $(KUMO_CFLAGS) -c -o $@ $<
+
+# Tests link against the objects whose sources exist, so a module can be tested on its own.
+libkumo.a: $(patsubst %.c,%.o,$(wildcard $(OBJS:.o=.c)))
+	rm -f $@; ar rcs $@ $^
+
+tests/unit/%: tests/unit/%.o libkumo.a
+	$(CC) $(LDFLAGS) -o $@ $< libkumo.a $(LIBS)
+
+tests/kvm/%: tests/kvm/%.o libkumo.a
+	$(CC) $(LDFLAGS) -o $@ $< libkumo.a $(LIBS)
+
+tests: $(UNIT_TESTS) $(KVM_TESTS) kumo
+
+# Installs every Debian package the project needs; idempotent and quick when all are there.
+deps:
+	@sh tools/deps.sh
+
+guest: deps
+	@sh guest/build.sh
+
+guest-check: guest
+	@sh guest/check-qemu.sh
+
+check: deps
+	$(MAKE) tests
+	$(MAKE) guest
+	@sh tests/run.sh
+
+check-unit: tests
+	@KUMO_TIERS=unit sh tests/run.sh
+
+check-slow: deps
+	$(MAKE) tests
+	$(MAKE) guest
+	@KUMO_TIERS=slow sh tests/run.sh
+
+demo: deps
+	$(MAKE) kumo
+	$(MAKE) guest
+	@sh tools/demo.sh
+
+bench: deps
+	$(MAKE) kumo tests
+	$(MAKE) guest
+	@sh tests/bench/run.sh
+
+clean:
+	rm -f kumo libkumo.a $(OBJS) $(MAIN_OBJS) $(UNIT_TESTS) $(KVM_TESTS)
+	find . -name '*.d' -delete -o -name '*.o' -delete
+
+.PHONY: all deps guest guest-check check check-unit check-slow demo bench clean tests
+.SECONDARY:
+
+-include $(shell find . -name '*.d' 2>/dev/null)

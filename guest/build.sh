@@ -1,0 +1,293 @@
+#!/bin/sh
+# kumo guest build (`make guest`): test kernel, stock Debian cloud kernel, initramfs images.
+# Heavy artefacts are cached in $KUMO_CACHE (default /var/cache/kumo); outputs go to guest/out/.
+# Idempotent; fast when everything is cached.
+set -eu
+
+GUEST_DIR=$(cd "$(dirname "$0")" && pwd)
+OUT="$GUEST_DIR/out"
+KUMO_CACHE=${KUMO_CACHE:-/var/cache/kumo}
+JOBS=${JOBS:-$(nproc)}
+FRAGMENT="$GUEST_DIR/test-kernel.config"
+LINUX_TARBALL=${LINUX_TARBALL:-/usr/src/linux-source-6.1.tar.xz}
+LINUX_PKG=${LINUX_PKG:-linux-source-6.1}
+STOCK_META=${STOCK_META:-linux-image-cloud-amd64}
+
+say() { echo "guest: $*"; }
+
+# apt-get download PKG into DIR (through a temporary dir the _apt user can write to).
+apt_download() {
+	t=$(mktemp -d "$2/.dl.XXXXXX")
+	chmod 755 "$t"; chown _apt "$t" 2>/dev/null || true
+	if (cd "$t" && apt-get download -q "$1" >/dev/null); then
+		mv "$t"/*.deb "$2"/; rmdir "$t"
+	else
+		rm -rf "$t"; return 1
+	fi
+}
+die() { echo "guest: ERROR: $*" >&2; exit 1; }
+
+mkdir -p "$KUMO_CACHE" "$OUT"
+
+# One build at a time per cache (the lock is held for the rest of the script).
+if [ -z "${KUMO_GUEST_LOCKED:-}" ]; then
+	exec 9>"$KUMO_CACHE/guest-build.lock"
+	if ! flock -n 9; then
+		say "waiting for another guest build (lock $KUMO_CACHE/guest-build.lock)"
+		flock 9
+	fi
+	export KUMO_GUEST_LOCKED=1
+fi
+
+# Install $1 to $2 only if different (keeps mtimes stable for make and humans).
+install_if_changed() {
+	if ! cmp -s "$1" "$2" 2>/dev/null; then
+		cp "$1" "$2.tmp.$$" && mv -f "$2.tmp.$$" "$2"
+	fi
+}
+
+# ---------------------------------------------------------------- test kernel
+build_test_kernel() {
+	[ -r "$LINUX_TARBALL" ] || die "$LINUX_TARBALL missing (run make deps: linux-source)"
+	src_ver=$(dpkg-query -W -f='${Version}' "$LINUX_PKG" 2>/dev/null) || src_ver=unknown
+	[ -n "$src_ver" ] || src_ver=unknown
+	key=$( { cat "$FRAGMENT"; echo "linux-source=$LINUX_PKG $src_ver"; } | sha256sum | cut -c1-16)
+	kdir="$KUMO_CACHE/test-kernel/$key"
+	if [ -s "$kdir/bzImage" ] && [ -s "$kdir/vmlinux" ] && [ -s "$kdir/config" ]; then
+		say "test kernel: cached ($key)"
+	else
+		src="$KUMO_CACHE/src/$(basename "$LINUX_TARBALL" .tar.xz)"
+		if [ "$(cat "$src/.kumo-version" 2>/dev/null)" != "$src_ver" ]; then
+			say "test kernel: extracting $LINUX_TARBALL ($src_ver) into $KUMO_CACHE/src/"
+			rm -rf "$src"
+			mkdir -p "$KUMO_CACHE/src"
+			tar -C "$KUMO_CACHE/src" -xf "$LINUX_TARBALL"
+			[ -f "$src/Makefile" ] || die "unexpected tarball layout: no $src/Makefile"
+			echo "$src_ver" >"$src/.kumo-version"
+		fi
+		bdir="$KUMO_CACHE/test-kernel/build-$key"
+		mkdir -p "$bdir"
+		say "test kernel: configuring ($key): allnoconfig + $(basename "$FRAGMENT")"
+		make -s -C "$src" O="$bdir" ARCH=x86_64 KCONFIG_ALLCONFIG="$FRAGMENT" allnoconfig >"$bdir/config.log" 2>&1 ||
+			{ cat "$bdir/config.log" >&2; die "kernel configuration failed"; }
+		# Every line of the fragment must be in .config ("is not set" = not enabled).
+		bad=0
+		grep -E '^(CONFIG_|# CONFIG_[A-Za-z0-9_]+ is not set)' "$FRAGMENT" | while IFS= read -r line; do
+			case "$line" in
+			"# CONFIG_"*)
+				sym=${line#\# }; sym=${sym%% *}
+				if grep -q "^$sym=" "$bdir/.config"; then
+					echo "guest: config mismatch: wanted '$line', got '$(grep "^$sym=" "$bdir/.config")'" >&2
+					echo bad
+				fi ;;
+			*)
+				if ! grep -qxF "$line" "$bdir/.config"; then
+					got=$(grep "^${line%%=*}=" "$bdir/.config" || echo "not set")
+					echo "guest: config mismatch: wanted '$line', got '$got'" >&2
+					echo bad
+				fi ;;
+			esac
+		done >"$bdir/config.check"
+		[ -s "$bdir/config.check" ] && die "test kernel config: options of $FRAGMENT did not make it into .config (see above)"
+		say "test kernel: building with -j$JOBS (log: $bdir/build.log)"
+		t0=$(date +%s)
+		if ! make -C "$src" O="$bdir" ARCH=x86_64 -j"$JOBS" bzImage >"$bdir/build.log" 2>&1; then
+			tail -40 "$bdir/build.log" >&2
+			die "test kernel build failed"
+		fi
+		t1=$(date +%s)
+		mkdir -p "$kdir.tmp"
+		cp "$bdir/arch/x86/boot/bzImage" "$kdir.tmp/bzImage"
+		cp "$bdir/vmlinux" "$kdir.tmp/vmlinux"
+		cp "$bdir/.config" "$kdir.tmp/config"
+		make -s -C "$src" O="$bdir" ARCH=x86_64 kernelrelease >"$kdir.tmp/release"
+		echo "$((t1 - t0))" >"$kdir.tmp/build-seconds"
+		rm -rf "$kdir"; mv "$kdir.tmp" "$kdir"
+		say "test kernel: built in $((t1 - t0)) s"
+	fi
+	install_if_changed "$kdir/bzImage" "$OUT/test-bzImage"
+	install_if_changed "$kdir/vmlinux" "$OUT/test-vmlinux"
+	install_if_changed "$kdir/config" "$OUT/test-config"
+	install_if_changed "$kdir/release" "$OUT/test-version"
+	say "test kernel: $(cat "$kdir/release"), bzImage $(stat -c %s "$kdir/bzImage") B, vmlinux $(stat -c %s "$kdir/vmlinux") B"
+}
+
+# --------------------------------------------------------------- stock kernel
+# Sets STOCK_ROOT (extracted package) and STOCK_VER (kernel release).
+fetch_stock_kernel() {
+	pkg=$(apt-cache depends "$STOCK_META" 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[^ ]*\)$/\1/p' | head -1)
+	if [ -z "$pkg" ]; then
+		# apt lists not available: fall back to the newest cached package.
+		deb=$(ls -t "$KUMO_CACHE"/stock/linux-image-*.deb 2>/dev/null | head -1 || true)
+		[ -n "$deb" ] || die "cannot resolve $STOCK_META (apt-get update?) and nothing cached"
+		say "stock kernel: cannot resolve $STOCK_META, using cached $(basename "$deb")"
+	else
+		mkdir -p "$KUMO_CACHE/stock"
+		deb=$(ls "$KUMO_CACHE/stock/${pkg}_"*.deb 2>/dev/null | head -1 || true)
+		want=$(apt-cache show --no-all-versions "$pkg" 2>/dev/null | sed -n 's/^Version: //p' | head -1)
+		case "$deb" in
+		*"_$(echo "$want" | sed 's/:/%3a/')_"*) ;;
+		*) deb= ;;
+		esac
+		if [ -z "$deb" ]; then
+			say "stock kernel: downloading $pkg ($want)"
+			apt_download "$pkg" "$KUMO_CACHE/stock" || die "apt-get download $pkg failed"
+			deb=$(ls -t "$KUMO_CACHE/stock/${pkg}_"*.deb | head -1)
+		fi
+	fi
+	STOCK_ROOT="$KUMO_CACHE/stock/$(basename "$deb" .deb)"
+	if [ ! -e "$STOCK_ROOT/.extracted" ]; then
+		rm -rf "$STOCK_ROOT"; mkdir -p "$STOCK_ROOT"
+		dpkg-deb -x "$deb" "$STOCK_ROOT"
+		touch "$STOCK_ROOT/.extracted"
+	fi
+	STOCK_VER=$(ls "$STOCK_ROOT/boot" | sed -n 's/^vmlinuz-//p' | head -1)
+	[ -n "$STOCK_VER" ] || die "no /boot/vmlinuz-* in $deb"
+	install_if_changed "$STOCK_ROOT/boot/vmlinuz-$STOCK_VER" "$OUT/stock-vmlinuz"
+	install_if_changed "$STOCK_ROOT/boot/config-$STOCK_VER" "$OUT/stock-config"
+	echo "$STOCK_VER" >"$OUT/stock-version.tmp"; install_if_changed "$OUT/stock-version.tmp" "$OUT/stock-version"
+	rm -f "$OUT/stock-version.tmp"
+	say "stock kernel: $STOCK_VER ($(basename "$deb"))"
+}
+
+# Copies the stock kernel's virtio modules (+ dependencies, decompressed) into $1/lib/modules/.
+STOCK_MODULES="virtio_pci virtio_blk virtio_console virtio_balloon virtio_net"
+stage_stock_modules() {
+	stage=$1
+	mdir="$STOCK_ROOT/lib/modules/$STOCK_VER"
+	[ -d "$mdir/kernel" ] || { say "stock kernel: no modules in the package, none packed"; return 0; }
+	if [ ! -f "$mdir/modules.dep" ]; then
+		# The package ships no modules.dep (postinst runs depmod): make it here.
+		command -v depmod >/dev/null || PATH=$PATH:/sbin:/usr/sbin
+		depmod -b "$STOCK_ROOT" "$STOCK_VER" || die "depmod failed (install kmod)"
+	fi
+	need=""
+	for m in $STOCK_MODULES; do
+		sym=CONFIG_$(echo "$m" | tr a-z A-Z)
+		v=$(sed -n "s/^$sym=//p" "$OUT/stock-config")
+		case "$v" in
+		m) need="$need $m" ;;
+		y) ;;
+		*) say "stock kernel: $sym is '${v:-not set}'" ;;
+		esac
+	done
+	[ -n "$need" ] || return 0
+	# modules.dep: "path: dep1 dep2" (deps listed so that the last must be loaded first).
+	order=$(
+		for m in $need; do
+			line=$(grep -E "/$m\.ko(\.xz|\.zst|\.gz)?:" "$mdir/modules.dep") || die "module $m not in modules.dep"
+			deps=${line#*:}
+			for d in $deps; do echo "$d"; done | tac
+			echo "${line%%:*}"
+		done | awk '!seen[$0]++'
+	)
+	dest="$stage/lib/modules/$STOCK_VER"
+	mkdir -p "$dest"
+	: >"$dest/load-order"
+	for p in $order; do
+		base=$(basename "$p"); name=${base%%.ko*}
+		case "$p" in
+		*.ko.xz) xz -dc "$mdir/$p" >"$dest/$name.ko" ;;
+		*.ko.zst) zstd -qdc "$mdir/$p" >"$dest/$name.ko" ;;
+		*.ko.gz) gzip -dc "$mdir/$p" >"$dest/$name.ko" ;;
+		*.ko) cp "$mdir/$p" "$dest/$name.ko" ;;
+		esac
+		echo "$name.ko" >>"$dest/load-order"
+	done
+	say "stock kernel: modules for initramfs:$(tr '\n' ' ' <"$dest/load-order" | sed 's/\.ko//g; s/^/ /')"
+}
+
+# ------------------------------------------------------------------ busybox
+# Sets BUSYBOX (an i386 static busybox).
+fetch_busybox() {
+	bdir="$KUMO_CACHE/busybox-i386"
+	mkdir -p "$bdir"
+	deb=$(ls "$bdir"/busybox-static_*_i386.deb 2>/dev/null | head -1 || true)
+	if [ -z "$deb" ]; then
+		say "busybox: downloading busybox-static:i386"
+		apt_download busybox-static:i386 "$bdir" || die "apt-get download busybox-static:i386 failed"
+		deb=$(ls "$bdir"/busybox-static_*_i386.deb | head -1)
+	fi
+	root="$bdir/$(basename "$deb" .deb)"
+	if [ ! -x "$root/bin/busybox" ]; then
+		rm -rf "$root"; mkdir -p "$root"; dpkg-deb -x "$deb" "$root"
+	fi
+	BUSYBOX="$root/bin/busybox"
+	file "$BUSYBOX" 2>/dev/null | grep -q 'ELF 32-bit' || [ "$(od -An -tx1 -j4 -N1 "$BUSYBOX" | tr -d ' ')" = 01 ] ||
+		die "$BUSYBOX is not a 32-bit ELF"
+}
+
+# Applet list: run the i386 binary if the host can, else ask the host's busybox.
+busybox_applets() {
+	"$BUSYBOX" --list-full 2>/dev/null && return 0
+	if command -v busybox >/dev/null; then busybox --list-full; return 0; fi
+	die "cannot list busybox applets (install busybox-static)"
+}
+
+# ---------------------------------------------------------------- initramfs
+stage_base() {
+	stage=$1
+	rm -rf "$stage"; mkdir -p "$stage"
+	for d in bin sbin usr/bin usr/sbin dev proc sys tmp run mnt root etc scripts lib/modules; do
+		mkdir -p "$stage/$d"
+	done
+	cp "$BUSYBOX" "$stage/bin/busybox"; chmod 755 "$stage/bin/busybox"
+	busybox_applets | while read -r a; do
+		case "$a" in bin/busybox|"") continue ;; esac
+		[ -e "$stage/$a" ] || ln -s /bin/busybox "$stage/$a"
+	done
+	[ -e "$stage/bin/sh" ] || ln -s busybox "$stage/bin/sh"
+	mknod "$stage/dev/console" c 5 1
+	mknod "$stage/dev/null" c 1 3
+	chmod 1777 "$stage/tmp"
+	cp "$GUEST_DIR/init" "$stage/init"; chmod 755 "$stage/init"
+	for s in "$GUEST_DIR"/scripts/*; do
+		[ -f "$s" ] || continue
+		cp "$s" "$stage/scripts/"; chmod 755 "$stage/scripts/$(basename "$s")"
+	done
+	echo "root:x:0:0:root:/root:/bin/sh" >"$stage/etc/passwd"
+	echo "root:x:0:" >"$stage/etc/group"
+}
+
+# Packs $1 into the newc archive $2 (reproducible order and mtimes).
+pack_cpio() {
+	stage=$1 dst=$2
+	find "$stage" -exec touch -h -d @0 {} +
+	(cd "$stage" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) >"$dst.new.$$"
+	install_if_changed "$dst.new.$$" "$dst"; rm -f "$dst.new.$$"
+	say "initramfs: $(basename "$dst") $(stat -c %s "$dst") B"
+}
+
+build_initramfs() {
+	[ "$(id -u)" = 0 ] || die "building the initramfs needs root (mknod /dev/console)"
+	work="$KUMO_CACHE/initramfs-stage"
+	stage_base "$work/test"
+	# Userspace must be 32-bit only: 64-bit syscalls do not work on PVM hosts.
+	find "$work/test" -type f | while read -r f; do
+		if [ "$(head -c4 "$f" | od -An -tx1 | tr -d ' ')" = 7f454c46 ] &&
+			[ "$(od -An -tx1 -j4 -N1 "$f" | tr -d ' ')" = 02 ]; then
+			die "64-bit ELF in the initramfs: $f"
+		fi
+	done
+	pack_cpio "$work/test" "$OUT/initramfs.cpio"
+	rm -rf "$work/stock"; cp -a "$work/test" "$work/stock"
+	stage_stock_modules "$work/stock"
+	pack_cpio "$work/stock" "$OUT/initramfs-stock.cpio"
+}
+
+case "${1:-all}" in
+all)
+	build_test_kernel
+	fetch_stock_kernel
+	fetch_busybox
+	build_initramfs
+	;;
+test-kernel) build_test_kernel ;;
+stock|initramfs)
+	fetch_stock_kernel
+	fetch_busybox
+	build_initramfs
+	;;
+*) die "usage: build.sh [all|test-kernel|initramfs]" ;;
+esac
+say "done: outputs in $OUT"

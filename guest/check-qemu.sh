@@ -1,0 +1,81 @@
+#!/bin/sh
+# `make guest-check`: boots the guest images under QEMU TCG (no KVM needed) and checks that
+# /init runs, the boot-check script completes, virtio devices probe, and the guest powers off.
+# Prints PASS:/FAIL: lines; exits 1 on any failure. Console logs: guest/out/qemu-*.log.
+set -u
+
+GUEST_DIR=$(cd "$(dirname "$0")" && pwd)
+OUT="$GUEST_DIR/out"
+TIMEOUT=${KUMO_QEMU_TIMEOUT:-120}
+QEMU=${QEMU:-qemu-system-x86_64}
+APPEND_BASE="console=ttyS0 kumo.script=boot-check.sh panic=-1"
+fail=0
+
+command -v "$QEMU" >/dev/null || { echo "FAIL: guest-qemu ($QEMU not found: make deps)"; exit 1; }
+
+disk="$OUT/qemu-disk.raw"
+rm -f "$disk"; truncate -s 16M "$disk"
+
+# boot NAME KERNEL INITRD [extra qemu args...]; sets LOG, RC, SECS.
+boot() {
+	name=$1 kernel=$2 initrd=$3; shift 3
+	LOG="$OUT/qemu-$name.log"
+	for f in "$kernel" "$initrd"; do
+		[ -s "$f" ] || { echo "missing $f (run make guest)" >"$LOG"; RC=99; SECS=0; return; }
+	done
+	t0=$(date +%s.%N)
+	timeout -k 5 "$TIMEOUT" "$QEMU" -accel tcg -m 256 -smp 2 -nographic -no-reboot -nic none \
+		-kernel "$kernel" -initrd "$initrd" -append "$APPEND_BASE" "$@" </dev/null >"$LOG" 2>&1
+	RC=$?
+	t1=$(date +%s.%N)
+	SECS=$(echo "$t1 - $t0" | bc)
+}
+
+# check NAME: looks at $LOG/$RC; remaining args are extra regexes that must appear.
+check() {
+	name=$1; shift
+	why=""
+	[ "$RC" = 124 ] || [ "$RC" = 137 ] && why="$why timeout(${TIMEOUT}s)"
+	[ "$RC" = 99 ] && why="$why missing-images"
+	[ "$RC" = 0 ] || [ -n "$why" ] || why="$why qemu-exit=$RC"
+	grep -q 'KUMO-GUEST-READY' "$LOG" || why="$why no-KUMO-GUEST-READY"
+	grep -q 'KUMO-CHECK done' "$LOG" || why="$why no-KUMO-CHECK-done"
+	grep -q 'KUMO-CHECK nproc=2' "$LOG" || why="$why nproc!=2"
+	for re in "$@"; do
+		grep -Eq "$re" "$LOG" || why="$why missing:'$re'"
+	done
+	ready=$(sed -n 's/.*KUMO-GUEST-READY uptime=\([0-9.]*\).*/\1/p' "$LOG" | head -1)
+	if [ -z "$why" ]; then
+		echo "PASS: $name (${SECS}s host, guest uptime at /init ${ready}s)"
+	else
+		echo "FAIL: $name:$why (log: $LOG)"
+		tail -15 "$LOG" | sed 's/^/    | /'
+		fail=1
+	fi
+}
+
+boot test-kernel "$OUT/test-bzImage" "$OUT/initramfs.cpio"
+check guest-qemu-test-kernel
+
+boot stock-kernel "$OUT/stock-vmlinuz" "$OUT/initramfs-stock.cpio"
+check guest-qemu-stock-kernel
+
+VIRTIO_DEVS="-drive file=$disk,format=raw,if=none,id=d0 -device virtio-blk-pci,drive=d0,disable-legacy=on
+	-device virtio-balloon-pci,disable-legacy=on -device virtio-serial-pci,disable-legacy=on
+	-netdev user,id=n0 -device virtio-net-pci,netdev=n0,disable-legacy=on"
+# shellcheck disable=SC2086
+boot test-kernel-virtio "$OUT/test-bzImage" "$OUT/initramfs.cpio" $VIRTIO_DEVS
+check guest-qemu-test-kernel-virtio 'virtio_blk virtio[0-9]+: .*\[vda\]' \
+	'KUMO-CHECK virtio=virtio[0-9]+ device_id=0x0005 driver=virtio_balloon' \
+	'KUMO-CHECK virtio=virtio[0-9]+ device_id=0x0003 driver=virtio_console' \
+	'KUMO-CHECK virtio=virtio[0-9]+ device_id=0x0001 driver=virtio_net' \
+	'KUMO-CHECK block=vda sectors=32768'
+
+# shellcheck disable=SC2086
+boot stock-kernel-virtio "$OUT/stock-vmlinuz" "$OUT/initramfs-stock.cpio" $VIRTIO_DEVS
+check guest-qemu-stock-kernel-virtio 'virtio_blk virtio[0-9]+: .*\[vda\]' \
+	'KUMO-CHECK virtio=virtio[0-9]+ device_id=0x0005 driver=virtio_balloon' \
+	'KUMO-CHECK block=vda sectors=32768'
+
+rm -f "$disk"
+exit $fail

@@ -1,0 +1,80 @@
+/*
+ * Linux x86 64-bit boot protocol: kernel image loading (bzImage with an LZ4/gzip/xz/zstd
+ * payload decompressed on the host, or a vmlinux ELF), initrd placement, zero page, e820,
+ * and the identity-mapped page tables and GDT the kernel expects at startup_64.
+ *
+ * Errors (returned as -errno, turned into a message by boot_strerror() at the edge):
+ *   -ENOEXEC  not a kernel (no bzImage header, not an x86-64 ELF)
+ *   -ENODATA  truncated file (header or payload runs past the end)
+ *   -EPROTO   boot protocol too old (< 2.12 for a bzImage)
+ *   -EBADMSG  corrupt compressed payload or unknown compression
+ *   -E2BIG    kernel, initrd or command line does not fit in guest memory / its limit
+ *   -EFAULT   a segment or structure lands outside guest RAM
+ */
+#ifndef KUMO_BOOT_H
+#define KUMO_BOOT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct guest_mem;
+
+#define E820_RAM 1
+#define E820_RESERVED 2
+#define E820_ACPI 3
+#define E820_MAX_ENTRIES 128 /* what struct boot_params holds */
+
+struct e820_entry {
+	uint64_t addr;
+	uint64_t size;
+	uint32_t type;
+} __attribute__((packed));
+
+struct boot_kernel {
+	uint64_t entry;		/* guest-physical address of startup_64 */
+	uint64_t load_start;	/* lowest guest-physical byte of the loaded image */
+	uint64_t load_end;	/* one past the highest byte (including bss) */
+	uint16_t protocol;	/* boot protocol version, 0x020f style */
+	uint64_t initrd_max;	/* highest address the initrd may end at (exclusive) */
+	uint32_t cmdline_max;	/* longest command line the kernel accepts (without NUL) */
+	int has_setup_header;	/* a bzImage setup header is kept in hdr[] */
+	uint8_t hdr[0x290 - 0x1f1]; /* the setup header as found (0x1f1 .. end of boot_params hdr) */
+	const char *format;	/* "bzImage/lz4", "bzImage/gzip", ..., "vmlinux" for messages */
+};
+
+/* Load a bzImage or vmlinux from memory into guest RAM. Returns 0 or -errno. */
+int boot_load_kernel(const struct guest_mem *m, const void *img, size_t len,
+		     struct boot_kernel *k) __attribute__((warn_unused_result));
+
+/* Place the initrd as high as allowed below k->initrd_max, page aligned, above the kernel. */
+int boot_load_initrd(const struct guest_mem *m, const struct boot_kernel *k, const void *data,
+		     size_t len, uint64_t *gpa_out) __attribute__((warn_unused_result));
+
+/* Fill e820 from the RAM layout of m (low memory, EBDA/BIOS hole, RAM, RAM above 4 GiB). */
+int boot_build_e820(const struct guest_mem *m, struct e820_entry *tab, int max);
+
+/*
+ * Write the zero page at BOOT_ZERO_PAGE_GPA (setup header, e820, cmdline pointer, initrd,
+ * RSDP address) and the command line at BOOT_CMDLINE_GPA.
+ */
+int boot_setup_params(const struct guest_mem *m, const struct boot_kernel *k, const char *cmdline,
+		      uint64_t initrd_gpa, uint64_t initrd_size, uint64_t rsdp_gpa)
+	__attribute__((warn_unused_result));
+
+/*
+ * GDT (null, null, __BOOT_CS=0x10 code64, __BOOT_DS=0x18 data) and 4 GiB identity map.
+ * The vCPU then enters the kernel with: RIP = k->entry, RSI = BOOT_ZERO_PAGE_GPA,
+ * GDTR = { BOOT_GDT_GPA, BOOT_GDT_LIMIT }, CR3 = BOOT_PML4_GPA, CR4.PAE, EFER.LME|LMA,
+ * CR0.PE|PG, CS = BOOT_CS (base 0, limit 0xfffff, G=1, L=1, D=0, type 0xb, S=1, P=1),
+ * DS = ES = SS = BOOT_DS (base 0, limit 0xfffff, G=1, D/B=1, type 0x3, S=1, P=1).
+ */
+#define BOOT_CS 0x10
+#define BOOT_DS 0x18
+#define BOOT_GDT_LIMIT (4 * 8 - 1)
+
+int boot_setup_pagetables(const struct guest_mem *m) __attribute__((warn_unused_result));
+
+/* A one-line description of a boot_* error code. */
+const char *boot_strerror(int err);
+
+#endif

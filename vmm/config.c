@@ -1,0 +1,103 @@
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mm/mem.h"
+#include "vmm/config.h"
+#include "vmm/vm.h"
+
+#define KUMO_MAX_VCPUS 1024
+
+const char config_run_usage[] =
+	"usage: kumo run --kernel FILE [options]\n"
+	"  --kernel FILE        bzImage (LZ4/gzip/xz/zstd payload) or vmlinux ELF\n"
+	"  --initrd FILE        initramfs\n"
+	"  --cmdline STR        kernel command line (console=ttyS0 is added if absent)\n"
+	"  --mem SIZE           guest RAM, e.g. 256M, 6G (default 256M)\n"
+	"  --cpus N             vCPUs (default 1)\n"
+	"  --on-reboot=exit|restart  what a guest reboot does (default exit, status 3)\n"
+	"  --no-pvm-quirks      no PVM handling even on a PVM host\n"
+	"  -v, --verbose        debug messages;  -q, --quiet  errors only\n"
+	"Console: the guest's serial port on stdin/stdout; Ctrl-A x quits.\n"
+	"Exit status: 0 power-off, 1 error, 2 bad usage/input, 3 reboot or panic,\n"
+	"             4 an instruction that could not be emulated.\n";
+
+enum { OPT_KERNEL = 256, OPT_INITRD, OPT_CMDLINE, OPT_MEM, OPT_CPUS, OPT_ON_REBOOT, OPT_NO_PVM };
+
+static const struct option run_opts[] = {
+	{ "kernel", required_argument, NULL, OPT_KERNEL },
+	{ "initrd", required_argument, NULL, OPT_INITRD },
+	{ "cmdline", required_argument, NULL, OPT_CMDLINE },
+	{ "mem", required_argument, NULL, OPT_MEM },
+	{ "cpus", required_argument, NULL, OPT_CPUS },
+	{ "on-reboot", required_argument, NULL, OPT_ON_REBOOT },
+	{ "no-pvm-quirks", no_argument, NULL, OPT_NO_PVM },
+	{ "verbose", no_argument, NULL, 'v' },
+	{ "quiet", no_argument, NULL, 'q' },
+	{ "help", no_argument, NULL, 'h' },
+	{ 0 },
+};
+
+#define FAIL(...) do { snprintf(err, errlen, __VA_ARGS__); return -EINVAL; } while (0)
+
+int config_parse_run(int argc, char **argv, struct vm_config *cfg, struct run_options *opts,
+		     char *err, size_t errlen)
+{
+	int c;
+
+	memset(cfg, 0, sizeof(*cfg));
+	memset(opts, 0, sizeof(*opts));
+	cfg->mem_size = 256ULL << 20;
+	cfg->ncpus = 1;
+	cfg->pvm_quirks = 1;
+	cfg->console_out_fd = 1;
+	optind = 1;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":vqh", run_opts, NULL)) != -1) {
+		switch (c) {
+		case OPT_KERNEL: cfg->kernel = optarg; break;
+		case OPT_INITRD: cfg->initrd = optarg; break;
+		case OPT_CMDLINE: cfg->cmdline = optarg; break;
+		case OPT_MEM:
+			if (mm_parse_size(optarg, &cfg->mem_size) < 0)
+				FAIL("--mem %s: not a size (use e.g. 256M or 6G)", optarg);
+			if (cfg->mem_size < (16ULL << 20) || (cfg->mem_size & ((1ULL << 20) - 1)))
+				FAIL("--mem %s: must be at least 16M and a multiple of 1M", optarg);
+			if (cfg->mem_size > (1ULL << 40))
+				FAIL("--mem %s: more than 1T", optarg);
+			break;
+		case OPT_CPUS: {
+			char *end;
+			long n;
+
+			errno = 0;
+			n = strtol(optarg, &end, 10);
+			if (errno || *end || end == optarg || n < 1 || n > KUMO_MAX_VCPUS)
+				FAIL("--cpus %s: must be a number from 1 to %d", optarg, KUMO_MAX_VCPUS);
+			cfg->ncpus = (unsigned int)n;
+			break;
+		}
+		case OPT_ON_REBOOT:
+			if (!strcmp(optarg, "exit"))
+				cfg->restart_on_reboot = 0;
+			else if (!strcmp(optarg, "restart"))
+				cfg->restart_on_reboot = 1;
+			else
+				FAIL("--on-reboot %s: use exit or restart", optarg);
+			break;
+		case OPT_NO_PVM: cfg->pvm_quirks = 0; break;
+		case 'v': opts->verbose = 1; break;
+		case 'q': opts->quiet = 1; break;
+		case 'h': return 1;
+		case ':': FAIL("%s needs a value", argv[optind - 1]);
+		default: FAIL("unknown option %s", argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		FAIL("unexpected argument %s", argv[optind]);
+	if (!cfg->kernel)
+		FAIL("--kernel is required");
+	return 0;
+}

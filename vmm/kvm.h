@@ -1,0 +1,39 @@
+/*
+ * The KVM system and VM file descriptors. Only this module and the vCPU loop (vmm/vcpu.c)
+ * issue ioctls on KVM fds; devices get an irq handle (vmm/irq.h) and guest memory (mm/).
+ */
+#ifndef KUMO_KVM_H
+#define KUMO_KVM_H
+
+#include <stdint.h>
+
+struct guest_mem;
+
+struct kvm {
+	int sys_fd;
+	int vm_fd;
+	int run_size;		/* mmap size of struct kvm_run */
+	int max_vcpus;
+	int nr_slots;
+	int emul_failure_exits;	/* KVM_CAP_EXIT_ON_EMULATION_FAILURE enabled */
+	int x2apic_api;		/* KVM_CAP_X2APIC_API enabled (32-bit APIC ids) */
+};
+
+/* ioctl(), logging "NAME: strerror" on failure; returns the result or -errno. */
+long __kvm_ioctl(int fd, unsigned long req, void *arg, const char *name);
+#define kvm_ioctl(fd, req, arg) __kvm_ioctl(fd, req, (void *)(arg), #req)
+
+/* Open /dev/kvm, check the capabilities kumo needs (naming any that is missing), create the VM,
+ * its in-kernel irqchip and PIT. Returns 0 or -errno (already reported). */
+int kvm_init(struct kvm *kvm, unsigned int ncpus) __attribute__((warn_unused_result));
+void kvm_exit(struct kvm *kvm);
+
+/* Register every region of m as a KVM memory slot. */
+int kvm_map_memory(struct kvm *kvm, const struct guest_mem *m) __attribute__((warn_unused_result));
+
+/* Assert (level=1) or deassert an interrupt line of the in-kernel PIC/IOAPIC. */
+int kvm_irq_line(struct kvm *kvm, uint32_t gsi, int level);
+
+int kvm_check_extension(struct kvm *kvm, long cap);
+
+#endif

@@ -1,0 +1,217 @@
+/* kumo: one binary, one subcommand per role. `kumo run` is the VMM. */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "vmm/config.h"
+#include "vmm/log.h"
+#include "vmm/pvm.h"
+#include "vmm/vcpu.h"
+#include "vmm/vm.h"
+
+static struct termios saved_tio;
+static int tio_saved;
+static volatile sig_atomic_t got_signal;
+
+static void restore_terminal(void)
+{
+	if (tio_saved)
+		tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved_tio);
+	tio_saved = 0;
+}
+
+static void raw_terminal(void)
+{
+	struct termios tio;
+
+	if (!isatty(STDIN_FILENO) || tcgetattr(STDIN_FILENO, &saved_tio) < 0)
+		return;
+	tio_saved = 1;
+	atexit(restore_terminal);
+	tio = saved_tio;
+	cfmakeraw(&tio);
+	tio.c_oflag |= OPOST | ONLCR; /* our own messages still start at column 0 */
+	tcsetattr(STDIN_FILENO, TCSAFLUSH, &tio);
+}
+
+static void on_signal(int sig)
+{
+	got_signal = sig;
+}
+
+/*
+ * Feed stdin to the serial port until the VM stops. Ctrl-A x quits, Ctrl-A Ctrl-A sends one
+ * Ctrl-A. Bytes the receive FIFO cannot take yet wait here.
+ */
+static void console_loop(struct vm *vm)
+{
+	uint8_t buf[256];
+	size_t have = 0, off = 0;
+	int escape = 0, in_open = 1;
+	int first_reported = 0;
+
+	while (!__atomic_load_n(&vm->stop, __ATOMIC_ACQUIRE)) {
+		struct pollfd p = { .fd = STDIN_FILENO, .events = POLLIN };
+		int n;
+
+		if (got_signal) {
+			pr_info("signal %d: stopping the VM", (int)got_signal);
+			vm_request_stop(vm, VM_STOP_USER, 128 + (int)got_signal);
+			break;
+		}
+		if (!first_reported && vm->com1.first_tx_ns) {
+			first_reported = 1;
+			pr_debug("first guest output %.3f s after start",
+				 (double)(vm->com1.first_tx_ns - vm->start_ns) / 1e9);
+		}
+		if (have > off) {
+			off += serial_push_input(&vm->com1, buf + off, have - off);
+			if (off < have) {
+				usleep(1000);
+				continue;
+			}
+		}
+		have = off = 0;
+		n = poll(&p, in_open ? 1 : 0, 100);
+		if (n <= 0)
+			continue;
+		ssize_t r = read(STDIN_FILENO, buf, sizeof(buf));
+		if (r <= 0) {
+			if (r < 0 && (errno == EINTR || errno == EAGAIN))
+				continue;
+			in_open = 0; /* EOF: the guest keeps running without input */
+			continue;
+		}
+		for (ssize_t i = 0; i < r; i++) {
+			uint8_t c = buf[i];
+
+			if (escape) {
+				escape = 0;
+				if (c == 'x' || c == 'X') {
+					restore_terminal();
+					pr_info("Ctrl-A x: quitting");
+					vm_request_stop(vm, VM_STOP_USER, KUMO_EXIT_POWEROFF);
+					return;
+				}
+				if (c != 0x01)
+					continue;
+			} else if (c == 0x01 && tio_saved) {
+				escape = 1;
+				continue;
+			}
+			buf[have++] = c;
+		}
+	}
+}
+
+static void print_summary(struct vm *vm, int status)
+{
+	uint64_t exits[VCPU_EXIT__COUNT] = { 0 }, fix[PVM_INSN__COUNT] = { 0 };
+	static const char *const why[] = {
+		[VM_STOP_POWEROFF] = "guest powered off", [VM_STOP_RESET] = "guest reset",
+		[VM_STOP_USER] = "stopped by the user", [VM_STOP_ERROR] = "stopped on an error",
+		[VM_STOP_EMULATION] = "stopped: instruction could not be emulated",
+	};
+	char fixes[256] = "";
+	size_t used = 0;
+
+	for (unsigned int i = 0; i < vm->ncpus; i++) {
+		for (int k = 0; k < VCPU_EXIT__COUNT; k++)
+			exits[k] += vm->vcpus[i]->exits[k];
+		for (int k = 0; k < PVM_INSN__COUNT; k++)
+			fix[k] += vm->vcpus[i]->pvm_fixups[k];
+	}
+	for (int k = 1; k < PVM_INSN__COUNT && used < sizeof(fixes) - 32; k++)
+		if (fix[k])
+			used += (size_t)snprintf(fixes + used, sizeof(fixes) - used, " %s=%llu",
+						 pvm_insn_name(k), (unsigned long long)fix[k]);
+	pr_info("%s after %.1f s (exit status %d); exits: io=%llu mmio=%llu intr=%llu%s%s",
+		why[vm->stop] ? why[vm->stop] : "stopped",
+		(double)(vm_now_ns() - vm->start_ns) / 1e9, status,
+		(unsigned long long)exits[VCPU_EXIT_IO], (unsigned long long)exits[VCPU_EXIT_MMIO],
+		(unsigned long long)exits[VCPU_EXIT_INTR], used ? "; emulation fix-ups:" : "", fixes);
+	if (vm->com1.first_tx_ns)
+		pr_info("first guest output came %.2f s after start",
+			(double)(vm->com1.first_tx_ns - vm->start_ns) / 1e9);
+}
+
+static int cmd_run(int argc, char **argv)
+{
+	struct vm_config cfg;
+	struct run_options opts;
+	struct sigaction sa = { .sa_handler = on_signal };
+	char err[256];
+	struct vm vm;
+	int ret, status;
+
+	ret = config_parse_run(argc, argv, &cfg, &opts, err, sizeof(err));
+	if (ret == 1) {
+		fputs(config_run_usage, stdout);
+		return 0;
+	}
+	if (ret < 0) {
+		fprintf(stderr, "kumo run: %s\n%s", err, config_run_usage);
+		return KUMO_EXIT_USAGE;
+	}
+	if (opts.verbose)
+		log_level = LOG_DEBUG;
+	if (opts.quiet)
+		log_level = LOG_ERR;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	for (;;) {
+		ret = vm_create(&vm, &cfg);
+		if (ret < 0)
+			return ret == -ENOENT || ret == -EACCES || ret == -ENOTSUP ? KUMO_EXIT_USAGE
+										   : KUMO_EXIT_ERROR;
+		if (vm.pvm)
+			pr_info("PVM host detected (kvm_pvm): guest kernel code runs in KVM's "
+				"emulator, expect a slow boot");
+		ret = vm_load_linux(&vm);
+		if (ret < 0) {
+			vm_destroy(&vm);
+			return ret == -ENOMEM ? KUMO_EXIT_ERROR : KUMO_EXIT_USAGE;
+		}
+		raw_terminal();
+		if (vm_start(&vm) == 0)
+			console_loop(&vm);
+		status = vm_wait(&vm);
+		restore_terminal();
+		print_summary(&vm, status);
+		vm_destroy(&vm);
+		if (status != KUMO_EXIT_REBOOT || !cfg.restart_on_reboot)
+			return status;
+		pr_info("guest rebooted: restarting (--on-reboot=restart)");
+	}
+}
+
+static void usage(FILE *f)
+{
+	fputs("usage: kumo COMMAND [ARGS]\n"
+	      "  run     run a VM (kumo run --help)\n", f);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return KUMO_EXIT_USAGE;
+	}
+	if (!strcmp(argv[1], "run"))
+		return cmd_run(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+		usage(stdout);
+		return 0;
+	}
+	fprintf(stderr, "kumo: unknown command '%s'\n", argv[1]);
+	usage(stderr);
+	return KUMO_EXIT_USAGE;
+}

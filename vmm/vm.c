@@ -1,0 +1,329 @@
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <linux/kvm.h>
+
+#include "vmm/acpi.h"
+#include "vmm/boot.h"
+#include "vmm/cpuid.h"
+#include "vmm/layout.h"
+#include "vmm/log.h"
+#include "vmm/pvm.h"
+#include "vmm/vcpu.h"
+#include "vmm/vm.h"
+
+uint64_t vm_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static int vm_irq_set(void *opaque, uint32_t gsi, int level)
+{
+	struct vm *vm = opaque;
+
+	return kvm_irq_line(&vm->kvm, gsi, level);
+}
+
+static void vm_pm_event(void *opaque, enum pm_event ev)
+{
+	struct vm *vm = opaque;
+
+	if (ev == PM_POWEROFF)
+		vm_request_stop(vm, VM_STOP_POWEROFF, KUMO_EXIT_POWEROFF);
+	else
+		vm_request_stop(vm, VM_STOP_RESET, KUMO_EXIT_REBOOT);
+}
+
+/* The fixed legacy devices every kumo VM has. */
+static int register_devices(struct vm *vm)
+{
+	struct irq_line com1_irq = { vm_irq_set, vm, SERIAL_COM1_IRQ };
+	int ret;
+
+	serial_init(&vm->com1, &com1_irq, vm->cfg.console_out_fd);
+	acpi_pm_init(&vm->pm, vm_pm_event, vm);
+	rtc_init(&vm->rtc);
+	if ((ret = bus_register(&vm->pio, SERIAL_COM1_PORT, 8, &serial_ops, &vm->com1, "com1")) ||
+	    (ret = bus_register(&vm->pio, 0x70, 2, &rtc_ops, &vm->rtc, "rtc")) ||
+	    (ret = bus_register(&vm->pio, ACPI_PM1A_EVT_PORT, 4, &acpi_pm_evt_ops, &vm->pm,
+				"pm1a_evt")) ||
+	    (ret = bus_register(&vm->pio, ACPI_PM1A_CNT_PORT, 2, &acpi_pm_cnt_ops, &vm->pm,
+				"pm1a_cnt")) ||
+	    (ret = bus_register(&vm->pio, RESET_PORT, 1, &acpi_reset_ops, &vm->pm, "reset")) ||
+	    (ret = bus_register(&vm->pio, 0x64, 1, &kbd_reset_ops, &vm->pm, "kbd-reset")))
+		pr_err("registering a legacy device: %s", strerror(-ret));
+	return ret;
+}
+
+int vm_create(struct vm *vm, const struct vm_config *cfg)
+{
+	int ret;
+
+	memset(vm, 0, sizeof(*vm));
+	vm->cfg = *cfg;
+	vm->ncpus = cfg->ncpus;
+	vm->start_ns = vm_now_ns();
+	pthread_mutex_init(&vm->lock, NULL);
+	pthread_cond_init(&vm->cond, NULL);
+	bus_init(&vm->pio, "pio");
+	bus_init(&vm->mmio, "mmio");
+	vm->pvm = cfg->pvm_quirks && pvm_detect();
+
+	ret = kvm_init(&vm->kvm, cfg->ncpus);
+	if (ret < 0)
+		goto err_bus;
+	ret = mm_init(&vm->mem, cfg->mem_size);
+	if (ret < 0) {
+		pr_err("cannot allocate %llu bytes of guest memory: %s",
+		       (unsigned long long)cfg->mem_size, strerror(-ret));
+		goto err_kvm;
+	}
+	ret = kvm_map_memory(&vm->kvm, &vm->mem);
+	if (ret < 0)
+		goto err_mem;
+	ret = register_devices(vm);
+	if (ret < 0)
+		goto err_mem;
+	ret = cpuid_get_supported(&vm->kvm, &vm->cpuid);
+	if (ret < 0)
+		goto err_mem;
+	vm->vcpus = calloc(cfg->ncpus, sizeof(*vm->vcpus));
+	if (!vm->vcpus) {
+		ret = -ENOMEM;
+		goto err_cpuid;
+	}
+	for (unsigned int i = 0; i < cfg->ncpus; i++) {
+		ret = vcpu_create(vm, i, &vm->vcpus[i]);
+		if (ret < 0)
+			goto err_vcpus;
+	}
+	return 0;
+
+err_vcpus:
+	for (unsigned int i = 0; i < cfg->ncpus; i++)
+		vcpu_destroy(vm->vcpus[i]);
+	free(vm->vcpus);
+err_cpuid:
+	free(vm->cpuid);
+err_mem:
+	mm_free(&vm->mem);
+err_kvm:
+	kvm_exit(&vm->kvm);
+err_bus:
+	bus_destroy(&vm->pio);
+	bus_destroy(&vm->mmio);
+	return ret;
+}
+
+void vm_destroy(struct vm *vm)
+{
+	for (unsigned int i = 0; i < vm->ncpus && vm->vcpus; i++)
+		vcpu_destroy(vm->vcpus[i]);
+	free(vm->vcpus);
+	free(vm->cpuid);
+	mm_free(&vm->mem);
+	kvm_exit(&vm->kvm);
+	bus_destroy(&vm->pio);
+	bus_destroy(&vm->mmio);
+}
+
+int vm_setup_boot_cpu(struct vm *vm, uint64_t entry, uint64_t rsi)
+{
+	return vcpu_setup_long_mode(vm->vcpus[0], entry, rsi);
+}
+
+/* Read a whole file into a private mapping. Returns 0 or -errno. */
+static int map_file(const char *path, void **data, size_t *len)
+{
+	struct stat st;
+	int fd = open(path, O_RDONLY | O_CLOEXEC), ret = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0) {
+		ret = -errno;
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		ret = -EINVAL;
+		goto out;
+	}
+	*len = (size_t)st.st_size;
+	*data = NULL;
+	if (*len) {
+		*data = mmap(NULL, *len, PROT_READ, MAP_PRIVATE, fd, 0);
+		if (*data == MAP_FAILED)
+			ret = -errno;
+	}
+out:
+	close(fd);
+	return ret;
+}
+
+static char *build_cmdline(const struct vm *vm)
+{
+	const char *user = vm->cfg.cmdline ? vm->cfg.cmdline : "";
+	const char *quirks = vm->pvm ? pvm_cmdline_quirks : "";
+	/* Ours first so the user's own parameters win, and nothing lands after a "--". */
+	size_t n = strlen("console=ttyS0 ") + strlen(quirks) + strlen(user) + 4;
+	char *s = malloc(n);
+
+	if (s)
+		snprintf(s, n, "%s%s%s%s", strstr(user, "console=") ? "" : "console=ttyS0 ", quirks,
+			 *quirks ? " " : "", user);
+	return s;
+}
+
+int vm_load_linux(struct vm *vm)
+{
+	struct boot_kernel k;
+	uint32_t *apic_ids;
+	struct acpi_config acfg;
+	void *img = NULL, *initrd = NULL, *tables;
+	size_t img_len = 0, initrd_len = 0;
+	uint64_t initrd_gpa = 0, rsdp = 0;
+	char *cmdline = NULL;
+	long used;
+	int ret;
+
+	ret = map_file(vm->cfg.kernel, &img, &img_len);
+	if (ret < 0) {
+		pr_err("kernel %s: %s", vm->cfg.kernel, ret == -EINVAL ? "not a regular file" :
+		       strerror(-ret));
+		return ret;
+	}
+	ret = boot_load_kernel(&vm->mem, img, img_len, &k);
+	if (img_len)
+		munmap(img, img_len);
+	if (ret < 0) {
+		pr_err("kernel %s: %s", vm->cfg.kernel, boot_strerror(ret));
+		return ret;
+	}
+	if (vm->cfg.initrd) {
+		ret = map_file(vm->cfg.initrd, &initrd, &initrd_len);
+		if (ret < 0) {
+			pr_err("initrd %s: %s", vm->cfg.initrd, strerror(-ret));
+			return ret;
+		}
+		ret = boot_load_initrd(&vm->mem, &k, initrd, initrd_len, &initrd_gpa);
+		if (initrd_len)
+			munmap(initrd, initrd_len);
+		if (ret < 0) {
+			pr_err("initrd %s (%zu bytes): %s", vm->cfg.initrd, initrd_len,
+			       boot_strerror(ret));
+			return ret;
+		}
+	}
+
+	apic_ids = calloc(vm->ncpus, sizeof(*apic_ids));
+	tables = calloc(1, ACPI_TABLES_SIZE);
+	if (!apic_ids || !tables) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (unsigned int i = 0; i < vm->ncpus; i++)
+		apic_ids[i] = vm->vcpus[i]->apic_id;
+	acfg = (struct acpi_config){ .ncpus = vm->ncpus, .apic_ids = apic_ids };
+	used = acpi_build(tables, ACPI_TABLES_SIZE, ACPI_TABLES_GPA, &acfg, &rsdp);
+	if (used < 0) {
+		ret = (int)used;
+		pr_err("building ACPI tables: %s", strerror(-ret));
+		goto out;
+	}
+	ret = mm_write(&vm->mem, ACPI_TABLES_GPA, tables, (uint64_t)used);
+	if (ret < 0) {
+		pr_err("ACPI tables do not fit in guest memory");
+		goto out;
+	}
+	cmdline = build_cmdline(vm);
+	if (!cmdline) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	ret = boot_setup_pagetables(&vm->mem);
+	if (ret == 0)
+		ret = boot_setup_params(&vm->mem, &k, cmdline, initrd_gpa, initrd_len, rsdp);
+	if (ret < 0) {
+		pr_err("setting up boot parameters: %s", boot_strerror(ret));
+		goto out;
+	}
+	ret = vm_setup_boot_cpu(vm, k.entry, BOOT_ZERO_PAGE_GPA);
+	if (ret < 0)
+		goto out;
+	pr_info("booting %s (%s, entry 0x%llx), %u vCPU%s, %llu MiB%s%s%s",
+		vm->cfg.kernel, k.format ? k.format : "?", (unsigned long long)k.entry, vm->ncpus,
+		vm->ncpus == 1 ? "" : "s", (unsigned long long)(vm->mem.ram_size >> 20),
+		vm->cfg.initrd ? ", initrd " : "", vm->cfg.initrd ? vm->cfg.initrd : "",
+		vm->pvm ? ", PVM host: emulation-failure handling and PVM kernel parameters on" : "");
+	pr_debug("command line: %s", cmdline);
+out:
+	free(cmdline);
+	free(tables);
+	free(apic_ids);
+	return ret;
+}
+
+void vm_request_stop(struct vm *vm, enum vm_stop_reason why, int status)
+{
+	pthread_mutex_lock(&vm->lock);
+	if (!vm->stop) {
+		vm->stop_status = status;
+		__atomic_store_n(&vm->stop, why, __ATOMIC_RELEASE);
+		pthread_cond_broadcast(&vm->cond);
+		/* Kick under the lock: vm_wait() joins the threads only after taking it. */
+		for (unsigned int i = 0; i < vm->ncpus; i++)
+			if (vm->vcpus && vm->vcpus[i])
+				vcpu_kick(vm->vcpus[i]);
+	}
+	pthread_mutex_unlock(&vm->lock);
+}
+
+int vm_start(struct vm *vm)
+{
+	sigset_t set, old;
+	int ret = 0;
+
+	/* vCPU threads unblock SIGUSR1 themselves; everyone else keeps it blocked. */
+	sigemptyset(&set);
+	sigaddset(&set, SIGUSR1);
+	pthread_sigmask(SIG_BLOCK, &set, &old);
+	for (unsigned int i = 0; i < vm->ncpus; i++) {
+		struct vcpu *v = vm->vcpus[i];
+
+		ret = -pthread_create(&v->thread, NULL, vcpu_thread, v);
+		if (ret) {
+			pr_err("starting vCPU %u: %s", i, strerror(-ret));
+			vm_request_stop(vm, VM_STOP_ERROR, KUMO_EXIT_ERROR);
+			break;
+		}
+		v->started = 1;
+	}
+	return ret;
+}
+
+int vm_wait(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->lock);
+	while (!vm->stop)
+		pthread_cond_wait(&vm->cond, &vm->lock);
+	pthread_mutex_unlock(&vm->lock);
+	for (unsigned int i = 0; i < vm->ncpus; i++) {
+		if (vm->vcpus[i]->started) {
+			vcpu_kick(vm->vcpus[i]);
+			pthread_join(vm->vcpus[i]->thread, NULL);
+			vm->vcpus[i]->started = 0;
+		}
+	}
+	return vm->stop_status;
+}

@@ -1,0 +1,89 @@
+/* One virtual machine: KVM VM, guest memory, buses, fixed devices, vCPUs, and how it stops. */
+#ifndef KUMO_VM_H
+#define KUMO_VM_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "devices/acpi-pm.h"
+#include "devices/rtc.h"
+#include "devices/serial.h"
+#include "mm/mem.h"
+#include "vmm/bus.h"
+#include "vmm/kvm.h"
+
+struct vcpu;
+struct kvm_cpuid2;
+
+/* Exit statuses of `kumo run` (documented in docs/usage.md). */
+enum {
+	KUMO_EXIT_POWEROFF = 0,	/* guest powered off (ACPI S5) or the user quit */
+	KUMO_EXIT_ERROR = 1,	/* internal or KVM error while running */
+	KUMO_EXIT_USAGE = 2,	/* bad command line or input files */
+	KUMO_EXIT_REBOOT = 3,	/* guest reset (reboot, or a panic with panic=-1) */
+	KUMO_EXIT_EMULATION = 4, /* an instruction KVM could not emulate and kumo cannot complete */
+};
+
+enum vm_stop_reason {
+	VM_RUNNING = 0,
+	VM_STOP_POWEROFF,
+	VM_STOP_RESET,
+	VM_STOP_USER,
+	VM_STOP_ERROR,
+	VM_STOP_EMULATION,
+};
+
+struct vm_config {
+	uint64_t mem_size;
+	unsigned int ncpus;
+	const char *kernel;
+	const char *initrd;
+	const char *cmdline;
+	int pvm_quirks;		/* apply the PVM handling when PVM is detected (default on) */
+	int restart_on_reboot;	/* --on-reboot=restart */
+	int console_out_fd;	/* where the serial console goes (stdout) */
+};
+
+struct vm {
+	struct vm_config cfg;
+	struct kvm kvm;
+	struct guest_mem mem;
+	struct bus pio, mmio;
+	struct serial com1;
+	struct acpi_pm pm;
+	struct rtc rtc;
+	struct kvm_cpuid2 *cpuid;	/* KVM's supported CPUID, patched per vCPU */
+	struct vcpu **vcpus;
+	unsigned int ncpus;
+	int pvm;			/* PVM detected and its handling enabled */
+	uint64_t start_ns;
+
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	enum vm_stop_reason stop;	/* first reason wins */
+	int stop_status;		/* exit status that goes with it */
+};
+
+/* Create the VM: KVM, memory, buses, fixed devices, vCPUs (not yet running). 0 or -errno. */
+int vm_create(struct vm *vm, const struct vm_config *cfg) __attribute__((warn_unused_result));
+void vm_destroy(struct vm *vm);
+
+/* Load kernel/initrd/cmdline, build ACPI and boot structures, set the boot vCPU's registers. */
+int vm_load_linux(struct vm *vm) __attribute__((warn_unused_result));
+
+/* Start all vCPU threads. */
+int vm_start(struct vm *vm) __attribute__((warn_unused_result));
+
+/* Ask the VM to stop; safe from any thread (not from signal handlers). */
+void vm_request_stop(struct vm *vm, enum vm_stop_reason why, int status);
+
+/* Wait until a stop is requested, then join the vCPU threads. Returns the exit status. */
+int vm_wait(struct vm *vm);
+
+/* The guest-physical address the boot vCPU starts at and what it finds in RSI. */
+int vm_setup_boot_cpu(struct vm *vm, uint64_t entry, uint64_t rsi)
+	__attribute__((warn_unused_result));
+
+uint64_t vm_now_ns(void);
+
+#endif
