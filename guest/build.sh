@@ -51,19 +51,26 @@ build_test_kernel() {
 	[ -r "$LINUX_TARBALL" ] || die "$LINUX_TARBALL missing (run make deps: linux-source)"
 	src_ver=$(dpkg-query -W -f='${Version}' "$LINUX_PKG" 2>/dev/null) || src_ver=unknown
 	[ -n "$src_ver" ] || src_ver=unknown
-	key=$( { cat "$FRAGMENT"; echo "linux-source=$LINUX_PKG $src_ver"; } | sha256sum | cut -c1-16)
+	# Our patches (guest/patches/*.patch, applied in order) are part of the source identity.
+	patches=$(ls "$GUEST_DIR"/patches/*.patch 2>/dev/null)
+	patch_id=$(cat $patches /dev/null | sha256sum | cut -c1-16)
+	key=$( { cat "$FRAGMENT"; echo "linux-source=$LINUX_PKG $src_ver patches=$patch_id"; } | sha256sum | cut -c1-16)
 	kdir="$KUMO_CACHE/test-kernel/$key"
 	if [ -s "$kdir/bzImage" ] && [ -s "$kdir/vmlinux" ] && [ -s "$kdir/config" ]; then
 		say "test kernel: cached ($key)"
 	else
 		src="$KUMO_CACHE/src/$(basename "$LINUX_TARBALL" .tar.xz)"
-		if [ "$(cat "$src/.kumo-version" 2>/dev/null)" != "$src_ver" ]; then
+		if [ "$(cat "$src/.kumo-version" 2>/dev/null)" != "$src_ver $patch_id" ]; then
 			say "test kernel: extracting $LINUX_TARBALL ($src_ver) into $KUMO_CACHE/src/"
 			rm -rf "$src"
 			mkdir -p "$KUMO_CACHE/src"
 			tar -C "$KUMO_CACHE/src" -xf "$LINUX_TARBALL"
 			[ -f "$src/Makefile" ] || die "unexpected tarball layout: no $src/Makefile"
-			echo "$src_ver" >"$src/.kumo-version"
+			for p in $patches; do
+				say "test kernel: applying $(basename "$p")"
+				patch -s -p1 -d "$src" <"$p" || die "patch $p does not apply"
+			done
+			echo "$src_ver $patch_id" >"$src/.kumo-version"
 		fi
 		bdir="$KUMO_CACHE/test-kernel/build-$key"
 		mkdir -p "$bdir"

@@ -147,8 +147,8 @@ void aml_integer(struct aml *a, uint64_t v)
 
 void aml_string(struct aml *a, const char *s)
 {
-	for (const char *c = s; *c; c++) {
-		if (*c < 0x01 || *c > 0x7F) { /* AsciiCharList: 0x01-0x7F */
+	for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+		if (*c > 0x7F) { /* AsciiCharList: 0x01-0x7F */
 			aml_fail(a, -EINVAL);
 			return;
 		}

@@ -26,6 +26,7 @@
 #define MSR_SYSCALL_MASK 0xc0000084
 #define MSR_KERNEL_GS_BASE 0xc0000102
 #define MSR_IA32_TSC 0x10
+#define MSR_K7_HWCR 0xc0010015
 
 int vcpu_get_regs(struct vcpu *vcpu, struct kvm_regs *regs)
 {
@@ -74,6 +75,7 @@ static int setup_msrs(struct vcpu *vcpu)
 	};
 	struct msr_list l = { 0 };
 	unsigned int n = 0;
+	int ret;
 
 	for (size_t i = 0; i < sizeof(zeroed) / sizeof(zeroed[0]); i++)
 		l.e[n++].index = zeroed[i];
@@ -82,7 +84,18 @@ static int setup_msrs(struct vcpu *vcpu)
 	l.e[n].index = MSR_MTRR_DEF_TYPE;
 	l.e[n++].data = (1 << 11) | 6;		/* MTRRs on, default write-back */
 	l.hdr.nmsrs = n;
-	return msrs_io(vcpu, &l, 1);
+	ret = msrs_io(vcpu, &l, 1);
+	if (ret < 0)
+		return ret;
+	/*
+	 * AMD: firmware sets HWCR.TscFreqSel (the TSC counts at P0 frequency); without it Linux
+	 * reports a firmware bug. Not every KVM lets us set it, and on Intel it does not exist.
+	 */
+	l.hdr.nmsrs = 1;
+	l.e[0] = (struct kvm_msr_entry){ .index = MSR_K7_HWCR, .data = 1ULL << 24 };
+	if (ioctl(vcpu->fd, KVM_SET_MSRS, &l) != 1)
+		pr_debug("vCPU %u: MSR_K7_HWCR.TscFreqSel not settable", vcpu->id);
+	return 0;
 }
 
 int vcpu_create(struct vm *vm, unsigned int id, struct vcpu **out)

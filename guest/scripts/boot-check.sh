@@ -31,6 +31,7 @@ for b in /sys/block/*; do
 	case "${b##*/}" in ram*|loop*) continue ;; esac
 	c block=${b##*/} sectors=$(rd "$b/size")
 done
+c msi_irqs=$(grep -c -e PCI-MSI -e PCI-MSIX /proc/interrupts)
 c cgroup_cpuset=$(grep -q cpuset /proc/cgroups 2>/dev/null && echo yes || echo no)
 c userspace=$(od -An -tx1 -j4 -N1 /bin/busybox | tr -d ' ' | sed 's/01/32bit/; s/02/64bit/')
 echo "--- dmesg | grep -i virtio"

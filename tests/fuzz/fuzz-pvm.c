@@ -7,6 +7,7 @@
  * Input: instruction bytes (the VMM passes at most 15/16). Checks that a decode never claims
  * more bytes than it was given and that completing it from a zeroed state is well defined.
  */
+// fuzz-sources: vmm/pvm.c vmm/log.c
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>

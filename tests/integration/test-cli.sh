@@ -1,0 +1,47 @@
+#!/bin/sh
+# `kumo run` on bad input: a one-line error naming the problem, exit status 2, no crash.
+cd "$(dirname "$0")/../.." || exit 2
+. tests/integration/lib.sh
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+
+bad() { # name, expected-message-regex, kumo args...
+	name=$1; re=$2; shift 2
+	$KUMO run "$@" > "$T/out" 2> "$T/err" < /dev/null
+	rc=$?
+	if [ $rc -eq 2 ] && grep -Eq -- "$re" "$T/err"; then
+		pass "$name"
+	else
+		fail "$name" "exit $rc, stderr: $(head -c 300 "$T/err")"
+	fi
+}
+
+head -c 100 /dev/urandom > "$T/random"
+: > "$T/empty"
+printf 'MZ' > "$T/tiny"
+KERNEL=guest/out/test-bzImage
+[ -f "$KERNEL" ] || KERNEL=guest/out/stock-vmlinuz
+
+bad cli-missing-kernel 'kernel /nonexistent: No such file' --kernel /nonexistent
+bad cli-kernel-is-dir 'not a regular file' --kernel /tmp
+bad cli-empty-kernel 'kernel .*empty: ' --kernel "$T/empty"
+bad cli-not-a-kernel 'not a kernel' --kernel "$T/random"
+bad cli-truncated-header 'truncated' --kernel "$T/tiny"
+bad cli-bad-mem '--mem lots' --kernel "$KERNEL" --mem lots
+bad cli-bad-cpus '--cpus 0' --kernel "$KERNEL" --cpus 0
+bad cli-unknown-option 'unknown option --frobnicate' --kernel "$KERNEL" --frobnicate
+bad cli-no-kernel '--kernel is required'
+if [ -f "$KERNEL" ]; then
+	size=$(stat -c %s "$KERNEL")
+	head -c $((size / 2)) "$KERNEL" > "$T/half"
+	bad cli-truncated-kernel 'truncated|corrupt' --kernel "$T/half"
+	# Corrupt the compressed payload in the middle: the decompressor must refuse it.
+	cp "$KERNEL" "$T/corrupt"
+	printf '\377\377\377\377\377\377\377\377\377\377\377\377\377\377\377\377' |
+		dd of="$T/corrupt" bs=1 seek=$((size / 2)) conv=notrunc 2>/dev/null
+	bad cli-corrupt-payload 'corrupt|truncated' --kernel "$T/corrupt"
+	head -c $((200 * 1024 * 1024)) /dev/zero > "$T/bigrd"
+	bad cli-initrd-too-big 'initrd .*does not fit' --kernel "$KERNEL" --initrd "$T/bigrd" --mem 64M
+fi
+# The usage text is there for a person who asks.
+if $KUMO run --help | grep -q -- '--kernel FILE'; then pass cli-help; else fail cli-help; fi
