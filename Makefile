@@ -37,6 +37,7 @@ MAIN_OBJS := vmm/main.o
 
 UNIT_TESTS := $(patsubst %.c,%,$(wildcard tests/unit/test-*.c))
 KVM_TESTS := $(patsubst %.c,%,$(wildcard tests/kvm/test-*.c))
+BENCH_BINS := $(patsubst %.c,%,$(wildcard tests/bench/bench-*.c))
 
 all: kumo
 
@@ -54,6 +55,9 @@ tests/unit/%: tests/unit/%.o libkumo.a
 	$(CC) $(LDFLAGS) -o $@ $< libkumo.a $(LIBS)
 
 tests/kvm/%: tests/kvm/%.o libkumo.a
+	$(CC) $(LDFLAGS) -o $@ $< libkumo.a $(LIBS)
+
+tests/bench/%: tests/bench/%.o libkumo.a
 	$(CC) $(LDFLAGS) -o $@ $< libkumo.a $(LIBS)
 
 tests: $(UNIT_TESTS) $(KVM_TESTS) kumo
@@ -87,15 +91,19 @@ demo: deps
 	@sh tools/demo.sh
 
 bench: deps
-	$(MAKE) kumo tests
+	$(MAKE) kumo tests $(BENCH_BINS)
 	$(MAKE) guest
 	@sh tests/bench/run.sh
 
 clean:
-	rm -f kumo libkumo.a $(OBJS) $(MAIN_OBJS) $(UNIT_TESTS) $(KVM_TESTS)
+	rm -f kumo libkumo.a $(OBJS) $(MAIN_OBJS) $(UNIT_TESTS) $(KVM_TESTS) $(BENCH_BINS)
 	find . -name '*.d' -delete -o -name '*.o' -delete
 
-.PHONY: all deps guest guest-check check check-unit check-slow demo bench clean tests
+# Longer fuzzing than `make check` does.
+fuzz: deps
+	FUZZ_RUNS=$${FUZZ_RUNS:-2000000} sh tests/fuzz/run.sh
+
+.PHONY: fuzz all deps guest guest-check check check-unit check-slow demo bench clean tests
 .SECONDARY:
 
 -include $(shell find . -name '*.d' 2>/dev/null)

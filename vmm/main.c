@@ -172,9 +172,6 @@ static int cmd_run(int argc, char **argv)
 		if (ret < 0)
 			return ret == -ENOENT || ret == -EACCES || ret == -ENOTSUP ? KUMO_EXIT_USAGE
 										   : KUMO_EXIT_ERROR;
-		if (vm.pvm)
-			pr_info("PVM host detected (kvm_pvm): guest kernel code runs in KVM's "
-				"emulator, expect a slow boot");
 		ret = vm_load_linux(&vm);
 		if (ret < 0) {
 			vm_destroy(&vm);

@@ -265,7 +265,8 @@ int vm_load_linux(struct vm *vm)
 		vm->cfg.kernel, k.format ? k.format : "?", (unsigned long long)k.entry, vm->ncpus,
 		vm->ncpus == 1 ? "" : "s", (unsigned long long)(vm->mem.ram_size >> 20),
 		vm->cfg.initrd ? ", initrd " : "", vm->cfg.initrd ? vm->cfg.initrd : "",
-		vm->pvm ? ", PVM host: emulation-failure handling and PVM kernel parameters on" : "");
+		vm->pvm ? "; PVM host: the guest kernel runs in KVM's emulator (slow boot), "
+		"emulation-failure handling and PVM kernel parameters on" : "");
 	pr_debug("command line: %s", cmdline);
 out:
 	free(cmdline);

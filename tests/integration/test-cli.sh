@@ -25,7 +25,7 @@ KERNEL=guest/out/test-bzImage
 bad cli-missing-kernel 'kernel /nonexistent: No such file' --kernel /nonexistent
 bad cli-kernel-is-dir 'not a regular file' --kernel /tmp
 bad cli-empty-kernel 'kernel .*empty: ' --kernel "$T/empty"
-bad cli-not-a-kernel 'not a kernel' --kernel "$T/random"
+bad cli-not-a-kernel 'not an x86-64 Linux kernel' --kernel "$T/random"
 bad cli-truncated-header 'truncated' --kernel "$T/tiny"
 bad cli-bad-mem '--mem lots' --kernel "$KERNEL" --mem lots
 bad cli-bad-cpus '--cpus 0' --kernel "$KERNEL" --cpus 0
@@ -35,10 +35,14 @@ if [ -f "$KERNEL" ]; then
 	size=$(stat -c %s "$KERNEL")
 	head -c $((size / 2)) "$KERNEL" > "$T/half"
 	bad cli-truncated-kernel 'truncated|corrupt' --kernel "$T/half"
-	# Corrupt the compressed payload in the middle: the decompressor must refuse it.
+	# Corrupt the start of the compressed payload (magic and first block header; LZ4's legacy
+	# format has no checksum, so damage deeper inside cannot be detected by anyone).
+	setup_sects=$(od -An -tu1 -j $((0x1f1)) -N1 "$KERNEL" | tr -d ' ')
+	payload_off=$(od -An -tu4 -j $((0x248)) -N4 "$KERNEL" | tr -d ' ')
 	cp "$KERNEL" "$T/corrupt"
 	printf '\377\377\377\377\377\377\377\377\377\377\377\377\377\377\377\377' |
-		dd of="$T/corrupt" bs=1 seek=$((size / 2)) conv=notrunc 2>/dev/null
+		dd of="$T/corrupt" bs=1 seek=$(( (setup_sects + 1) * 512 + payload_off + 4 )) \
+			conv=notrunc 2>/dev/null
 	bad cli-corrupt-payload 'corrupt|truncated' --kernel "$T/corrupt"
 	head -c $((200 * 1024 * 1024)) /dev/zero > "$T/bigrd"
 	bad cli-initrd-too-big 'initrd .*does not fit' --kernel "$KERNEL" --initrd "$T/bigrd" --mem 64M

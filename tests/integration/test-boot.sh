@@ -1,0 +1,66 @@
+#!/bin/sh
+# One boot of our test kernel in kumo (2 vCPUs, 256 MiB) that checks many things at once:
+# ACPI tables, SMP through the MADT, e820 and memory size, kvm-clock, the UART, ACPI S5,
+# no ACPI errors, the guest's own userspace (nproc, MemTotal, poweroff -f -> exit 0).
+# On PVM hosts the guest kernel is emulated: this takes a few minutes; the timeout is generous
+# and is not a measurement (KUMO_BOOT_TIMEOUT, seconds).
+cd "$(dirname "$0")/../.." || exit 2
+. tests/integration/lib.sh
+KERNEL=${KUMO_TEST_KERNEL:-guest/out/test-bzImage}
+INITRD=${KUMO_TEST_INITRD:-guest/out/initramfs.cpio}
+CON=$OUT/boot-test.console
+ERR=$OUT/boot-test.stderr
+for f in "$KERNEL" "$INITRD"; do
+	[ -f "$f" ] || { fail boot-guest-image "$f missing: run make guest"; exit 1; }
+done
+
+start=$(date +%s)
+timeout "${KUMO_BOOT_TIMEOUT:-1500}" $KUMO run --kernel "$KERNEL" --initrd "$INITRD" --cpus 2 \
+	--mem 256M --cmdline "kumo.script=boot-check.sh panic=-1" < /dev/null > "$CON" 2> "$ERR"
+rc=$?
+end=$(date +%s)
+echo "boot: kumo exited with status $rc after $((end - start)) s"
+grep -E 'first guest output|after .* s \(exit status' "$ERR"
+
+# The machine as the kernel saw it.
+expect boot-e820-low "$CON" 'BIOS-e820: \[mem 0x0000000000000000-0x000000000009efff\] usable'
+expect boot-e820-ram "$CON" 'BIOS-e820: \[mem 0x0000000000100000-0x000000000fffffff\] usable'
+for t in RSDP XSDT FACP DSDT FACS APIC; do
+	expect "boot-acpi-table-$t" "$CON" "ACPI: $t 0x00000000000E"
+done
+expect boot-madt-smp-config "$CON" 'Using ACPI \(MADT\) for SMP configuration'
+expect boot-madt-2-cpus "$CON" 'smpboot: Allowing 2 CPUs'
+expect boot-smp-brought-up "$CON" 'smp: Brought up 1 node, 2 CPUs'
+expect boot-ioapic "$CON" 'IOAPIC\[0\]: apic_id 0, version [0-9]+, address 0xfec00000, GSI 0-23'
+expect boot-kvm-clock "$CON" 'kvm-clock: Using msrs'
+expect boot-kvm-clocksource "$CON" 'clocksource: Switched to clocksource kvm-clock'
+expect boot-uart "$CON" 'ttyS0 at I/O 0x3f8 \(irq = 4, base_baud = 115200\) is a 16550A'
+expect boot-acpi-s5 "$CON" 'ACPI: PM: \(supports S0 S5\)'
+expect boot-acpi-interpreter "$CON" 'ACPI: Interpreter enabled'
+expect_not boot-no-acpi-errors "$CON" 'ACPI (BIOS )?(Error|Warning)|\[Firmware Bug\]|ACPI: .*[Ff]ailed'
+# Memory: "Memory: 241652K/261752K available": the total must be within 2% of 256 MiB.
+total=$(sed -n 's|^.*Memory: [0-9]*K/\([0-9]*\)K available.*|\1|p' "$CON" | head -1)
+if [ -n "$total" ] && [ "$total" -gt $((262144 * 98 / 100)) ] && [ "$total" -le 262144 ]; then
+	pass boot-memory-size
+else
+	fail boot-memory-size "kernel saw ${total:-no}K of 262144K"
+fi
+
+# Userspace: 32-bit busybox. On PVM hosts it runs through our test kernel's int $0x80 fix-up.
+expect boot-guest-ready "$CON" '^KUMO-GUEST-READY '
+expect boot-guest-nproc "$CON" '^KUMO-CHECK nproc=2$'
+expect boot-guest-cpus-online "$CON" '^KUMO-CHECK cpus_online=0-1$'
+mt=$(sed -n 's/^KUMO-CHECK memtotal_kb=\([0-9]*\)$/\1/p' "$CON")
+if [ -n "$mt" ] && [ "$mt" -gt 200000 ] && [ "$mt" -le 262144 ]; then
+	pass boot-guest-memtotal
+else
+	fail boot-guest-memtotal "MemTotal ${mt:-missing} kB"
+fi
+expect boot-guest-acpi-tables "$CON" '^KUMO-CHECK acpi=.*APIC.*DSDT.*FACP'
+expect boot-guest-script-done "$CON" '^KUMO-CHECK done$'
+# poweroff -f in the guest -> ACPI S5 -> kumo exits 0.
+if [ $rc -eq 0 ] && grep -q 'guest powered off' "$ERR"; then
+	pass boot-poweroff-exit-0
+else
+	fail boot-poweroff-exit-0 "exit status $rc"
+fi
