@@ -1,5 +1,6 @@
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
@@ -50,6 +51,8 @@ static const struct {
 	CAP(KVM_CAP_VCPU_EVENTS),
 #undef CAP
 };
+
+static int routes_init(struct kvm *kvm);
 
 static int enable_cap(struct kvm *kvm, uint32_t cap, uint64_t arg0)
 {
@@ -117,6 +120,9 @@ int kvm_init(struct kvm *kvm, unsigned int ncpus)
 	ret = kvm_ioctl(kvm->vm_fd, KVM_CREATE_PIT2, &pit);
 	if (ret < 0)
 		goto err_vm;
+	ret = routes_init(kvm);
+	if (ret < 0)
+		goto err_vm;
 	/* Emulation failures come to us with the instruction bytes (vmm/pvm.c handles them). */
 	if (kvm_check_extension(kvm, KVM_CAP_EXIT_ON_EMULATION_FAILURE) &&
 	    enable_cap(kvm, KVM_CAP_EXIT_ON_EMULATION_FAILURE, 1) == 0)
@@ -131,8 +137,88 @@ err_sys:
 	return ret;
 }
 
+#define IOAPIC_PINS 24
+#define MAX_ROUTES 1024
+
+/* The routing KVM starts with: GSI n on IOAPIC pin n, and on the PICs for n < 16. */
+static int routes_init(struct kvm *kvm)
+{
+	struct kvm_irq_routing *r;
+
+	r = calloc(1, sizeof(*r) + MAX_ROUTES * sizeof(r->entries[0]));
+	if (!r)
+		return -ENOMEM;
+	for (uint32_t gsi = 0; gsi < IOAPIC_PINS; gsi++) {
+		r->entries[r->nr++] = (struct kvm_irq_routing_entry){
+			.gsi = gsi, .type = KVM_IRQ_ROUTING_IRQCHIP,
+			.u.irqchip = { .irqchip = KVM_IRQCHIP_IOAPIC, .pin = gsi } };
+		if (gsi < 16 && gsi != 2)
+			r->entries[r->nr++] = (struct kvm_irq_routing_entry){
+				.gsi = gsi, .type = KVM_IRQ_ROUTING_IRQCHIP,
+				.u.irqchip = { .irqchip = gsi < 8 ? KVM_IRQCHIP_PIC_MASTER
+								  : KVM_IRQCHIP_PIC_SLAVE,
+					       .pin = gsi % 8 } };
+	}
+	pthread_mutex_init(&kvm->routes_lock, NULL);
+	kvm->routes = r;
+	kvm->next_gsi = IOAPIC_PINS;
+	return 0;
+}
+
+int kvm_msi_route(struct kvm *kvm, uint32_t *gsi, uint64_t addr, uint32_t data)
+{
+	struct kvm_irq_routing *r = kvm->routes;
+	struct kvm_irq_routing_entry *e = NULL;
+	long ret;
+
+	pthread_mutex_lock(&kvm->routes_lock);
+	if (*gsi) {
+		for (uint32_t i = 0; i < r->nr; i++)
+			if (r->entries[i].gsi == *gsi && r->entries[i].type == KVM_IRQ_ROUTING_MSI)
+				e = &r->entries[i];
+		if (!e) {
+			ret = -ENOENT;
+			goto out;
+		}
+	} else {
+		if (r->nr == MAX_ROUTES) {
+			ret = -ENOSPC;
+			goto out;
+		}
+		e = &r->entries[r->nr++];
+		*e = (struct kvm_irq_routing_entry){ .gsi = kvm->next_gsi++,
+						     .type = KVM_IRQ_ROUTING_MSI };
+		*gsi = e->gsi;
+	}
+	e->u.msi.address_lo = (uint32_t)addr;
+	e->u.msi.address_hi = (uint32_t)(addr >> 32);
+	e->u.msi.data = data;
+	ret = kvm_ioctl(kvm->vm_fd, KVM_SET_GSI_ROUTING, r);
+out:
+	pthread_mutex_unlock(&kvm->routes_lock);
+	return ret < 0 ? (int)ret : 0;
+}
+
+int kvm_irqfd(struct kvm *kvm, int fd, uint32_t gsi, int assign)
+{
+	struct kvm_irqfd irqfd = { .fd = (uint32_t)fd, .gsi = gsi,
+				   .flags = assign ? 0 : KVM_IRQFD_FLAG_DEASSIGN };
+
+	return (int)kvm_ioctl(kvm->vm_fd, KVM_IRQFD, &irqfd);
+}
+
+int kvm_ioeventfd(struct kvm *kvm, int fd, uint64_t addr, uint32_t len, int assign)
+{
+	struct kvm_ioeventfd io = { .addr = addr, .len = len, .fd = fd,
+				    .flags = assign ? 0 : KVM_IOEVENTFD_FLAG_DEASSIGN };
+
+	return (int)kvm_ioctl(kvm->vm_fd, KVM_IOEVENTFD, &io);
+}
+
 void kvm_exit(struct kvm *kvm)
 {
+	free(kvm->routes);
+	kvm->routes = NULL;
 	if (kvm->vm_fd >= 0)
 		close(kvm->vm_fd);
 	if (kvm->sys_fd >= 0)

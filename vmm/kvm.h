@@ -5,9 +5,11 @@
 #ifndef KUMO_KVM_H
 #define KUMO_KVM_H
 
+#include <pthread.h>
 #include <stdint.h>
 
 struct guest_mem;
+struct kvm_irq_routing;
 
 struct kvm {
 	int sys_fd;
@@ -17,6 +19,10 @@ struct kvm {
 	int nr_slots;
 	int emul_failure_exits;	/* KVM_CAP_EXIT_ON_EMULATION_FAILURE enabled */
 	int x2apic_api;		/* KVM_CAP_X2APIC_API enabled (32-bit APIC ids) */
+	/* GSI routing: KVM_SET_GSI_ROUTING replaces the whole table, so we keep all of it. */
+	pthread_mutex_t routes_lock;
+	struct kvm_irq_routing *routes;
+	uint32_t next_gsi;
 };
 
 /* ioctl(), logging "NAME: strerror" on failure; returns the result or -errno. */
@@ -35,5 +41,12 @@ int kvm_map_memory(struct kvm *kvm, const struct guest_mem *m) __attribute__((wa
 int kvm_irq_line(struct kvm *kvm, uint32_t gsi, int level);
 
 int kvm_check_extension(struct kvm *kvm, long cap);
+
+/* MSI routing: *gsi == 0 allocates a GSI (>= 24) for (addr, data), else updates it. */
+int kvm_msi_route(struct kvm *kvm, uint32_t *gsi, uint64_t addr, uint32_t data);
+/* Bind (assign=1) or unbind an eventfd to a GSI. */
+int kvm_irqfd(struct kvm *kvm, int fd, uint32_t gsi, int assign);
+/* Make a guest MMIO write at addr (len 0 = any) signal fd without an exit. */
+int kvm_ioeventfd(struct kvm *kvm, int fd, uint64_t addr, uint32_t len, int assign);
 
 #endif
