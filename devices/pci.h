@@ -38,6 +38,14 @@ struct pci_device {
 	struct pci_host *host;
 	/* Called after the guest wrote config space [off, off+len) (e.g. MSI-X enable). */
 	void (*cfg_written)(struct pci_device *d, uint32_t off, uint32_t len);
+	/* Called before a guest read of [off, off+len), to refresh cfg[] (optional). */
+	void (*cfg_before_read)(struct pci_device *d, uint32_t off, uint32_t len);
+	/*
+	 * Called after BAR idx was registered on its bus at addr (mapped=1) and before it is
+	 * unregistered from addr (mapped=0), e.g. to move ioeventfds with the BAR (optional).
+	 * The host lock is held: do not call back into pci_cfg_*.
+	 */
+	void (*bar_mapped)(struct pci_device *d, int idx, uint64_t addr, int mapped);
 	void *owner;
 };
 
@@ -48,12 +56,18 @@ struct pci_host {
 	uint32_t cf8;			/* CONFIG_ADDRESS latch */
 	uint64_t mmio_next, mmio_end;	/* BAR allocator in the 32-bit window */
 	uint32_t io_next, io_end;
+	/* 0xCF9 sits inside CONFIG_ADDRESS: byte accesses to it go here (the reset register). */
+	const struct io_ops *cf9_ops;
+	void *cf9_opaque;
 };
 
 /* Register the bridge (slot 0), 0xCF8-0xCFF and ECAM at PCI_ECAM_GPA. 0 or -errno. */
 int pci_host_init(struct pci_host *h, struct bus *pio, struct bus *mmio)
 	__attribute__((warn_unused_result));
 void pci_host_destroy(struct pci_host *h);
+
+/* Forward byte accesses to port 0xCF9 (ACPI reset register) to ops; call after init. */
+void pci_host_set_reset_port(struct pci_host *h, const struct io_ops *ops, void *opaque);
 
 /* Header type 0 with the given ids; class_code is 24-bit (class, subclass, prog-if). */
 void pci_device_init(struct pci_device *d, const char *name, uint16_t vendor, uint16_t device,
@@ -70,6 +84,9 @@ int pci_device_add_cap(struct pci_device *d, const void *cap, uint8_t len);
 
 /* Put d in the first free slot and allocate its BARs. Returns the slot or -errno. */
 int pci_host_add(struct pci_host *h, struct pci_device *d) __attribute__((warn_unused_result));
+
+/* Unmap d's BARs and free its slot. */
+void pci_host_remove(struct pci_host *h, struct pci_device *d);
 
 /* Config-space access as the guest does it (also used by tests). off/len are bounds-checked. */
 void pci_cfg_read(struct pci_device *d, uint32_t off, void *data, uint32_t len);

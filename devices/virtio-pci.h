@@ -19,6 +19,8 @@ struct msix_entry {
 	uint32_t gsi;			/* KVM GSI routed to (addr, data); 0 = none yet */
 	int irqfd;			/* eventfd bound to gsi */
 	int pending;			/* fired while masked: in the PBA */
+	int routed;			/* gsi's route holds the current (addr, data) */
+	int bound;			/* irqfd is assigned to gsi */
 };
 
 struct virtio_pci {
@@ -35,9 +37,14 @@ struct virtio_pci {
 	int msix_enabled, msix_masked;	/* MSI-X enable / function mask */
 	uint64_t notify_base;		/* guest-physical notify area (ioeventfds live here) */
 	int ioeventfds_on;
+	uint8_t msix_cap, cfg_cap;	/* config-space offsets of the MSI-X and pci_cfg caps */
 };
 
-/* Wrap vdev in a virtio-pci function and add it to the host bridge. 0 or -errno. */
+/*
+ * Wrap vdev in a virtio-pci function and add it to the host bridge. 0 or -errno.
+ * vdev->ops and ->priv must be set; this fills in the rest of vdev (lock, env, tops,
+ * transport, nqueues, device_features, vqs, kick_fd[]).
+ */
 int virtio_pci_create(struct pci_host *h, const struct dev_env *env, struct virtio_dev *vdev,
 		      struct virtio_pci **out) __attribute__((warn_unused_result));
 void virtio_pci_destroy(struct virtio_pci *vp);

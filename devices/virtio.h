@@ -102,7 +102,11 @@ struct virtio_dev_ops {
 	void (*reset)(struct virtio_dev *vdev);
 };
 
-/* What a transport implements for the core (virtio-pci, or a test's fake). */
+/*
+ * What a transport implements for the core (virtio-pci, or a test's fake). Both are called
+ * from device I/O threads: they must not wait for a lock that is held while ops->reset() or
+ * ops->activate() runs (reset joins those threads).
+ */
 struct virtio_transport_ops {
 	/* Interrupt the guest for queue q / for a config change. */
 	void (*notify_queue)(struct virtio_dev *vdev, unsigned int q);
@@ -126,6 +130,16 @@ struct virtio_dev {
 	uint64_t stats_requests, stats_errors;	/* counters for `stats` */
 };
 
+/*
+ * Fill the common part of a device: ops, env, priv, the lock, nqueues (ops->num_queues or 1),
+ * device_features (ops->features) and one non-blocking eventfd per queue in kick_fd[] (the
+ * transport registers them as ioeventfds). 0 or -errno.
+ */
+int virtio_dev_init(struct virtio_dev *vdev, const struct virtio_dev_ops *ops,
+		    const struct dev_env *env, void *priv) __attribute__((warn_unused_result));
+/* Close the kick eventfds and destroy the lock (the device is stopped). */
+void virtio_dev_exit(struct virtio_dev *vdev);
+
 /* Negotiated feature test. */
 static inline int virtio_has_feature(const struct virtio_dev *vdev, unsigned int bit)
 {
@@ -137,6 +151,9 @@ static inline int virtio_has_feature(const struct virtio_dev *vdev, unsigned int
  * NO_INTERRUPT honoured). Safe from the device's I/O thread.
  */
 void virtio_complete(struct virtio_dev *vdev, unsigned int q, uint16_t head, uint32_t len);
+
+/* Interrupt the guest for queue q if it wants one (after one or more virtq_push()). */
+void virtio_notify(struct virtio_dev *vdev, unsigned int q);
 
 /* A malformed ring: set NEEDS_RESET, tell the driver (config interrupt), stop using q. */
 void virtio_set_needs_reset(struct virtio_dev *vdev, unsigned int q);

@@ -331,6 +331,36 @@ static void test_two_vcpus(void)
 	tvm_destroy(&t);
 }
 
-TEST_MAIN(TEST(test_pio_exits), TEST(test_mmio_exits), TEST(test_serial_output),
+/* ACPI S5 through PM1a_CNT, and the 0xcf9 reset register: how a Linux guest ends a run. */
+GUEST_CODE(g_s5,
+	"mov $0x604, %dx\n in (%dx), %ax\n movzwl %ax, %eax\n out %eax, $0xe0\n"
+	"mov $0x604, %dx\n mov $0x3401, %ax\n out %ax, (%dx)\n"	/* SLP_TYP 5, SLP_EN */
+	"1: hlt\n jmp 1b\n");
+GUEST_CODE(g_reset,
+	"mov $0xcf9, %dx\n mov $0x06, %al\n out %al, (%dx)\n 1: hlt\n jmp 1b\n");
+
+static void test_acpi_poweroff_and_reset(void)
+{
+	struct tvm t;
+
+	NEED_KVM();
+	CHECK_EQ(tvm_create(&t, MEM, 1), 0);
+	CHECK_EQ(tvm_load(&t, TVM_CODE_GPA, g_s5_start, g_s5_end), 0);
+	CHECK_EQ(tvm_start_cpu(&t, 0, TVM_CODE_GPA), 0);
+	CHECK_EQ(tvm_run(&t), KUMO_EXIT_POWEROFF);
+	CHECK_EQ(t.vm.stop, VM_STOP_POWEROFF);
+	CHECK_EQ(t.nlog, 1);
+	CHECK_EQ(t.log[0] & 1, 1);	/* SCI_EN: the guest finds ACPI enabled */
+	tvm_destroy(&t);
+
+	CHECK_EQ(tvm_create(&t, MEM, 1), 0);
+	CHECK_EQ(tvm_load(&t, TVM_CODE_GPA, g_reset_start, g_reset_end), 0);
+	CHECK_EQ(tvm_start_cpu(&t, 0, TVM_CODE_GPA), 0);
+	CHECK_EQ(tvm_run(&t), KUMO_EXIT_REBOOT);
+	CHECK_EQ(t.vm.stop, VM_STOP_RESET);
+	tvm_destroy(&t);
+}
+
+TEST_MAIN(TEST(test_acpi_poweroff_and_reset), TEST(test_pio_exits), TEST(test_mmio_exits), TEST(test_serial_output),
 	  TEST(test_int3_reaches_handler), TEST(test_completed_instructions),
 	  TEST(test_sysret_to_user_mode), TEST(test_memory_above_4g), TEST(test_two_vcpus))
