@@ -360,10 +360,14 @@ static void test_unaligned_buffers(void)
 	CHECK_EQ(do_req(&t, VIRTIO_BLK_T_IN, 64, DATA_GPA(1) + 7, n, NULL), VIRTIO_BLK_S_OK);
 	CHECK(!memcmp(g(&t, DATA_GPA(1) + 7, n), pat, n));
 	/* Header split in two, data in odd pieces, status as the last byte of the data. */
-	*(uint32_t *)g(&t, HDR_GPA(0), 4) = VIRTIO_BLK_T_IN;
-	*(uint64_t *)g(&t, HDR_GPA(1) + 4, 8) = 0;	/* ioprio high half + sector */
-	*(uint32_t *)g(&t, HDR_GPA(1), 4) = 0;
-	*(uint64_t *)g(&t, HDR_GPA(1) + 4, 8) = 64;
+	{
+		uint32_t type = VIRTIO_BLK_T_IN, ioprio = 0;
+		uint64_t sector = 64;
+
+		memcpy(g(&t, HDR_GPA(0), 4), &type, 4);
+		memcpy(g(&t, HDR_GPA(1), 4), &ioprio, 4);
+		memcpy(g(&t, HDR_GPA(1) + 4, 8), &sector, 8);
+	}
 	desc(&t, 0, HDR_GPA(0), 4, F_NEXT, 1);
 	desc(&t, 1, HDR_GPA(1), 12, F_NEXT, 2);
 	desc(&t, 2, DATA_GPA(2), 100, F_NEXT | F_WRITE, 3);
@@ -697,14 +701,22 @@ static void test_reset_in_flight(void)
 	struct tb t;
 	uint64_t v;
 
-	for (int round = 0; round < 3; round++) {
+	static const int delay_us[] = { 0, 300, 1000, 3000 };
+
+	for (int round = 0; round < 4; round++) {
 		CHECK(!tb_open(&t, NULL, 1));
+		/* Real data, so O_DIRECT reads reach the disk and take a while. */
+		for (uint64_t off = 0; off < DISK_SIZE; off += n) {
+			fill(g(&t, DATA_GPA(40), n), n, (unsigned int)(off >> 20));
+			CHECK_EQ(pwrite(t.fd, g(&t, DATA_GPA(40), n), n, (off_t)off), (ssize_t)n);
+		}
+		CHECK(!fdatasync(t.fd));
 		for (unsigned int s = 0; s < nreq; s++)
 			put_req(&t, s, VIRTIO_BLK_T_IN, (s * 2048) % (DISK_SIZE / 512 - 2048),
 				DATA_GPA(s % 40), n);
 		kick(&t);
-		if (round)
-			usleep(round * 200);
+		if (delay_us[round])
+			usleep(delay_us[round]);
 		virtio_dev_reset(t.vdev);
 		used_after = __atomic_load_n(&used16(&t)[1], __ATOMIC_ACQUIRE);
 		for (unsigned int s = 0; s < nreq; s++)
