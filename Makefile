@@ -31,6 +31,12 @@ OBJS += vmm/config.o
 OBJS += devices/serial.o
 OBJS += devices/acpi-pm.o
 OBJS += devices/rtc.o
+OBJS += devices/pci.o
+OBJS += devices/virtio.o
+OBJS += devices/virtio-pci.o
+OBJS += devices/virtio-blk.o
+OBJS += devices/virtio-blk-uring.o
+OBJS += devices/virtio-console.o
 OBJS += mm/mem.o
 
 MAIN_OBJS := vmm/main.o

@@ -439,8 +439,13 @@ int blk_uring_start(struct virtio_blk *b)
 		ret = -errno;
 		goto err_free;
 	}
-	/* One SQE per request slot plus the two polls. */
-	ret = io_uring_queue_init(VIRTIO_BLK_QUEUE_SIZE * 2, &u->ring, 0);
+	/*
+	 * One SQE per request slot plus the two polls. Completions are only looked at when the
+	 * thread waits, so they need not interrupt it (COOP_TASKRUN, 5.19+).
+	 */
+	ret = io_uring_queue_init(VIRTIO_BLK_QUEUE_SIZE * 2, &u->ring, IORING_SETUP_COOP_TASKRUN);
+	if (ret == -EINVAL)
+		ret = io_uring_queue_init(VIRTIO_BLK_QUEUE_SIZE * 2, &u->ring, 0);
 	if (ret)
 		goto err_efd;
 	for (int i = VIRTIO_BLK_QUEUE_SIZE - 1; i >= 0; i--)

@@ -4,7 +4,7 @@
 set -e
 PKGS="gcc make git linux-libc-dev liburing-dev libnuma-dev libfdt-dev libjson-c-dev
 liblz4-dev zlib1g-dev liblzma-dev libzstd-dev
-busybox-static cpio patch e2fsprogs kmod xz-utils lz4 zstd
+busybox-static cpio patch fdisk e2fsprogs kmod xz-utils lz4 zstd
 linux-source bc bison flex libelf-dev libssl-dev dwarves rsync python3
 qemu-system-x86 clang libclang-rt-14-dev acpica-tools strace iproute2 numactl"
 missing=""

@@ -86,26 +86,33 @@ int bus_unregister(struct bus *bus, uint64_t base)
 
 int bus_access(struct bus *bus, uint64_t addr, void *data, uint32_t len, int is_write)
 {
-	const struct bus_range *r;
-	int i, ret = 0;
+	struct bus_range r;
+	int i, hit;
 
+	/*
+	 * Copy the range and call its handler without the lock: a handler may move ranges on
+	 * this same bus (a PCI config write re-mapping a BAR). Devices outlive their ranges.
+	 */
 	pthread_rwlock_rdlock(&bus->lock);
 	i = lower_bound(bus, addr);
-	r = i < bus->nr ? &bus->ranges[i] : NULL;
+	hit = i < bus->nr;
+	if (hit)
+		r = bus->ranges[i];
+	pthread_rwlock_unlock(&bus->lock);
 	/* The whole access must fall inside the range; a straddling access is unhandled. */
-	if (!r || addr < r->base || len > r->len || addr - r->base > r->len - len) {
+	if (!hit || addr < r.base || len > r.len || addr - r.base > r.len - len) {
 		__atomic_add_fetch(&bus->unhandled, 1, __ATOMIC_RELAXED);
 		if (!is_write)
 			memset(data, 0xff, len);
-		ret = -ENOENT;
-	} else if (is_write) {
-		if (r->ops->write)
-			r->ops->write(r->opaque, addr - r->base, data, len);
-	} else if (r->ops->read) {
-		r->ops->read(r->opaque, addr - r->base, data, len);
+		return -ENOENT;
+	}
+	if (is_write) {
+		if (r.ops->write)
+			r.ops->write(r.opaque, addr - r.base, data, len);
+	} else if (r.ops->read) {
+		r.ops->read(r.opaque, addr - r.base, data, len);
 	} else {
 		memset(data, 0xff, len);
 	}
-	pthread_rwlock_unlock(&bus->lock);
-	return ret;
+	return 0;
 }

@@ -17,6 +17,9 @@ const char config_run_usage[] =
 	"  --cmdline STR        kernel command line (console=ttyS0 is added if absent)\n"
 	"  --mem SIZE           guest RAM, e.g. 256M, 6G (default 256M)\n"
 	"  --cpus N             vCPUs (default 1)\n"
+	"  --disk PATH[,ro][,cache=none|host][,serial=ID]  virtio-blk disk (up to 8)\n"
+	"  --agent-socket PATH  virtio-console port org.kumo.agent on a Unix socket\n"
+	"  --console-socket PATH  virtio-console port 0 (hvc0) on a Unix socket\n"
 	"  --on-reboot=exit|restart  what a guest reboot does (default exit, status 3)\n"
 	"  --no-pvm-quirks      no PVM handling even on a PVM host\n"
 	"  -v, --verbose        debug messages;  -q, --quiet  errors only\n"
@@ -24,7 +27,8 @@ const char config_run_usage[] =
 	"Exit status: 0 power-off, 1 error, 2 bad usage/input, 3 reboot or panic,\n"
 	"             4 an instruction that could not be emulated.\n";
 
-enum { OPT_KERNEL = 256, OPT_INITRD, OPT_CMDLINE, OPT_MEM, OPT_CPUS, OPT_ON_REBOOT, OPT_NO_PVM };
+enum { OPT_KERNEL = 256, OPT_INITRD, OPT_CMDLINE, OPT_MEM, OPT_CPUS, OPT_ON_REBOOT, OPT_NO_PVM,
+       OPT_DISK, OPT_AGENT_SOCKET, OPT_CONSOLE_SOCKET };
 
 static const struct option run_opts[] = {
 	{ "kernel", required_argument, NULL, OPT_KERNEL },
@@ -34,6 +38,9 @@ static const struct option run_opts[] = {
 	{ "cpus", required_argument, NULL, OPT_CPUS },
 	{ "on-reboot", required_argument, NULL, OPT_ON_REBOOT },
 	{ "no-pvm-quirks", no_argument, NULL, OPT_NO_PVM },
+	{ "disk", required_argument, NULL, OPT_DISK },
+	{ "agent-socket", required_argument, NULL, OPT_AGENT_SOCKET },
+	{ "console-socket", required_argument, NULL, OPT_CONSOLE_SOCKET },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "quiet", no_argument, NULL, 'q' },
 	{ "help", no_argument, NULL, 'h' },
@@ -88,6 +95,19 @@ int config_parse_run(int argc, char **argv, struct vm_config *cfg, struct run_op
 				FAIL("--on-reboot %s: use exit or restart", optarg);
 			break;
 		case OPT_NO_PVM: cfg->pvm_quirks = 0; break;
+		case OPT_DISK: {
+			struct disk_config *d = &cfg->disks[cfg->ndisks];
+			char why[200];
+
+			if (cfg->ndisks == VM_MAX_DISKS)
+				FAIL("--disk: at most %d disks", VM_MAX_DISKS);
+			if (virtio_blk_parse_option(optarg, &d->path, &d->opts, why, sizeof(why)) < 0)
+				FAIL("--disk %s: %s", optarg, why);
+			cfg->ndisks++;
+			break;
+		}
+		case OPT_AGENT_SOCKET: cfg->agent_socket = optarg; break;
+		case OPT_CONSOLE_SOCKET: cfg->console_socket = optarg; break;
 		case 'v': opts->verbose = 1; break;
 		case 'q': opts->quiet = 1; break;
 		case 'h': return 1;

@@ -11,6 +11,8 @@
 
 #include <linux/kvm.h>
 
+#include "devices/virtio-console.h"
+#include "devices/virtio-pci.h"
 #include "vmm/acpi.h"
 #include "vmm/boot.h"
 #include "vmm/cpuid.h"
@@ -45,6 +47,89 @@ static void vm_pm_event(void *opaque, enum pm_event ev)
 		vm_request_stop(vm, VM_STOP_RESET, KUMO_EXIT_REBOOT);
 }
 
+static int env_msi_route(void *vmm, uint32_t *gsi, uint64_t addr, uint32_t data)
+{
+	return kvm_msi_route(&((struct vm *)vmm)->kvm, gsi, addr, data);
+}
+
+static int env_irqfd(void *vmm, int fd, uint32_t gsi, int assign)
+{
+	return kvm_irqfd(&((struct vm *)vmm)->kvm, fd, gsi, assign);
+}
+
+static int env_ioeventfd(void *vmm, int fd, uint64_t addr, uint32_t len, int assign)
+{
+	return kvm_ioeventfd(&((struct vm *)vmm)->kvm, fd, addr, len, assign);
+}
+
+/* Put a virtio device on the PCI bus; on failure the device is destroyed. */
+static int add_virtio(struct vm *vm, struct virtio_dev *vdev, void (*destroy)(struct virtio_dev *))
+{
+	struct vm_virtio *v = &vm->virtio[vm->nvirtio];
+	int ret = virtio_pci_create(&vm->pci, &vm->env, vdev, &v->pci);
+
+	if (ret < 0) {
+		destroy(vdev);
+		return ret;
+	}
+	v->vdev = vdev;
+	v->destroy = destroy;
+	vm->nvirtio++;
+	return 0;
+}
+
+/* virtio devices from the configuration: disks, then the console with the agent port. */
+static int create_virtio_devices(struct vm *vm)
+{
+	struct virtio_dev *vdev;
+	int ret;
+
+	vm->env = (struct dev_env){ .mem = &vm->mem, .pio = &vm->pio, .mmio = &vm->mmio,
+				    .vmm = vm, .msi_route = env_msi_route, .irqfd = env_irqfd,
+				    .ioeventfd = env_ioeventfd };
+	for (unsigned int i = 0; i < vm->cfg.ndisks; i++) {
+		const struct disk_config *d = &vm->cfg.disks[i];
+
+		ret = virtio_blk_create(&vm->env, d->path, &d->opts, &vdev);
+		if (ret < 0) {
+			pr_err("disk %s: %s", d->path, strerror(-ret));
+			return ret;
+		}
+		ret = add_virtio(vm, vdev, virtio_blk_destroy);
+		if (ret < 0) {
+			pr_err("disk %s: adding it to PCI: %s", d->path, strerror(-ret));
+			return ret;
+		}
+	}
+	if (vm->cfg.agent_socket || vm->cfg.console_socket) {
+		struct console_options o = { .agent_socket = vm->cfg.agent_socket,
+					     .console_socket = vm->cfg.console_socket,
+					     .console_out_fd = -1 };
+
+		ret = virtio_console_create(&vm->env, &o, &vdev);
+		if (ret < 0) {
+			pr_err("virtio-console: %s", strerror(-ret));
+			return ret;
+		}
+		ret = add_virtio(vm, vdev, virtio_console_destroy);
+		if (ret < 0) {
+			pr_err("virtio-console: adding it to PCI: %s", strerror(-ret));
+			return ret;
+		}
+	}
+	return 0;
+}
+
+static void destroy_virtio_devices(struct vm *vm)
+{
+	while (vm->nvirtio) {
+		struct vm_virtio *v = &vm->virtio[--vm->nvirtio];
+
+		virtio_pci_destroy(v->pci);
+		v->destroy(v->vdev);
+	}
+}
+
 /* The fixed legacy devices every kumo VM has. */
 static int register_devices(struct vm *vm)
 {
@@ -60,7 +145,6 @@ static int register_devices(struct vm *vm)
 				"pm1a_evt")) ||
 	    (ret = bus_register(&vm->pio, ACPI_PM1A_CNT_PORT, 2, &acpi_pm_cnt_ops, &vm->pm,
 				"pm1a_cnt")) ||
-	    (ret = bus_register(&vm->pio, RESET_PORT, 1, &acpi_reset_ops, &vm->pm, "reset")) ||
 	    (ret = bus_register(&vm->pio, 0x64, 1, &kbd_reset_ops, &vm->pm, "kbd-reset")))
 		pr_err("registering a legacy device: %s", strerror(-ret));
 	return ret;
@@ -95,9 +179,19 @@ int vm_create(struct vm *vm, const struct vm_config *cfg)
 	ret = register_devices(vm);
 	if (ret < 0)
 		goto err_mem;
+	ret = pci_host_init(&vm->pci, &vm->pio, &vm->mmio);
+	if (ret < 0) {
+		pr_err("PCI host bridge: %s", strerror(-ret));
+		goto err_mem;
+	}
+	/* The reset register 0xcf9 sits inside CONFIG_ADDRESS: the host bridge passes it on. */
+	pci_host_set_reset_port(&vm->pci, &acpi_reset_ops, &vm->pm);
+	ret = create_virtio_devices(vm);
+	if (ret < 0)
+		goto err_virtio;
 	ret = cpuid_get_supported(&vm->kvm, &vm->cpuid);
 	if (ret < 0)
-		goto err_mem;
+		goto err_virtio;
 	vm->vcpus = calloc(cfg->ncpus, sizeof(*vm->vcpus));
 	if (!vm->vcpus) {
 		ret = -ENOMEM;
@@ -116,6 +210,9 @@ err_vcpus:
 	free(vm->vcpus);
 err_cpuid:
 	free(vm->cpuid);
+err_virtio:
+	destroy_virtio_devices(vm);
+	pci_host_destroy(&vm->pci);
 err_mem:
 	mm_free(&vm->mem);
 err_kvm:
@@ -132,6 +229,8 @@ void vm_destroy(struct vm *vm)
 		vcpu_destroy(vm->vcpus[i]);
 	free(vm->vcpus);
 	free(vm->cpuid);
+	destroy_virtio_devices(vm);
+	pci_host_destroy(&vm->pci);
 	mm_free(&vm->mem);
 	kvm_exit(&vm->kvm);
 	bus_destroy(&vm->pio);
@@ -234,7 +333,7 @@ int vm_load_linux(struct vm *vm)
 	}
 	for (unsigned int i = 0; i < vm->ncpus; i++)
 		apic_ids[i] = vm->vcpus[i]->apic_id;
-	acfg = (struct acpi_config){ .ncpus = vm->ncpus, .apic_ids = apic_ids };
+	acfg = (struct acpi_config){ .ncpus = vm->ncpus, .apic_ids = apic_ids, .pci = 1 };
 	used = acpi_build(tables, ACPI_TABLES_SIZE, ACPI_TABLES_GPA, &acfg, &rsdp);
 	if (used < 0) {
 		ret = (int)used;

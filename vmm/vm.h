@@ -6,14 +6,26 @@
 #include <stdint.h>
 
 #include "devices/acpi-pm.h"
+#include "devices/pci.h"
+#include "devices/virtio-blk.h"
 #include "devices/rtc.h"
 #include "devices/serial.h"
 #include "mm/mem.h"
 #include "vmm/bus.h"
+#include "vmm/devenv.h"
 #include "vmm/kvm.h"
 
 struct vcpu;
 struct kvm_cpuid2;
+struct virtio_dev;
+struct virtio_pci;
+
+#define VM_MAX_DISKS 8
+
+struct disk_config {
+	char *path;
+	struct blk_options opts;
+};
 
 /* Exit statuses of `kumo run` (documented in docs/usage.md). */
 enum {
@@ -42,6 +54,17 @@ struct vm_config {
 	int pvm_quirks;		/* apply the PVM handling when PVM is detected (default on) */
 	int restart_on_reboot;	/* --on-reboot=restart */
 	int console_out_fd;	/* where the serial console goes (stdout) */
+	struct disk_config disks[VM_MAX_DISKS];
+	unsigned int ndisks;
+	const char *agent_socket;	/* virtio-console port org.kumo.agent */
+	const char *console_socket;	/* virtio-console port 0 (hvc0) */
+};
+
+/* A virtio device and its PCI function. */
+struct vm_virtio {
+	struct virtio_dev *vdev;
+	struct virtio_pci *pci;
+	void (*destroy)(struct virtio_dev *vdev);
 };
 
 struct vm {
@@ -52,6 +75,10 @@ struct vm {
 	struct serial com1;
 	struct acpi_pm pm;
 	struct rtc rtc;
+	struct pci_host pci;
+	struct dev_env env;		/* what devices get from us */
+	struct vm_virtio virtio[VM_MAX_DISKS + 1];
+	unsigned int nvirtio;
 	struct kvm_cpuid2 *cpuid;	/* KVM's supported CPUID, patched per vCPU */
 	struct vcpu **vcpus;
 	unsigned int ncpus;

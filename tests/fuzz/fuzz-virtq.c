@@ -5,8 +5,9 @@
  *   clang -fsanitize=fuzzer,address,undefined -I. -D_GNU_SOURCE tests/fuzz/fuzz-virtq.c \
  *         devices/virtio.c devices/virtio-blk.c mm/mem.c vmm/log.c -o /tmp/fuzz-virtq
  *
- * Input: byte 0 picks the queue size (1 << (b % 9)), byte 1 the negotiated features, bytes
- * 2-3 the starting last_avail; the rest is copied to guest-physical 0 (descriptor table at 0,
+ * Input: byte 0 picks the queue size (1 << (b % 9)), byte 1 the negotiated features (and a
+ * "tame" bit that keeps descriptor addresses inside the window), bytes 2-3 the starting
+ * last_avail; the rest is copied to guest-physical 0 (descriptor table at 0,
  * avail ring at 0x4000, used ring at 0x6000). Every element the core accepts must point inside
  * guest RAM and respect the segment limits; the parser's slices must stay inside it.
  */
@@ -69,6 +70,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memset(mem.regions[0].hva, 0, WINDOW);
 	n = size - 4 < WINDOW ? size - 4 : WINDOW;
 	memcpy(mem.regions[0].hva, data + 4, n);
+	if (data[1] & 8) {
+		/* Tame mode: every 16-byte slot below the avail ring points into the window, so
+		 * descriptor tables (direct or indirect) there mostly describe real buffers. */
+		for (uint64_t off = 0; off < 0x4000; off += 16) {
+			uint64_t a;
+
+			memcpy(&a, mem.regions[0].hva + off, 8);
+			a %= WINDOW;
+			memcpy(mem.regions[0].hva + off, &a, 8);
+		}
+	}
 
 	vq.size = (uint16_t)(1u << (data[0] % 9));
 	vq.ready = 1;
