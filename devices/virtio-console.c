@@ -35,6 +35,8 @@
 #define SINK_RETRY_MS 20
 
 enum { EV_STOP = 1, EV_KICK, EV_LISTEN, EV_CLIENT };
+_Static_assert(sizeof(VIRTIO_CONSOLE_AGENT_NAME) <= 256, "PORT_NAME fits ctrl_flush's buffer");
+
 #define EV_TAG(kind, idx) (((uint64_t)(kind) << 32) | (uint32_t)(idx))
 
 struct ctrl_msg {

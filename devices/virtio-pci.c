@@ -145,6 +145,7 @@ static void msix_update(struct virtio_pci *vp, unsigned int v)
 	if (e->pending) {
 		e->pending = 0;
 		signal_fd(e->irqfd);
+		__atomic_add_fetch(&vp->msix_irqs, 1, __ATOMIC_RELAXED);
 	}
 }
 

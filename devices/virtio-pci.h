@@ -37,6 +37,7 @@ struct virtio_pci {
 	int msix_enabled, msix_masked;	/* MSI-X enable / function mask */
 	uint64_t notify_base;		/* guest-physical notify area (ioeventfds live here) */
 	int ioeventfds_on;
+	uint64_t msix_irqs;		/* interrupts sent through MSI-X irqfds */
 	uint8_t msix_cap, cfg_cap;	/* config-space offsets of the MSI-X and pci_cfg caps */
 };
 

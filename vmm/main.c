@@ -8,6 +8,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include "devices/virtio-pci.h"
 #include "vmm/config.h"
 #include "vmm/log.h"
 #include "vmm/pvm.h"
@@ -135,6 +136,15 @@ static void print_summary(struct vm *vm, int status)
 		(double)(vm_now_ns() - vm->start_ns) / 1e9, status,
 		(unsigned long long)exits[VCPU_EXIT_IO], (unsigned long long)exits[VCPU_EXIT_MMIO],
 		(unsigned long long)exits[VCPU_EXIT_INTR], used ? "; emulation fix-ups:" : "", fixes);
+	for (unsigned int i = 0; i < vm->nvirtio; i++) {
+		const struct vm_virtio *v = &vm->virtio[i];
+
+		pr_info("%s (PCI 00:%02x.0): status 0x%02x, requests %llu, errors %llu, MSI-X interrupts %llu",
+			v->vdev->ops->name, v->pci->pci.slot, v->vdev->status,
+			(unsigned long long)v->vdev->stats_requests,
+			(unsigned long long)v->vdev->stats_errors,
+			(unsigned long long)v->pci->msix_irqs);
+	}
 	if (vm->com1.first_tx_ns)
 		pr_info("first guest output came %.2f s after start",
 			(double)(vm->com1.first_tx_ns - vm->start_ns) / 1e9);

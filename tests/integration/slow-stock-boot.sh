@@ -14,6 +14,7 @@ timeout "${KUMO_SLOW_TIMEOUT:-3600}" $KUMO run --kernel guest/out/stock-vmlinuz 
 	--initrd guest/out/initramfs-stock.cpio --mem 256M --cpus 1 \
 	--cmdline "kumo.script=boot-check.sh panic=-1" < /dev/null > "$CON" 2> "$ERR"
 rc=$?
+tr -d '\r' < "$CON" > "$CON.tmp" && mv "$CON.tmp" "$CON"
 echo "stock boot: exit status $rc after $(( $(date +%s) - start )) s"
 grep -E 'after .* s \(exit status|first guest output' "$ERR"
 expect stock-boot-banner "$CON" 'Linux version 6\.1\.[0-9]+-[0-9]+-cloud-amd64'

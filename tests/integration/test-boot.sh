@@ -1,7 +1,9 @@
 #!/bin/sh
 # One boot of our test kernel in kumo (2 vCPUs, 256 MiB) that checks many things at once:
 # ACPI tables, SMP through the MADT, e820 and memory size, kvm-clock, the UART, ACPI S5,
-# no ACPI errors, the guest's own userspace (nproc, MemTotal, poweroff -f -> exit 0).
+# no ACPI errors, PCI enumeration, two virtio-blk disks (a partition table written on the host
+# is read by the guest kernel; one disk read-only) and virtio-console with the agent port, all
+# driven through MSI-X; the guest's own userspace (nproc, MemTotal, poweroff -f -> exit 0).
 # On PVM hosts the guest kernel is emulated: this takes a few minutes; the timeout is generous
 # and is not a measurement (KUMO_BOOT_TIMEOUT, seconds).
 cd "$(dirname "$0")/../.." || exit 2
@@ -14,13 +16,23 @@ for f in "$KERNEL" "$INITRD"; do
 	[ -f "$f" ] || { fail boot-guest-image "$f missing: run make guest"; exit 1; }
 done
 
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+truncate -s 64M "$T/disk0.img"
+printf 'label: dos\n,32M,L\n,,L\n' | sfdisk -q "$T/disk0.img"
+head -c $((32 * 1024 * 1024)) /dev/urandom > "$T/disk1.img"
+sum_ro=$(sha256sum < "$T/disk1.img")
+
 start=$(date +%s)
 timeout "${KUMO_BOOT_TIMEOUT:-1500}" $KUMO run --kernel "$KERNEL" --initrd "$INITRD" --cpus 2 \
-	--mem 256M --cmdline "kumo.script=boot-check.sh panic=-1" < /dev/null > "$CON" 2> "$ERR"
+	--mem 256M --disk "$T/disk0.img" --disk "$T/disk1.img,ro" --agent-socket "$T/agent.sock" \
+	--cmdline "kumo.script=boot-check.sh panic=-1" < /dev/null > "$CON" 2> "$ERR"
 rc=$?
 end=$(date +%s)
+# The serial console ends lines with CR LF.
+tr -d '\r' < "$CON" > "$CON.tmp" && mv "$CON.tmp" "$CON"
 echo "boot: kumo exited with status $rc after $((end - start)) s"
-grep -E 'first guest output|after .* s \(exit status' "$ERR"
+grep -E 'first guest output|after .* s \(exit status|MSI-X interrupts' "$ERR"
 
 # The machine as the kernel saw it.
 expect boot-e820-low "$CON" 'BIOS-e820: \[mem 0x0000000000000000-0x000000000009efff\] usable'
@@ -38,6 +50,30 @@ expect boot-uart "$CON" 'ttyS0 at I/O 0x3f8 \(irq = 4, base_baud = 115200\) is a
 expect boot-acpi-s5 "$CON" 'ACPI: PM: \(supports S0 S5\)'
 expect boot-acpi-interpreter "$CON" 'ACPI: Interpreter enabled'
 expect_not boot-no-acpi-errors "$CON" 'ACPI (BIOS )?(Error|Warning)|\[Firmware Bug\]|ACPI: .*[Ff]ailed'
+# PCI and virtio: the host bridge from the DSDT/MCFG, three virtio-pci functions, the disks.
+expect boot-pci-root-bridge "$CON" 'ACPI: PCI Root Bridge \[PCI0\] \(domain 0000 \[bus 00-ff\]\)'
+expect boot-pci-mmconfig "$CON" 'MMCONFIG at \[mem 0xe0000000-0xefffffff\] reserved'
+expect boot-pci-virtio-blk "$CON" 'pci 0000:00:0[12]\.0: \[1af4:1042\] type 00 class 0x018000'
+expect boot-pci-virtio-console "$CON" 'pci 0000:00:03\.0: \[1af4:1043\] type 00 class 0x078000'
+expect boot-vda-size "$CON" 'virtio_blk virtio[0-9]: \[vda\] 131072 512-byte logical blocks'
+expect boot-vdb-size "$CON" 'virtio_blk virtio[0-9]: \[vdb\] 65536 512-byte logical blocks'
+expect boot-vda-partitions "$CON" ' vda: vda1 vda2$'
+# Every device reached DRIVER_OK and served its requests through MSI-X (the only interrupt
+# mechanism kumo's virtio-pci offers: interrupt pin 0, no INTx).
+for dev in virtio-blk virtio-console; do
+	if grep -E "kumo: $dev \(PCI .*status 0x0f" "$ERR" | grep -qv 'MSI-X interrupts 0$'; then
+		pass "boot-$dev-driver-ok-msix"
+	else
+		fail "boot-$dev-driver-ok-msix" "$(grep "kumo: $dev" "$ERR" | head -3)"
+	fi
+done
+if grep -E 'kumo: virtio-blk .*requests [1-9]' "$ERR" | head -1 | grep -q .; then
+	pass boot-virtio-blk-requests
+else
+	fail boot-virtio-blk-requests
+fi
+check boot-ro-disk-unchanged [ "$(sha256sum < "$T/disk1.img")" = "$sum_ro" ]
+expect_not boot-no-virtio-errors "$CON" 'virtio.*(error|failed)|I/O error'
 # Memory: "Memory: 241652K/261752K available": the total must be within 2% of 256 MiB.
 total=$(sed -n 's|^.*Memory: [0-9]*K/\([0-9]*\)K available.*|\1|p' "$CON" | head -1)
 if [ -n "$total" ] && [ "$total" -gt $((262144 * 98 / 100)) ] && [ "$total" -le 262144 ]; then

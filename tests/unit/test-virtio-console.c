@@ -482,6 +482,17 @@ static uint64_t fnv(const uint8_t *b, size_t n)
 	return h;
 }
 
+/* Set by the device thread while the test polls. */
+static int needs_reset(struct tdrv *d)
+{
+	return __atomic_load_n(&d->vdev->status, __ATOMIC_SEQ_CST) & VIRTIO_STATUS_NEEDS_RESET;
+}
+
+static int broken(struct tdrv *d, unsigned int q)
+{
+	return __atomic_load_n(&d->vdev->vqs[q].broken, __ATOMIC_SEQ_CST);
+}
+
 /* ---- tests ---- */
 
 static void test_parse_ctrl(void)
@@ -776,7 +787,7 @@ static void test_hostile_ctrl(void)
 	ok = ok && send_ctrl(&d, VIRTIO_CONSOLE_BAD_ID, VIRTIO_CONSOLE_DEVICE_READY, 1) == 0 &&
 	     expect_ctrl(&d, 0, VIRTIO_CONSOLE_PORT_ADD, 1) == 0 &&
 	     expect_ctrl(&d, 1, VIRTIO_CONSOLE_PORT_ADD, 1) == 0 &&
-	     !(d.vdev->status & VIRTIO_STATUS_NEEDS_RESET);
+	     !needs_reset(&d);
 	teardown(&d);
 	CHECK(ok);
 }
@@ -795,9 +806,9 @@ static void test_malformed_chain(void)
 	t->inuse[0] = 1;
 	if (ok)
 		publish(&d, t, 0);
-	for (int i = 0; ok && i < 200 && !(d.vdev->status & VIRTIO_STATUS_NEEDS_RESET); i++)
+	for (int i = 0; ok && i < 200 && !needs_reset(&d); i++)
 		usleep(5000);
-	ok = ok && (d.vdev->status & VIRTIO_STATUS_NEEDS_RESET) && d.vdev->vqs[5].broken &&
+	ok = ok && needs_reset(&d) && broken(&d, 5) &&
 	     read(d.cfg_fd, &v, sizeof(v)) == sizeof(v);
 	/* The other queues go on until the driver resets: a console write still works. */
 	ok = ok && add_buf(&d, &d.tq[1], "x", 1, 0) == 0 &&
@@ -808,15 +819,15 @@ static void test_malformed_chain(void)
 	write_desc(&d, t, 41, t->bufs, 10, F_NEXT, 40);
 	if (ok)
 		publish(&d, t, 40);
-	for (int i = 0; ok && i < 200 && !d.vdev->vqs[1].broken; i++)
+	for (int i = 0; ok && i < 200 && !broken(&d, 1); i++)
 		usleep(5000);
-	ok = ok && d.vdev->vqs[1].broken;
+	ok = ok && broken(&d, 1);
 	/* A bad head index on the control transmitq. */
 	if (ok)
 		publish(&d, &d.tq[3], 999);
-	for (int i = 0; ok && i < 200 && !d.vdev->vqs[3].broken; i++)
+	for (int i = 0; ok && i < 200 && !broken(&d, 3); i++)
 		usleep(5000);
-	ok = ok && d.vdev->vqs[3].broken;
+	ok = ok && broken(&d, 3);
 	teardown(&d);
 	CHECK(ok);
 }
