@@ -8,19 +8,6 @@
 #define PM1_CNT_SLP_TYP_SHIFT 10
 #define PM1_CNT_SLP_EN 0x2000
 
-static uint64_t get_le(const void *data, uint32_t len)
-{
-	uint64_t v = 0;
-
-	memcpy(&v, data, len > 8 ? 8 : len);
-	return v;
-}
-
-static void put_le(void *data, uint32_t len, uint64_t v)
-{
-	memset(data, 0, len);
-	memcpy(data, &v, len > 8 ? 8 : len);
-}
 
 /* PM1a_EVT: status (write 1 to clear) at 0, enable at 2. */
 static void evt_read(void *opaque, uint64_t off, void *data, uint32_t len)
@@ -31,13 +18,13 @@ static void evt_read(void *opaque, uint64_t off, void *data, uint32_t len)
 	pthread_mutex_lock(&pm->lock);
 	both = pm->pm1_sts | ((uint32_t)pm->pm1_en << 16);
 	pthread_mutex_unlock(&pm->lock);
-	put_le(data, len, (both >> (off * 8)) & (len >= 4 ? 0xffffffffu : (1u << (len * 8)) - 1));
+	io_put_le(data, len, (both >> (off * 8)) & (len >= 4 ? 0xffffffffu : (1u << (len * 8)) - 1));
 }
 
 static void evt_write(void *opaque, uint64_t off, const void *data, uint32_t len)
 {
 	struct acpi_pm *pm = opaque;
-	uint32_t v = (uint32_t)get_le(data, len);
+	uint32_t v = (uint32_t)io_get_le(data, len);
 
 	pthread_mutex_lock(&pm->lock);
 	for (uint32_t i = 0; i < len; i++) {
@@ -61,13 +48,13 @@ static void cnt_read(void *opaque, uint64_t off, void *data, uint32_t len)
 	pthread_mutex_lock(&pm->lock);
 	v = pm->pm1_cnt | PM1_CNT_SCI_EN; /* always in ACPI mode: SMI_CMD is 0 in the FADT */
 	pthread_mutex_unlock(&pm->lock);
-	put_le(data, len, off ? (uint64_t)(v >> 8) : v);
+	io_put_le(data, len, off ? (uint64_t)(v >> 8) : v);
 }
 
 static void cnt_write(void *opaque, uint64_t off, const void *data, uint32_t len)
 {
 	struct acpi_pm *pm = opaque;
-	uint16_t v = (uint16_t)get_le(data, len);
+	uint16_t v = (uint16_t)io_get_le(data, len);
 	int poweroff;
 
 	if (off) /* a byte write to the high half */
@@ -103,7 +90,7 @@ static void kbd_write(void *opaque, uint64_t off, const void *data, uint32_t len
 static void kbd_read(void *opaque, uint64_t off, void *data, uint32_t len)
 {
 	/* No 8042 here: status reads "input buffer empty, no data", so Linux's reset loop ends. */
-	put_le(data, len, 0);
+	io_put_le(data, len, 0);
 }
 
 const struct io_ops acpi_pm_evt_ops = { .read = evt_read, .write = evt_write };

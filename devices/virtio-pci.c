@@ -84,18 +84,6 @@ struct virtio_pci_cfg_cap {
 #define CFG_CAP_LENGTH 12
 #define CFG_CAP_DATA 16
 
-static uint64_t get_le(const void *p, uint32_t len)
-{
-	uint64_t v = 0;
-
-	memcpy(&v, p, len > 8 ? 8 : len);
-	return v;
-}
-
-static void put_le(void *p, uint32_t len, uint64_t v)
-{
-	memcpy(p, &v, len > 8 ? 8 : len);
-}
 
 static void signal_fd(int fd)
 {
@@ -170,9 +158,9 @@ static void msix_read(void *opaque, uint64_t off, void *data, uint32_t len)
 		uint32_t eo = (uint32_t)(off % MSIX_ENTRY_SIZE);
 
 		if (len <= MSIX_ENTRY_SIZE - eo) {
-			put_le(img, 8, e->addr);
-			put_le(img + 8, 4, e->data);
-			put_le(img + 12, 4, e->ctrl);
+			io_put_le(img, 8, e->addr);
+			io_put_le(img + 8, 4, e->data);
+			io_put_le(img + 12, 4, e->ctrl);
 			memcpy(data, img + eo, len);
 		}
 	} else if (off >= MSIX_PBA && off - MSIX_PBA < 8 * ((vp->nvectors + 63) / 64)) {
@@ -204,18 +192,18 @@ static void msix_write(void *opaque, uint64_t off, const void *data, uint32_t le
 	    len > MSIX_ENTRY_SIZE - eo)
 		goto out;
 	e = &vp->msix[off / MSIX_ENTRY_SIZE];
-	put_le(img, 8, e->addr);
-	put_le(img + 8, 4, e->data);
-	put_le(img + 12, 4, e->ctrl);
+	io_put_le(img, 8, e->addr);
+	io_put_le(img + 8, 4, e->data);
+	io_put_le(img + 12, 4, e->ctrl);
 	memcpy(img + eo, data, len);
-	addr = get_le(img, 8);
-	val = (uint32_t)get_le(img + 8, 4);
+	addr = io_get_le(img, 8);
+	val = (uint32_t)io_get_le(img + 8, 4);
 	if (addr != e->addr || val != e->data) {
 		e->addr = addr;
 		e->data = val;
 		e->routed = 0;
 	}
-	e->ctrl = (uint32_t)get_le(img + 12, 4) & MSIX_CTRL_MASKED;
+	e->ctrl = (uint32_t)io_get_le(img + 12, 4) & MSIX_CTRL_MASKED;
 	msix_update(vp, (unsigned int)(off / MSIX_ENTRY_SIZE));
 out:
 	pthread_mutex_unlock(&vp->lock);
@@ -487,7 +475,7 @@ static void common_access(struct virtio_pci *vp, uint32_t off, void *data, uint3
 	n = len < CC_SIZE - off ? len : CC_SIZE - off;
 	pthread_mutex_lock(&vp->vdev->lock);
 	for (size_t i = 0; i < sizeof(cc_fields) / sizeof(cc_fields[0]); i++)
-		put_le(img + cc_fields[i].off, cc_fields[i].size, cc_get(vp, cc_fields[i].off));
+		io_put_le(img + cc_fields[i].off, cc_fields[i].size, cc_get(vp, cc_fields[i].off));
 	if (!is_write) {
 		memcpy(data, img + off, n);
 	} else {
@@ -496,7 +484,7 @@ static void common_access(struct virtio_pci *vp, uint32_t off, void *data, uint3
 			unsigned int fo = cc_fields[i].off, fs = cc_fields[i].size;
 
 			if (fo < off + n && fo + fs > off)
-				cc_set(vp, fo, get_le(img + fo, fs));
+				cc_set(vp, fo, io_get_le(img + fo, fs));
 		}
 	}
 	pthread_mutex_unlock(&vp->vdev->lock);
@@ -613,8 +601,8 @@ static int overlaps(uint32_t off, uint32_t len, uint32_t start, uint32_t end)
 static int cfg_cap_target(struct virtio_pci *vp, uint64_t *off, uint32_t *len, int *bar)
 {
 	const uint8_t *c = &vp->pci.cfg[vp->cfg_cap];
-	uint32_t o = (uint32_t)get_le(c + CFG_CAP_OFFSET, 4);
-	uint32_t l = (uint32_t)get_le(c + CFG_CAP_LENGTH, 4);
+	uint32_t o = (uint32_t)io_get_le(c + CFG_CAP_OFFSET, 4);
+	uint32_t l = (uint32_t)io_get_le(c + CFG_CAP_LENGTH, 4);
 
 	*bar = c[CFG_CAP_BAR];
 	if ((*bar != VP_BAR && *bar != MSIX_BAR) || (l != 1 && l != 2 && l != 4) || o % l)
@@ -712,9 +700,9 @@ static int add_caps(struct virtio_pci *vp)
 	vp->pci.wmask[off + CFG_CAP_BAR] = 0xff;
 	memset(&vp->pci.wmask[off + CFG_CAP_OFFSET], 0xff, 12);	/* offset, length, data */
 
-	put_le(&msix[2], 2, vp->nvectors - 1);
-	put_le(&msix[4], 4, MSIX_TABLE | MSIX_BAR);
-	put_le(&msix[8], 4, MSIX_PBA | MSIX_BAR);
+	io_put_le(&msix[2], 2, vp->nvectors - 1);
+	io_put_le(&msix[4], 4, MSIX_TABLE | MSIX_BAR);
+	io_put_le(&msix[8], 4, MSIX_PBA | MSIX_BAR);
 	off = pci_device_add_cap(&vp->pci, msix, sizeof(msix));
 	if (off < 0)
 		return off;

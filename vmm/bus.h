@@ -7,11 +7,28 @@
 
 #include <pthread.h>
 #include <stdint.h>
+#include <string.h>
 
 struct io_ops {
 	void (*read)(void *opaque, uint64_t off, void *data, uint32_t len);
 	void (*write)(void *opaque, uint64_t off, const void *data, uint32_t len);
 };
+
+/* The value of a little-endian access of len bytes (handlers' data; x86 guests only). */
+static inline uint64_t io_get_le(const void *data, uint32_t len)
+{
+	uint64_t v = 0;
+
+	memcpy(&v, data, len > 8 ? 8 : len);
+	return v;
+}
+
+/* Fill a read access of len bytes with v (bytes past 8 read as zero). */
+static inline void io_put_le(void *data, uint32_t len, uint64_t v)
+{
+	memset(data, 0, len);
+	memcpy(data, &v, len > 8 ? 8 : len);
+}
 
 struct bus_range {
 	uint64_t base;
