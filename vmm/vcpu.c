@@ -404,7 +404,10 @@ void *vcpu_thread(void *arg)
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 
 	while (!__atomic_load_n(&vm->stop, __ATOMIC_ACQUIRE)) {
-		long ret = ioctl(vcpu->fd, KVM_RUN, 0);
+		long ret;
+
+		vm_vcpu_park_point(vm, vcpu);
+		ret = ioctl(vcpu->fd, KVM_RUN, 0);
 
 		if (ret < 0) {
 			if (errno == EINTR || errno == EAGAIN) {

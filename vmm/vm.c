@@ -389,6 +389,61 @@ void vm_request_stop(struct vm *vm, enum vm_stop_reason why, int status)
 	pthread_mutex_unlock(&vm->lock);
 }
 
+int vm_pause(struct vm *vm)
+{
+	int ret = 0;
+
+	pthread_mutex_lock(&vm->lock);
+	vm->pause_req = 1;
+	for (unsigned int i = 0; i < vm->ncpus; i++)
+		if (vm->vcpus[i]->started)
+			vcpu_kick(vm->vcpus[i]);
+	while (!vm->stop && vm->nparked < vm->nstarted)
+		pthread_cond_wait(&vm->cond, &vm->lock);
+	if (vm->stop)
+		ret = -ESHUTDOWN;
+	pthread_mutex_unlock(&vm->lock);
+	return ret;
+}
+
+int vm_resume(struct vm *vm)
+{
+	int ret;
+
+	pthread_mutex_lock(&vm->lock);
+	vm->pause_req = 0;
+	ret = vm->stop ? -ESHUTDOWN : 0;
+	pthread_cond_broadcast(&vm->cond);
+	pthread_mutex_unlock(&vm->lock);
+	return ret;
+}
+
+int vm_is_paused(struct vm *vm)
+{
+	int paused;
+
+	pthread_mutex_lock(&vm->lock);
+	paused = vm->pause_req && vm->nparked == vm->nstarted;
+	pthread_mutex_unlock(&vm->lock);
+	return paused;
+}
+
+void vm_vcpu_park_point(struct vm *vm, struct vcpu *vcpu)
+{
+	if (!__atomic_load_n(&vm->pause_req, __ATOMIC_ACQUIRE))
+		return;
+	pthread_mutex_lock(&vm->lock);
+	vm->nparked++;
+	pthread_cond_broadcast(&vm->cond);
+	while (vm->pause_req && !vm->stop)
+		pthread_cond_wait(&vm->cond, &vm->lock);
+	vm->nparked--;
+	/* The kick that parked us left immediate_exit set; a stop sets it again itself. */
+	if (!vm->stop)
+		__atomic_store_n(&vcpu->run->immediate_exit, 0, __ATOMIC_SEQ_CST);
+	pthread_mutex_unlock(&vm->lock);
+}
+
 int vm_start(struct vm *vm)
 {
 	sigset_t set, old;
@@ -408,6 +463,9 @@ int vm_start(struct vm *vm)
 			break;
 		}
 		v->started = 1;
+		pthread_mutex_lock(&vm->lock);
+		vm->nstarted++;
+		pthread_mutex_unlock(&vm->lock);
 	}
 	return ret;
 }

@@ -89,6 +89,9 @@ struct vm {
 	pthread_cond_t cond;
 	enum vm_stop_reason stop;	/* first reason wins */
 	int stop_status;		/* exit status that goes with it */
+	int pause_req;			/* vCPUs park until it is cleared */
+	unsigned int nparked;		/* vCPU threads parked right now */
+	unsigned int nstarted;		/* vCPU threads running (or parked) */
 };
 
 /* Create the VM: KVM, memory, buses, fixed devices, vCPUs (not yet running). 0 or -errno. */
@@ -112,5 +115,14 @@ int vm_setup_boot_cpu(struct vm *vm, uint64_t entry, uint64_t rsi)
 	__attribute__((warn_unused_result));
 
 uint64_t vm_now_ns(void);
+
+/* Stop every vCPU outside KVM_RUN and wait until they are parked; resume lets them go on.
+ * Both return 0, or -ESHUTDOWN when the VM is stopping. */
+int vm_pause(struct vm *vm);
+int vm_resume(struct vm *vm);
+int vm_is_paused(struct vm *vm);
+
+/* Called by a vCPU thread between runs: parks it while a pause is requested. */
+void vm_vcpu_park_point(struct vm *vm, struct vcpu *vcpu);
 
 #endif

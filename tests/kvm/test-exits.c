@@ -361,6 +361,64 @@ static void test_acpi_poweroff_and_reset(void)
 	tvm_destroy(&t);
 }
 
-TEST_MAIN(TEST(test_acpi_poweroff_and_reset), TEST(test_pio_exits), TEST(test_mmio_exits), TEST(test_serial_output),
+/* Pause parks every vCPU outside KVM_RUN: guest memory stops changing until resume. */
+GUEST_CODE(g_spin,
+	"mov $0xc0000081, %ecx\n xor %eax, %eax\n mov $0x00180000, %edx\n wrmsr\n"
+	"lea 1f(%rip), %rcx\n mov $0x3002, %r11\n sysretq\n"
+	"1: mov $0x200000, %rbx\n 2: incq (%rbx)\n cmpq $0, 8(%rbx)\n je 2b\n"
+	"xor %eax, %eax\n out %eax, $0xe4\n");
+
+static void *run_thread(void *arg)
+{
+	struct tvm *t = arg;
+
+	t->exit_value = tvm_run(t);
+	return NULL;
+}
+
+static void test_pause_resume(void)
+{
+	uint64_t gdt[6] = { 0, 0, 0x00af9b000000ffffULL, 0x00cf93000000ffffULL,
+			    0x00cff3000000ffffULL, 0x00affb000000ffffULL };
+	volatile uint64_t *counter;
+	struct kvm_sregs sregs;
+	static struct tvm t;
+	pthread_t th;
+	uint64_t a, b, c;
+
+	NEED_KVM();
+	CHECK_EQ(tvm_create(&t, MEM, 2), 0);
+	tvm_allow_user(&t);
+	CHECK_EQ(mm_write(&t.vm.mem, BOOT_GDT_GPA, gdt, sizeof(gdt)), 0);
+	CHECK_EQ(tvm_load(&t, TVM_CODE_GPA, g_spin_start, g_spin_end), 0);
+	CHECK_EQ(tvm_start_cpu(&t, 0, TVM_CODE_GPA), 0);
+	CHECK_EQ(vcpu_get_sregs(t.vm.vcpus[0], &sregs), 0);
+	sregs.gdt.limit = sizeof(gdt) - 1;
+	sregs.efer |= 1;
+	CHECK_EQ(vcpu_set_sregs(t.vm.vcpus[0], &sregs), 0);
+	counter = mm_gpa_to_hva(&t.vm.mem, 0x200000, 16);
+	CHECK(counter);
+	pthread_create(&th, NULL, run_thread, &t);
+	while (counter[0] == 0)
+		usleep(1000);
+	CHECK_EQ(vm_pause(&t.vm), 0);
+	CHECK(vm_is_paused(&t.vm));
+	a = counter[0];
+	usleep(50000);
+	b = counter[0];
+	CHECK_EQ(a, b);			/* nothing ran while paused */
+	CHECK_EQ(vm_resume(&t.vm), 0);
+	while (counter[0] == b)
+		usleep(1000);
+	c = counter[0];
+	CHECK(c > b);
+	CHECK(!vm_is_paused(&t.vm));
+	counter[1] = 1;			/* let the guest finish */
+	pthread_join(th, NULL);
+	CHECK_EQ(t.exit_value, 0);
+	tvm_destroy(&t);
+}
+
+TEST_MAIN(TEST(test_pause_resume), TEST(test_acpi_poweroff_and_reset), TEST(test_pio_exits), TEST(test_mmio_exits), TEST(test_serial_output),
 	  TEST(test_int3_reaches_handler), TEST(test_completed_instructions),
 	  TEST(test_sysret_to_user_mode), TEST(test_memory_above_4g), TEST(test_two_vcpus))

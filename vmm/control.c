@@ -1,0 +1,961 @@
+/*
+ * Control socket server and `kumo ctl` client. One thread owns every socket: it reads request
+ * lines, runs the verbs and flushes output. Other threads only queue event lines under the lock
+ * and kick an eventfd, so a slow or hostile client can never block anyone but itself.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "vmm/control.h"
+#include "vmm/log.h"
+
+#define ERRLEN 256
+
+struct client {
+	struct client *next;
+	int fd;
+	uint32_t events;	/* current epoll interest */
+	/* Input: touched by the control thread only. */
+	char *in;
+	size_t inlen;
+	/* Output and state: under srv->lock. */
+	char *out;
+	size_t outoff, outlen, outcap;
+	bool subscribed;
+	bool closing;		/* close once the output is flushed */
+	bool dead;		/* close at the end of this loop iteration */
+};
+
+struct control_server {
+	int lfd, epfd, wakefd;
+	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	const struct control_verb *verbs;
+	size_t nverbs;
+	void *opaque;
+	pthread_t thread;
+	pthread_mutex_t lock;
+	struct client *clients;
+	int nclients;
+	int stop;		/* __atomic */
+	bool kick;		/* events queued since the thread last flushed */
+};
+
+/* ---- request parsing ---- */
+
+void control_request_free(struct control_request *req)
+{
+	if (req->root)
+		json_object_put(req->root);
+	memset(req, 0, sizeof(*req));
+}
+
+int control_parse_request(const char *line, size_t len, struct control_request *req, char *err,
+			  size_t errlen)
+{
+	struct json_tokener *tok;
+	struct json_object *root, *verb, *args;
+	enum json_tokener_error jerr;
+
+	memset(req, 0, sizeof(*req));
+	while (len && (line[len - 1] == '\r' || line[len - 1] == ' ' || line[len - 1] == '\t'))
+		len--;
+	if (len > CONTROL_MAX_LINE) {
+		snprintf(err, errlen, "request longer than %d bytes", CONTROL_MAX_LINE);
+		return -EINVAL;
+	}
+	if (memchr(line, '\0', len)) {
+		snprintf(err, errlen, "NUL byte in request");
+		return -EINVAL;
+	}
+	tok = json_tokener_new_ex(JSON_TOKENER_DEFAULT_DEPTH);
+	if (!tok) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+	root = json_tokener_parse_ex(tok, line, (int)len);
+	jerr = json_tokener_get_error(tok);
+	if (jerr == json_tokener_success && json_tokener_get_parse_end(tok) != len) {
+		snprintf(err, errlen, "invalid JSON: trailing data after the object");
+		jerr = json_tokener_error_parse_unexpected;
+	} else if (jerr == json_tokener_continue) {
+		snprintf(err, errlen, "invalid JSON: incomplete");
+	} else if (jerr != json_tokener_success) {
+		snprintf(err, errlen, "invalid JSON: %s", json_tokener_error_desc(jerr));
+	}
+	json_tokener_free(tok);
+	if (jerr != json_tokener_success) {
+		if (root)
+			json_object_put(root);
+		return -EINVAL;
+	}
+	if (!json_object_is_type(root, json_type_object)) {
+		snprintf(err, errlen, "request must be a JSON object");
+		json_object_put(root);
+		return -EINVAL;
+	}
+	req->root = root;
+	json_object_object_get_ex(root, "id", &req->id);
+	if (!json_object_object_get_ex(root, "verb", &verb) || !verb) {
+		snprintf(err, errlen, "missing \"verb\"");
+		return -EINVAL;
+	}
+	if (!json_object_is_type(verb, json_type_string) || !json_object_get_string_len(verb)) {
+		snprintf(err, errlen, "\"verb\" must be a non-empty string");
+		return -EINVAL;
+	}
+	req->verb = json_object_get_string(verb);
+	if (!json_object_object_get_ex(root, "args", &args) || !args) {
+		/* Absent or null: an empty object owned by root, so verbs never see NULL. */
+		args = json_object_new_object();
+		if (!args || json_object_object_add(root, "args", args)) {
+			if (args)
+				json_object_put(args);
+			snprintf(err, errlen, "out of memory");
+			return -ENOMEM;
+		}
+	} else if (!json_object_is_type(args, json_type_object)) {
+		snprintf(err, errlen, "\"args\" must be an object");
+		return -EINVAL;
+	}
+	req->args = args;
+	return 0;
+}
+
+/* ---- argument helpers ---- */
+
+static struct json_object *arg_get(struct json_object *args, const char *key, char *err,
+				   size_t errlen)
+{
+	struct json_object *v = NULL;
+
+	if (!args || !json_object_object_get_ex(args, key, &v) || !v) {
+		snprintf(err, errlen, "missing argument '%s'", key);
+		return NULL;
+	}
+	return v;
+}
+
+int control_arg_int64(struct json_object *args, const char *key, int64_t *out, char *err,
+		      size_t errlen)
+{
+	struct json_object *v = arg_get(args, key, err, errlen);
+
+	if (!v)
+		return -ENOENT;
+	/* json-c clamps out-of-range integers; refuse rather than act on a clamped value. */
+	if (!json_object_is_type(v, json_type_int) ||
+	    (json_object_get_int64(v) == INT64_MAX && json_object_get_uint64(v) != INT64_MAX)) {
+		snprintf(err, errlen, "argument '%s' must be an integer", key);
+		return -EINVAL;
+	}
+	*out = json_object_get_int64(v);
+	return 0;
+}
+
+int control_arg_bool(struct json_object *args, const char *key, int *out, char *err,
+		     size_t errlen)
+{
+	struct json_object *v = arg_get(args, key, err, errlen);
+
+	if (!v)
+		return -ENOENT;
+	if (!json_object_is_type(v, json_type_boolean)) {
+		snprintf(err, errlen, "argument '%s' must be true or false", key);
+		return -EINVAL;
+	}
+	*out = json_object_get_boolean(v);
+	return 0;
+}
+
+int control_arg_string(struct json_object *args, const char *key, const char **out, char *err,
+		       size_t errlen)
+{
+	struct json_object *v = arg_get(args, key, err, errlen);
+
+	if (!v)
+		return -ENOENT;
+	if (!json_object_is_type(v, json_type_string)) {
+		snprintf(err, errlen, "argument '%s' must be a string", key);
+		return -EINVAL;
+	}
+	*out = json_object_get_string(v);
+	return 0;
+}
+
+/* ---- output ---- */
+
+static void client_set_events(struct control_server *srv, struct client *c, uint32_t events)
+{
+	struct epoll_event ev = { .events = events, .data.ptr = c };
+
+	if (c->events == events || c->dead)
+		return;
+	if (epoll_ctl(srv->epfd, EPOLL_CTL_MOD, c->fd, &ev) == 0)
+		c->events = events;
+	else
+		c->dead = true;
+}
+
+/* Called with srv->lock held. Never blocks. */
+static void client_flush(struct control_server *srv, struct client *c)
+{
+	while (!c->dead && c->outoff < c->outlen) {
+		ssize_t n = send(c->fd, c->out + c->outoff, c->outlen - c->outoff,
+				 MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n > 0) {
+			c->outoff += n;
+		} else if (n < 0 && errno == EINTR) {
+			continue;
+		} else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			client_set_events(srv, c, c->closing ? EPOLLOUT : EPOLLIN | EPOLLOUT);
+			return;
+		} else {
+			c->dead = true;	/* EPIPE, ECONNRESET: the client went away */
+			return;
+		}
+	}
+	if (c->dead)
+		return;
+	c->outoff = c->outlen = 0;
+	if (c->closing)
+		c->dead = true;
+	else
+		client_set_events(srv, c, EPOLLIN);
+}
+
+/* Queues one line (a newline is added). Called with srv->lock held. */
+static void client_queue(struct client *c, const char *s, size_t len)
+{
+	size_t need;
+
+	if (c->dead)
+		return;
+	if (c->outoff && c->outoff == c->outlen)
+		c->outoff = c->outlen = 0;
+	need = c->outlen - c->outoff + len + 1;
+	if (need > CONTROL_MAX_OUTBUF) {
+		pr_warn_ratelimited("control: client not reading its replies, dropped");
+		c->dead = true;
+		return;
+	}
+	if (c->outoff && c->outlen + len + 1 > c->outcap) {
+		memmove(c->out, c->out + c->outoff, c->outlen - c->outoff);
+		c->outlen -= c->outoff;
+		c->outoff = 0;
+	}
+	if (c->outlen + len + 1 > c->outcap) {
+		size_t cap = c->outcap ? c->outcap : 4096;
+		char *p;
+
+		while (cap < c->outlen + len + 1)
+			cap *= 2;
+		p = realloc(c->out, cap);
+		if (!p) {
+			c->dead = true;
+			return;
+		}
+		c->out = p;
+		c->outcap = cap;
+	}
+	memcpy(c->out + c->outlen, s, len);
+	c->out[c->outlen + len] = '\n';
+	c->outlen += len + 1;
+}
+
+static const char *to_line(struct json_object *obj, size_t *len)
+{
+	return json_object_to_json_string_length(obj, JSON_C_TO_STRING_PLAIN |
+						 JSON_C_TO_STRING_NOSLASHESCAPE, len);
+}
+
+static struct json_object *reply_new(struct json_object *id, bool ok)
+{
+	struct json_object *r = json_object_new_object();
+
+	json_object_object_add(r, "id", id ? json_object_get(id) : NULL);
+	json_object_object_add(r, "ok", json_object_new_boolean(ok));
+	return r;
+}
+
+static struct json_object *error_reply(struct json_object *id, const char *msg)
+{
+	struct json_object *r = reply_new(id, false);
+
+	json_object_object_add(r, "error", json_object_new_string(msg));
+	return r;
+}
+
+/* Sends a reply (and frees it). A reply too big for the output bound becomes an error. */
+static void client_reply(struct control_server *srv, struct client *c, struct json_object *r,
+			 bool subscribe)
+{
+	size_t len;
+	const char *s = to_line(r, &len);
+
+	pthread_mutex_lock(&srv->lock);
+	if (len + 1 > CONTROL_MAX_OUTBUF) {
+		struct json_object *id = NULL, *e;
+
+		json_object_object_get_ex(r, "id", &id);
+		e = error_reply(id, "reply too large");
+		s = to_line(e, &len);
+		client_queue(c, s, len);
+		json_object_put(e);
+	} else {
+		client_queue(c, s, len);
+		if (subscribe)
+			c->subscribed = true;	/* after the reply, so it precedes any event */
+	}
+	client_flush(srv, c);
+	pthread_mutex_unlock(&srv->lock);
+	json_object_put(r);
+}
+
+/* ---- verbs ---- */
+
+static int verb_help(struct control_server *srv, struct json_object **result)
+{
+	struct json_object *list = json_object_new_array();
+	static const struct control_verb builtin[] = {
+		{ "help", NULL, "list the verbs" },
+		{ "events", NULL, "subscribe this connection to event lines" },
+	};
+
+	for (size_t i = 0; i < 2 + srv->nverbs; i++) {
+		const struct control_verb *v = i < 2 ? &builtin[i] : &srv->verbs[i - 2];
+		struct json_object *o = json_object_new_object();
+
+		json_object_object_add(o, "name", json_object_new_string(v->name));
+		json_object_object_add(o, "help", json_object_new_string(v->help ? v->help : ""));
+		json_object_array_add(list, o);
+	}
+	*result = json_object_new_object();
+	json_object_object_add(*result, "verbs", list);
+	return 0;
+}
+
+static void handle_line(struct control_server *srv, struct client *c, const char *line,
+			size_t len)
+{
+	struct control_request req;
+	struct json_object *result = NULL, *r;
+	char err[ERRLEN] = "";
+	bool subscribe = false;
+	size_t i;
+	int ret;
+
+	for (i = 0; i < len; i++)
+		if (line[i] != ' ' && line[i] != '\t' && line[i] != '\r')
+			break;
+	if (i == len)
+		return;		/* blank lines are ignored */
+
+	if (control_parse_request(line, len, &req, err, sizeof(err))) {
+		client_reply(srv, c, error_reply(req.id, err), false);
+		control_request_free(&req);
+		return;
+	}
+	if (!strcmp(req.verb, "help")) {
+		ret = verb_help(srv, &result);
+	} else if (!strcmp(req.verb, "events")) {
+		result = json_object_new_object();
+		json_object_object_add(result, "subscribed", json_object_new_boolean(1));
+		subscribe = true;
+		ret = 0;
+	} else {
+		for (i = 0; i < srv->nverbs; i++)
+			if (!strcmp(srv->verbs[i].name, req.verb))
+				break;
+		if (i == srv->nverbs) {
+			snprintf(err, sizeof(err), "unknown verb '%.64s' (try \"help\")", req.verb);
+			client_reply(srv, c, error_reply(req.id, err), false);
+			control_request_free(&req);
+			return;
+		}
+		ret = srv->verbs[i].fn(srv->opaque, req.args, &result, err, sizeof(err));
+	}
+	if (ret) {
+		if (result)
+			json_object_put(result);
+		if (!err[0])
+			snprintf(err, sizeof(err), "%s", strerror(ret < 0 ? -ret : ret));
+		err[sizeof(err) - 1] = '\0';
+		r = error_reply(req.id, err);
+	} else {
+		r = reply_new(req.id, true);
+		json_object_object_add(r, "result", result ? result : json_object_new_object());
+	}
+	client_reply(srv, c, r, subscribe);
+	control_request_free(&req);
+}
+
+/* ---- input ---- */
+
+static void client_read(struct control_server *srv, struct client *c)
+{
+	size_t start = 0, i, scan;
+	ssize_t n;
+
+	n = recv(c->fd, c->in + c->inlen, CONTROL_MAX_LINE + 1 - c->inlen, MSG_DONTWAIT);
+	if (n < 0) {
+		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+			return;
+		pthread_mutex_lock(&srv->lock);
+		c->dead = true;
+		pthread_mutex_unlock(&srv->lock);
+		return;
+	}
+	if (n == 0) {
+		/* EOF: a partial line is dropped; pending replies still go out. */
+		pthread_mutex_lock(&srv->lock);
+		c->inlen = 0;
+		c->closing = true;
+		client_flush(srv, c);
+		pthread_mutex_unlock(&srv->lock);
+		return;
+	}
+	scan = c->inlen;
+	c->inlen += n;
+	for (i = scan; i < c->inlen; i++) {
+		if (c->in[i] != '\n')
+			continue;
+		handle_line(srv, c, c->in + start, i - start);
+		start = i + 1;
+		if (c->dead || c->closing)
+			return;
+	}
+	if (start) {
+		memmove(c->in, c->in + start, c->inlen - start);
+		c->inlen -= start;
+	}
+	if (c->inlen > CONTROL_MAX_LINE) {
+		char msg[64];
+
+		snprintf(msg, sizeof(msg), "request line longer than %d bytes", CONTROL_MAX_LINE);
+		client_reply(srv, c, error_reply(NULL, msg), false);
+		pthread_mutex_lock(&srv->lock);
+		c->closing = true;
+		c->inlen = 0;
+		client_flush(srv, c);
+		pthread_mutex_unlock(&srv->lock);
+	}
+}
+
+/* ---- connections ---- */
+
+static void client_free(struct client *c)
+{
+	close(c->fd);
+	free(c->in);
+	free(c->out);
+	free(c);
+}
+
+static void accept_clients(struct control_server *srv)
+{
+	for (;;) {
+		struct epoll_event ev;
+		struct client *c;
+		int fd = accept4(srv->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (fd < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN && errno != EWOULDBLOCK)
+				pr_warn_ratelimited("control: accept: %s", strerror(errno));
+			return;
+		}
+		if (srv->nclients >= CONTROL_MAX_CLIENTS) {
+			static const char msg[] =
+				"{\"id\":null,\"ok\":false,\"error\":\"too many clients\"}\n";
+
+			send(fd, msg, sizeof(msg) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+			close(fd);
+			continue;
+		}
+		c = calloc(1, sizeof(*c));
+		if (c)
+			c->in = malloc(CONTROL_MAX_LINE + 1);
+		if (!c || !c->in) {
+			if (c)
+				free(c);
+			close(fd);
+			continue;
+		}
+		c->fd = fd;
+		c->events = EPOLLIN;
+		ev.events = EPOLLIN;
+		ev.data.ptr = c;
+		if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, fd, &ev)) {
+			client_free(c);
+			continue;
+		}
+		pthread_mutex_lock(&srv->lock);
+		c->next = srv->clients;
+		srv->clients = c;
+		srv->nclients++;
+		pthread_mutex_unlock(&srv->lock);
+	}
+}
+
+/* Flushes queued events, then closes the dead. Control thread only. */
+static void reap(struct control_server *srv)
+{
+	struct client **pp, *c;
+
+	pthread_mutex_lock(&srv->lock);
+	if (srv->kick) {
+		srv->kick = false;
+		for (c = srv->clients; c; c = c->next)
+			if (c->outlen > c->outoff && !(c->events & EPOLLOUT))
+				client_flush(srv, c);
+	}
+	for (pp = &srv->clients; (c = *pp);) {
+		if (!c->dead) {
+			pp = &c->next;
+			continue;
+		}
+		*pp = c->next;
+		srv->nclients--;
+		epoll_ctl(srv->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+		client_free(c);
+	}
+	pthread_mutex_unlock(&srv->lock);
+}
+
+static void *control_thread(void *arg)
+{
+	struct control_server *srv = arg;
+	struct epoll_event evs[16];
+
+	while (!__atomic_load_n(&srv->stop, __ATOMIC_ACQUIRE)) {
+		int n = epoll_wait(srv->epfd, evs, 16, -1);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			pr_err("control: epoll_wait: %s", strerror(errno));
+			break;
+		}
+		for (int i = 0; i < n; i++) {
+			struct client *c = evs[i].data.ptr;
+			uint32_t e = evs[i].events;
+
+			if (c == NULL) {
+				uint64_t v;
+
+				if (read(srv->wakefd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+					pr_warn_ratelimited("control: eventfd: %s", strerror(errno));
+				continue;
+			}
+			if (c == (struct client *)srv) {
+				accept_clients(srv);
+				continue;
+			}
+			if (c->dead)
+				continue;
+			if (e & EPOLLOUT) {
+				pthread_mutex_lock(&srv->lock);
+				client_flush(srv, c);
+				pthread_mutex_unlock(&srv->lock);
+			}
+			if ((e & (EPOLLIN | EPOLLHUP | EPOLLERR)) && !c->closing && !c->dead)
+				client_read(srv, c);
+			else if ((e & (EPOLLHUP | EPOLLERR)) && c->closing) {
+				pthread_mutex_lock(&srv->lock);
+				c->dead = true;
+				pthread_mutex_unlock(&srv->lock);
+			}
+		}
+		reap(srv);
+	}
+	return NULL;
+}
+
+static int listen_socket(const char *path, int *out)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct stat st;
+	int fd, ret;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+		int probe;
+
+		ret = -errno;
+		if (ret != -EADDRINUSE || lstat(path, &st) || !S_ISSOCK(st.st_mode))
+			goto err_close;
+		/* Replace a stale socket left by a dead VMM, never a live one. */
+		probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (probe < 0)
+			goto err_close;
+		if (connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0 ||
+		    errno != ECONNREFUSED) {
+			close(probe);
+			goto err_close;
+		}
+		close(probe);
+		unlink(path);
+		if (bind(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+			ret = -errno;
+			goto err_close;
+		}
+	}
+	/* The socket can stop the VM: owner only. */
+	if (chmod(path, 0600) || listen(fd, 16)) {
+		ret = -errno;
+		unlink(path);
+		goto err_close;
+	}
+	*out = fd;
+	return 0;
+err_close:
+	close(fd);
+	return ret;
+}
+
+int control_start(struct control_server **out, const char *path, const struct control_verb *verbs,
+		  size_t nverbs, void *opaque)
+{
+	struct control_server *srv;
+	struct epoll_event ev;
+	sigset_t all, old;
+	int ret;
+
+	for (size_t i = 0; i < nverbs; i++) {
+		if (!verbs[i].name || !verbs[i].name[0] || !verbs[i].fn)
+			return -EINVAL;
+		if (!strcmp(verbs[i].name, "help") || !strcmp(verbs[i].name, "events"))
+			return -EEXIST;
+		for (size_t j = 0; j < i; j++)
+			if (!strcmp(verbs[i].name, verbs[j].name))
+				return -EEXIST;
+	}
+	srv = calloc(1, sizeof(*srv));
+	if (!srv)
+		return -ENOMEM;
+	srv->verbs = verbs;
+	srv->nverbs = nverbs;
+	srv->opaque = opaque;
+	pthread_mutex_init(&srv->lock, NULL);
+	ret = listen_socket(path, &srv->lfd);
+	if (ret)
+		goto err_free;
+	snprintf(srv->path, sizeof(srv->path), "%s", path);
+	srv->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (srv->epfd < 0) {
+		ret = -errno;
+		goto err_listen;
+	}
+	srv->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (srv->wakefd < 0) {
+		ret = -errno;
+		goto err_epoll;
+	}
+	ev.events = EPOLLIN;
+	ev.data.ptr = NULL;
+	if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->wakefd, &ev)) {
+		ret = -errno;
+		goto err_wake;
+	}
+	ev.data.ptr = srv;
+	if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->lfd, &ev)) {
+		ret = -errno;
+		goto err_wake;
+	}
+	/* Signals belong to the main thread. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	ret = -pthread_create(&srv->thread, NULL, control_thread, srv);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (ret)
+		goto err_wake;
+	*out = srv;
+	return 0;
+err_wake:
+	close(srv->wakefd);
+err_epoll:
+	close(srv->epfd);
+err_listen:
+	close(srv->lfd);
+	unlink(srv->path);
+err_free:
+	pthread_mutex_destroy(&srv->lock);
+	free(srv);
+	return ret;
+}
+
+static void wake(struct control_server *srv)
+{
+	uint64_t one = 1;
+
+	if (write(srv->wakefd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		pr_warn_ratelimited("control: eventfd: %s", strerror(errno));
+}
+
+void control_stop(struct control_server *srv)
+{
+	struct client *c;
+
+	if (!srv)
+		return;
+	__atomic_store_n(&srv->stop, 1, __ATOMIC_RELEASE);
+	wake(srv);
+	pthread_join(srv->thread, NULL);
+	/* Last chance for replies (a "quit" reply) to go out; never blocks. */
+	while ((c = srv->clients)) {
+		srv->clients = c->next;
+		client_flush(srv, c);
+		client_free(c);
+	}
+	close(srv->wakefd);
+	close(srv->epfd);
+	close(srv->lfd);
+	unlink(srv->path);
+	pthread_mutex_destroy(&srv->lock);
+	free(srv);
+}
+
+int control_emit_event(struct control_server *srv, const char *name, struct json_object *data)
+{
+	struct json_object *ev;
+	struct timespec ts;
+	struct client *c;
+	char tsbuf[32];
+	const char *s;
+	size_t len;
+	int n = 0, touched = 0;
+
+	if (!srv) {
+		if (data)
+			json_object_put(data);
+		return 0;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ev = json_object_new_object();
+	json_object_object_add(ev, "event", json_object_new_string(name));
+	json_object_object_add(ev, "data", data ? data : json_object_new_object());
+	snprintf(tsbuf, sizeof(tsbuf), "%lld.%06ld", (long long)ts.tv_sec, ts.tv_nsec / 1000);
+	json_object_object_add(ev, "ts", json_object_new_double_s(ts.tv_sec + ts.tv_nsec / 1e9,
+								   tsbuf));
+	s = to_line(ev, &len);
+	pthread_mutex_lock(&srv->lock);
+	for (c = srv->clients; c; c = c->next) {
+		if (!c->subscribed || c->dead || c->closing)
+			continue;
+		client_queue(c, s, len);
+		touched = 1;	/* queued, or dropped for not reading: either way, wake */
+		n += !c->dead;
+	}
+	if (touched)
+		srv->kick = true;
+	pthread_mutex_unlock(&srv->lock);
+	json_object_put(ev);
+	if (touched)
+		wake(srv);
+	return n;
+}
+
+/* ---- kumo ctl ---- */
+
+static int ctl_usage(const char *name)
+{
+	fprintf(stderr, "usage: %s SOCKET VERB [key=value ...]\n"
+		"  values are JSON when they parse as JSON (1, true, {\"a\":1}), else strings;\n"
+		"  \"%s SOCKET help\" lists the verbs, \"events\" streams events.\n", name, name);
+	return 2;
+}
+
+/* A value as JSON if the whole of it parses, else as a string. */
+static struct json_object *ctl_value(const char *s)
+{
+	struct json_tokener *tok = json_tokener_new();
+	struct json_object *v = NULL;
+	size_t len = strlen(s);
+
+	if (tok) {
+		json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
+		/* Including the NUL, which ends a bare number. */
+		v = json_tokener_parse_ex(tok, s, (int)len + 1);
+		if (json_tokener_get_error(tok) != json_tokener_success ||
+		    json_tokener_get_parse_end(tok) < len) {
+			if (v)
+				json_object_put(v);
+			v = json_object_new_string(s);
+		}
+		json_tokener_free(tok);
+		return v;
+	}
+	return json_object_new_string(s);
+}
+
+/* Reads one line into *buf (grown as needed). 1 on a line, 0 on EOF, -1 on error. */
+static int ctl_getline(int fd, char **buf, size_t *cap, size_t *have, size_t *linelen)
+{
+	for (;;) {
+		char *nl = *have ? memchr(*buf, '\n', *have) : NULL;
+		ssize_t n;
+
+		if (nl) {
+			*linelen = nl - *buf;
+			return 1;
+		}
+		if (*have == *cap) {
+			size_t ncap = *cap ? *cap * 2 : 65536;
+			char *p = realloc(*buf, ncap);
+
+			if (!p)
+				return -1;
+			*buf = p;
+			*cap = ncap;
+		}
+		n = recv(fd, *buf + *have, *cap - *have, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -1 : 0;
+		*have += n;
+	}
+}
+
+int control_client_main(int argc, char **argv)
+{
+	const char *name = argc > 0 ? argv[0] : "kumo ctl";
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct json_object *req, *args;
+	const char *s;
+	char *buf = NULL;
+	size_t len, cap = 0, have = 0, linelen;
+	bool events;
+	int fd, ret = 1;
+
+	if (argc < 3 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))
+		return ctl_usage(name);
+	events = !strcmp(argv[2], "events");
+	req = json_object_new_object();
+	args = json_object_new_object();
+	json_object_object_add(req, "id", json_object_new_int(1));
+	json_object_object_add(req, "verb", json_object_new_string(argv[2]));
+	for (int i = 3; i < argc; i++) {
+		char *eq = strchr(argv[i], '=');
+		char *key;
+
+		if (!eq || eq == argv[i]) {
+			fprintf(stderr, "%s: expected key=value, got '%s'\n", name, argv[i]);
+			json_object_put(req);
+			json_object_put(args);
+			return ctl_usage(name);
+		}
+		key = strndup(argv[i], eq - argv[i]);
+		json_object_object_add(args, key, ctl_value(eq + 1));
+		free(key);
+	}
+	json_object_object_add(req, "args", args);
+
+	if (strlen(argv[1]) >= sizeof(sa.sun_path)) {
+		fprintf(stderr, "%s: socket path too long\n", name);
+		goto out_req;
+	}
+	strcpy(sa.sun_path, argv[1]);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+		fprintf(stderr, "%s: %s: %s\n", name, argv[1], strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		goto out_req;
+	}
+	s = to_line(req, &len);
+	{
+		char *line = malloc(len + 1);
+		size_t off = 0;
+
+		if (!line)
+			goto out_fd;
+		memcpy(line, s, len);
+		line[len++] = '\n';
+		while (off < len) {
+			ssize_t n = send(fd, line + off, len - off, MSG_NOSIGNAL);
+
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0) {
+				fprintf(stderr, "%s: send: %s\n", name, strerror(errno));
+				free(line);
+				goto out_fd;
+			}
+			off += n;
+		}
+		free(line);
+	}
+
+	for (;;) {
+		struct json_object *msg, *v;
+		int r = ctl_getline(fd, &buf, &cap, &have, &linelen);
+
+		if (r <= 0) {
+			if (!events || r < 0)
+				fprintf(stderr, "%s: connection closed before a reply\n", name);
+			else
+				ret = 0;
+			break;
+		}
+		buf[linelen] = '\0';
+		msg = json_tokener_parse(buf);
+		if (msg && json_object_object_get_ex(msg, "event", NULL)) {
+			if (events) {
+				printf("%s\n", buf);
+				fflush(stdout);
+			}
+		} else if (msg && json_object_object_get_ex(msg, "ok", &v)) {
+			if (!json_object_get_boolean(v)) {
+				json_object_object_get_ex(msg, "error", &v);
+				fprintf(stderr, "%s: error: %s\n", name,
+					v ? json_object_get_string(v) : "(no message)");
+				json_object_put(msg);
+				break;
+			}
+			if (!events) {
+				json_object_object_get_ex(msg, "result", &v);
+				printf("%s\n", json_object_to_json_string_ext(
+					       v, JSON_C_TO_STRING_PRETTY |
+						  JSON_C_TO_STRING_NOSLASHESCAPE));
+				ret = 0;
+				json_object_put(msg);
+				break;
+			}
+		} else {
+			fprintf(stderr, "%s: unexpected line from server: %.200s\n", name, buf);
+		}
+		if (msg)
+			json_object_put(msg);
+		memmove(buf, buf + linelen + 1, have - linelen - 1);
+		have -= linelen + 1;
+	}
+out_fd:
+	close(fd);
+out_req:
+	json_object_put(req);
+	free(buf);
+	return ret;
+}
