@@ -125,6 +125,10 @@ static void destroy_virtio_devices(struct vm *vm)
 	while (vm->nvirtio) {
 		struct vm_virtio *v = &vm->virtio[--vm->nvirtio];
 
+		/* Stop the device's I/O first: it must not signal a transport that is gone. */
+		pthread_mutex_lock(&v->vdev->lock);
+		virtio_dev_reset(v->vdev);
+		pthread_mutex_unlock(&v->vdev->lock);
 		virtio_pci_destroy(v->pci);
 		v->destroy(v->vdev);
 	}
