@@ -31,13 +31,22 @@ def fmt(xs, unit, scale=1.0, digits=1):
     return f"{m:.{digits}f} {unit} ({lo:.{digits}f}–{hi:.{digits}f})"
 
 
+def kill_group(p):
+    """Kill p and everything it started (strace leaves its tracee running otherwise)."""
+    try:
+        os.killpg(p.pid, 9)
+    except ProcessLookupError:
+        pass
+    p.wait()
+
+
 def exec_to_first_kvm_run(cmd):
     """Seconds from execve to the first KVM_RUN ioctl, from strace timestamps."""
     with tempfile.TemporaryDirectory() as d:
         out = os.path.join(d, "trace")
         p = subprocess.Popen(["strace", "-f", "-ttt", "-e", "trace=execve,ioctl", "-o", out] + cmd,
                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+                             stderr=subprocess.DEVNULL, start_new_session=True)
         t_exec = t_run = None
         deadline = time.time() + 20
         while time.time() < deadline and t_run is None:
@@ -55,8 +64,7 @@ def exec_to_first_kvm_run(cmd):
                 if "KVM_RUN" in line:
                     t_run = float(f[1])
                     break
-        p.kill()
-        p.wait()
+        kill_group(p)
         if t_exec is None or t_run is None:
             raise RuntimeError(f"no KVM_RUN seen for {cmd[0]}")
         return t_run - t_exec
@@ -65,7 +73,7 @@ def exec_to_first_kvm_run(cmd):
 def own_memory_kb(cmd):
     """Pss of the VMM process minus the Pss of its guest-RAM mapping, SETTLE s after start."""
     p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL)
+                         stderr=subprocess.DEVNULL, start_new_session=True)
     time.sleep(SETTLE)
     total = ram = 0
     size = 0
@@ -84,8 +92,7 @@ def own_memory_kb(cmd):
                 if "kumo-ram" in name or (name == "" and size >= MEM_MB * 1024):
                     ram += pss
     finally:
-        p.kill()
-        p.wait()
+        kill_group(p)
     return total - ram
 
 
@@ -93,7 +100,8 @@ def time_to_line(cmd, marker, timeout):
     """Seconds from start until the guest console prints a line containing marker; then kill."""
     t0 = time.time()
     p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                         stderr=subprocess.DEVNULL, text=True, errors="replace")
+                         stderr=subprocess.DEVNULL, text=True, errors="replace",
+                         start_new_session=True)
     try:
         for line in p.stdout:
             if marker in line:
@@ -102,8 +110,7 @@ def time_to_line(cmd, marker, timeout):
                 break
         raise RuntimeError(f"{cmd[0]}: no '{marker}' on the console")
     finally:
-        p.kill()
-        p.wait()
+        kill_group(p)
 
 
 BOOT_MARKER = "Run /init as init process"
