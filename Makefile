@@ -37,6 +37,10 @@ OBJS += devices/virtio-pci.o
 OBJS += devices/virtio-blk.o
 OBJS += devices/virtio-blk-uring.o
 OBJS += devices/virtio-console.o
+OBJS += devices/virtio-balloon.o
+OBJS += mm/pagestate.o
+OBJS += vmm/control.o
+OBJS += vmm/vm-control.o
 OBJS += mm/mem.o
 
 MAIN_OBJS := vmm/main.o

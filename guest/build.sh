@@ -248,6 +248,11 @@ stage_base() {
 	mknod "$stage/dev/null" c 1 3
 	chmod 1777 "$stage/tmp"
 	cp "$GUEST_DIR/init" "$stage/init"; chmod 755 "$stage/init"
+	# kumo-probe: freestanding 32-bit, no SSE, int $0x80 only: the userspace that runs on PVM.
+	gcc -m32 -ffreestanding -nostdlib -static -fno-pic -no-pie -mgeneral-regs-only \
+		-fno-stack-protector -fno-builtin -O1 -Wall -Wextra -Werror \
+		-o "$stage/sbin/kumo-probe" "$GUEST_DIR/probe/kumo-probe.c" ||
+		die "building guest/probe/kumo-probe.c failed"
 	for s in "$GUEST_DIR"/scripts/*; do
 		[ -f "$s" ] || continue
 		cp "$s" "$stage/scripts/"; chmod 755 "$stage/scripts/$(basename "$s")"

@@ -20,6 +20,10 @@ const char config_run_usage[] =
 	"  --disk PATH[,ro][,cache=none|host][,serial=ID]  virtio-blk disk (up to 8)\n"
 	"  --agent-socket PATH  virtio-console port org.kumo.agent on a Unix socket\n"
 	"  --console-socket PATH  virtio-console port 0 (hvc0) on a Unix socket\n"
+	"  --control PATH       control socket (JSON lines; `kumo ctl PATH VERB`)\n"
+	"  --balloon[=OPTS]     virtio-balloon; OPTS: stats=SECONDS,deflate-on-oom,\n"
+	"                       free-page-reporting,free-page-hint,page-poison (default:\n"
+	"                       stats=1,deflate-on-oom,free-page-reporting)\n"
 	"  --on-reboot=exit|restart  what a guest reboot does (default exit, status 3)\n"
 	"  --no-pvm-quirks      no PVM handling even on a PVM host\n"
 	"  -v, --verbose        debug messages;  -q, --quiet  errors only\n"
@@ -28,7 +32,7 @@ const char config_run_usage[] =
 	"             4 an instruction that could not be emulated.\n";
 
 enum { OPT_KERNEL = 256, OPT_INITRD, OPT_CMDLINE, OPT_MEM, OPT_CPUS, OPT_ON_REBOOT, OPT_NO_PVM,
-       OPT_DISK, OPT_AGENT_SOCKET, OPT_CONSOLE_SOCKET };
+       OPT_DISK, OPT_AGENT_SOCKET, OPT_CONSOLE_SOCKET, OPT_CONTROL, OPT_BALLOON };
 
 static const struct option run_opts[] = {
 	{ "kernel", required_argument, NULL, OPT_KERNEL },
@@ -41,6 +45,8 @@ static const struct option run_opts[] = {
 	{ "disk", required_argument, NULL, OPT_DISK },
 	{ "agent-socket", required_argument, NULL, OPT_AGENT_SOCKET },
 	{ "console-socket", required_argument, NULL, OPT_CONSOLE_SOCKET },
+	{ "control", required_argument, NULL, OPT_CONTROL },
+	{ "balloon", optional_argument, NULL, OPT_BALLOON },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "quiet", no_argument, NULL, 'q' },
 	{ "help", no_argument, NULL, 'h' },
@@ -48,6 +54,48 @@ static const struct option run_opts[] = {
 };
 
 #define FAIL(...) do { snprintf(err, errlen, __VA_ARGS__); return -EINVAL; } while (0)
+
+/* "stats=N,deflate-on-oom,free-page-reporting,free-page-hint,page-poison"; NULL = defaults. */
+static int parse_balloon(const char *arg, struct balloon_options *o, char *err, size_t errlen)
+{
+	char buf[256], *save = NULL;
+
+	memset(o, 0, sizeof(*o));
+	o->stats = 1;
+	o->stats_period = 1;
+	o->deflate_on_oom = 1;
+	o->free_page_reporting = 1;
+	if (!arg)
+		return 0;
+	if (strlen(arg) >= sizeof(buf))
+		FAIL("too long");
+	memset(o, 0, sizeof(*o));
+	strcpy(buf, arg);
+	for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		if (!strncmp(tok, "stats=", 6)) {
+			char *end;
+			long n;
+
+			errno = 0;
+			n = strtol(tok + 6, &end, 10);
+			if (errno || *end || end == tok + 6 || n < 0 || n > 3600)
+				FAIL("stats=%s: seconds from 0 to 3600", tok + 6);
+			o->stats = 1;
+			o->stats_period = (unsigned int)n;
+		} else if (!strcmp(tok, "deflate-on-oom")) {
+			o->deflate_on_oom = 1;
+		} else if (!strcmp(tok, "free-page-reporting")) {
+			o->free_page_reporting = 1;
+		} else if (!strcmp(tok, "free-page-hint")) {
+			o->free_page_hint = 1;
+		} else if (!strcmp(tok, "page-poison")) {
+			o->page_poison = 1;
+		} else {
+			FAIL("unknown balloon option '%s'", tok);
+		}
+	}
+	return 0;
+}
 
 int config_parse_run(int argc, char **argv, struct vm_config *cfg, struct run_options *opts,
 		     char *err, size_t errlen)
@@ -108,6 +156,15 @@ int config_parse_run(int argc, char **argv, struct vm_config *cfg, struct run_op
 		}
 		case OPT_AGENT_SOCKET: cfg->agent_socket = optarg; break;
 		case OPT_CONSOLE_SOCKET: cfg->console_socket = optarg; break;
+		case OPT_CONTROL: cfg->control = optarg; break;
+		case OPT_BALLOON: {
+			char why[200];
+
+			cfg->balloon = 1;
+			if (parse_balloon(optarg, &cfg->balloon_opts, why, sizeof(why)) < 0)
+				FAIL("--balloon=%s: %s", optarg, why);
+			break;
+		}
 		case 'v': opts->verbose = 1; break;
 		case 'q': opts->quiet = 1; break;
 		case 'h': return 1;

@@ -115,8 +115,9 @@ int control_parse_request(const char *line, size_t len, struct control_request *
 		snprintf(err, errlen, "missing \"verb\"");
 		return -EINVAL;
 	}
-	if (!json_object_is_type(verb, json_type_string) || !json_object_get_string_len(verb)) {
-		snprintf(err, errlen, "\"verb\" must be a non-empty string");
+	if (!json_object_is_type(verb, json_type_string) || !json_object_get_string_len(verb) ||
+	    strlen(json_object_get_string(verb)) != (size_t)json_object_get_string_len(verb)) {
+		snprintf(err, errlen, "\"verb\" must be a non-empty string without NUL");
 		return -EINVAL;
 	}
 	req->verb = json_object_get_string(verb);

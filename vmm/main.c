@@ -10,6 +10,8 @@
 
 #include "devices/virtio-pci.h"
 #include "vmm/config.h"
+#include "vmm/control.h"
+#include "vmm/vm-control.h"
 #include "vmm/log.h"
 #include "vmm/pvm.h"
 #include "vmm/vcpu.h"
@@ -187,10 +189,17 @@ static int cmd_run(int argc, char **argv)
 			vm_destroy(&vm);
 			return ret == -ENOMEM ? KUMO_EXIT_ERROR : KUMO_EXIT_USAGE;
 		}
+		if (cfg.control && vm_control_start(&vm, cfg.control) < 0) {
+			vm_destroy(&vm);
+			return KUMO_EXIT_USAGE;
+		}
 		raw_terminal();
-		if (vm_start(&vm) == 0)
+		if (vm_start(&vm) == 0) {
+			vm_control_event(&vm, "started", NULL);
 			console_loop(&vm);
+		}
 		status = vm_wait(&vm);
+		vm_control_stop(&vm);
 		restore_terminal();
 		print_summary(&vm, status);
 		vm_destroy(&vm);
@@ -203,7 +212,8 @@ static int cmd_run(int argc, char **argv)
 static void usage(FILE *f)
 {
 	fputs("usage: kumo COMMAND [ARGS]\n"
-	      "  run     run a VM (kumo run --help)\n", f);
+	      "  run     run a VM (kumo run --help)\n"
+	      "  ctl     talk to a VM's control socket: kumo ctl PATH VERB [key=value ...]\n", f);
 }
 
 int main(int argc, char **argv)
@@ -214,6 +224,8 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(argv[1], "run"))
 		return cmd_run(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "ctl"))
+		return control_client_main(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
 		usage(stdout);
 		return 0;

@@ -13,7 +13,10 @@
 
 #include "devices/virtio-console.h"
 #include "devices/virtio-pci.h"
+#include <json-c/json.h>
+
 #include "vmm/acpi.h"
+#include "vmm/vm-control.h"
 #include "vmm/boot.h"
 #include "vmm/cpuid.h"
 #include "vmm/layout.h"
@@ -100,6 +103,19 @@ static int create_virtio_devices(struct vm *vm)
 			pr_err("disk %s: adding it to PCI: %s", d->path, strerror(-ret));
 			return ret;
 		}
+	}
+	if (vm->cfg.balloon) {
+		ret = virtio_balloon_create(&vm->env, &vm->mem, &vm->cfg.balloon_opts, &vdev);
+		if (ret < 0) {
+			pr_err("virtio-balloon: %s", strerror(-ret));
+			return ret;
+		}
+		ret = add_virtio(vm, vdev, virtio_balloon_destroy);
+		if (ret < 0) {
+			pr_err("virtio-balloon: adding it to PCI: %s", strerror(-ret));
+			return ret;
+		}
+		vm->balloon = vdev;
 	}
 	if (vm->cfg.agent_socket || vm->cfg.console_socket) {
 		struct console_options o = { .agent_socket = vm->cfg.agent_socket,
@@ -380,8 +396,15 @@ out:
 
 void vm_request_stop(struct vm *vm, enum vm_stop_reason why, int status)
 {
+	static const char *const reasons[] = {
+		[VM_STOP_POWEROFF] = "poweroff", [VM_STOP_RESET] = "reset", [VM_STOP_USER] = "user",
+		[VM_STOP_ERROR] = "error", [VM_STOP_EMULATION] = "emulation-failure",
+	};
+	int first = 0;
+
 	pthread_mutex_lock(&vm->lock);
 	if (!vm->stop) {
+		first = 1;
 		vm->stop_status = status;
 		__atomic_store_n(&vm->stop, why, __ATOMIC_RELEASE);
 		pthread_cond_broadcast(&vm->cond);
@@ -391,6 +414,13 @@ void vm_request_stop(struct vm *vm, enum vm_stop_reason why, int status)
 				vcpu_kick(vm->vcpus[i]);
 	}
 	pthread_mutex_unlock(&vm->lock);
+	if (first) {
+		struct json_object *d = json_object_new_object();
+
+		json_object_object_add(d, "reason", json_object_new_string(reasons[why]));
+		json_object_object_add(d, "exit_status", json_object_new_int(status));
+		vm_control_event(vm, "stopping", d);
+	}
 }
 
 int vm_pause(struct vm *vm)

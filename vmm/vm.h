@@ -7,6 +7,7 @@
 
 #include "devices/acpi-pm.h"
 #include "devices/pci.h"
+#include "devices/virtio-balloon.h"
 #include "devices/virtio-blk.h"
 #include "devices/rtc.h"
 #include "devices/serial.h"
@@ -19,6 +20,7 @@ struct vcpu;
 struct kvm_cpuid2;
 struct virtio_dev;
 struct virtio_pci;
+struct control_server;
 
 #define VM_MAX_DISKS 8
 
@@ -58,6 +60,9 @@ struct vm_config {
 	unsigned int ndisks;
 	const char *agent_socket;	/* virtio-console port org.kumo.agent */
 	const char *console_socket;	/* virtio-console port 0 (hvc0) */
+	const char *control;		/* control socket path */
+	int balloon;			/* --balloon given */
+	struct balloon_options balloon_opts;
 };
 
 /* A virtio device and its PCI function. */
@@ -77,7 +82,9 @@ struct vm {
 	struct rtc rtc;
 	struct pci_host pci;
 	struct dev_env env;		/* what devices get from us */
-	struct vm_virtio virtio[VM_MAX_DISKS + 1];
+	struct vm_virtio virtio[VM_MAX_DISKS + 2];
+	struct virtio_dev *balloon;	/* also in virtio[] when present */
+	struct control_server *ctl;
 	unsigned int nvirtio;
 	struct kvm_cpuid2 *cpuid;	/* KVM's supported CPUID, patched per vCPU */
 	struct vcpu **vcpus;

@@ -12,11 +12,11 @@ for f in tests/fuzz/fuzz-*.c; do
 	srcs=$(sed -n 's|^// fuzz-sources: *||p' "$f")
 	if ! clang -g -O1 -std=gnu11 -D_GNU_SOURCE -I. -fsanitize=fuzzer,address,undefined \
 		-fno-sanitize-recover=undefined -o "$OUT/$name" "$f" $srcs \
-		-llz4 -lz -llzma -lzstd -lpthread > "$OUT/$name.build" 2>&1; then
+		-llz4 -lz -llzma -lzstd -ljson-c -lpthread > "$OUT/$name.build" 2>&1; then
 		echo "FAIL: $name (build)"; cat "$OUT/$name.build"; status=1; continue
 	fi
 	mkdir -p "$OUT/$name.corpus"
-	if "$OUT/$name" -runs="$RUNS" -max_len=65536 -rss_limit_mb=4096 "$OUT/$name.corpus" \
+	if "$OUT/$name" -runs="$RUNS" -max_len=65536 -artifact_prefix="$OUT/$name-" -rss_limit_mb=4096 "$OUT/$name.corpus" \
 		> "$OUT/$name.log" 2>&1; then
 		echo "PASS: $name ($(grep -o 'Done [0-9]* runs' "$OUT/$name.log"))"
 	else

@@ -1,0 +1,351 @@
+/*
+ * kumo-probe: a tiny guest userspace for hosts where ordinary userspace cannot run.
+ *
+ * On PVM hosts the guest's user code runs in KVM's emulator right after every return from
+ * the kernel, and that emulator has no SSE: glibc-based programs die (docs/pvm.md). This
+ * program is freestanding 32-bit C with general-purpose registers only and makes its system
+ * calls with int $0x80, so it runs there (with the test kernel's int $0x80 fix-up), and
+ * anywhere else too. It is /init (rdinit=/sbin/kumo-probe) and runs the checks named on the
+ * kernel command line, printing "KUMO-CHECK key=value" lines the host tests read:
+ *
+ *   kumo.probe=info,blk,agent,balloon,poweroff   (in that order, any subset)
+ *   info      nproc, MemTotal, MSI-X interrupt lines in /proc/interrupts
+ *   blk       FNV-1a of the first 1 MiB of /dev/vdb; 1 MiB pattern written to /dev/vda at 1 MiB
+ *             and fsync'd; a write to /dev/vdb (read-only) must fail
+ *   agent     finds the org.kumo.agent port, reads one line from the host, answers "echo: LINE"
+ *   balloon   prints MemTotal every second until it has changed twice (or 600 s)
+ *   poweroff  reboot(POWER_OFF): ACPI S5, kumo exits 0
+ * Build: gcc -m32 -ffreestanding -nostdlib -static -mgeneral-regs-only (guest/build.sh).
+ */
+typedef unsigned int u32;
+typedef unsigned long long u64;
+
+enum { SYS_exit = 1, SYS_read = 3, SYS_write = 4, SYS_open = 5, SYS_close = 6, SYS_mkdir = 39,
+       SYS_mount = 21, SYS_fsync = 118, SYS_reboot = 88, SYS_lseek = 19, SYS_pause = 29,
+       SYS_clock_nanosleep_time64 = 407 };
+#define O_RDONLY 0
+#define O_RDWR 2
+
+static long sys5(long n, long a, long b, long c, long d, long e)
+{
+	long r;
+
+	__asm__ volatile("int $0x80" : "=a"(r) : "a"(n), "b"(a), "c"(b), "d"(c), "S"(d), "D"(e)
+			 : "memory");
+	return r;
+}
+#define sys3(n, a, b, c) sys5(n, (long)(a), (long)(b), (long)(c), 0, 0)
+
+static long slen(const char *s)
+{
+	long n = 0;
+
+	while (s[n])
+		n++;
+	return n;
+}
+
+static void put(const char *s)
+{
+	sys3(SYS_write, 1, s, slen(s));
+}
+
+/* Decimal for values below 2^32, hex for any (no 64-bit division on i386 without libgcc). */
+static char *utoa(u64 v, char *end, int base)
+{
+	*--end = 0;
+	if (base == 16) {
+		do {
+			*--end = "0123456789abcdef"[v & 15];
+			v >>= 4;
+		} while (v);
+		return end;
+	}
+	u32 w = v > 0xffffffffULL ? 0xffffffffu : (u32)v;
+
+	do {
+		*--end = (char)('0' + w % 10);
+		w /= 10;
+	} while (w);
+	return end;
+}
+
+static void check(const char *key, const char *val)
+{
+	put("KUMO-CHECK ");
+	put(key);
+	put("=");
+	put(val);
+	put("\n");
+}
+
+static void check_num(const char *key, u64 v, int base)
+{
+	char b[32];
+
+	check(key, utoa(v, b + sizeof(b), base));
+}
+
+/* The 64-bit time variant: kernels without COMPAT_32BIT_TIME have no 32-bit nanosleep. */
+static void sleep_s(long s)
+{
+	long long ts[2] = { s, 0 };
+
+	sys3(SYS_clock_nanosleep_time64, 1 /* CLOCK_MONOTONIC */, 0, ts);
+}
+
+static int starts(const char *s, const char *p)
+{
+	while (*p)
+		if (*s++ != *p++)
+			return 0;
+	return 1;
+}
+
+static char filebuf[65536];
+
+/* Read a whole (small) file into filebuf; returns its length or a negative errno. */
+static long slurp(const char *path)
+{
+	long fd = sys3(SYS_open, path, O_RDONLY, 0), n, got = 0;
+
+	if (fd < 0)
+		return fd;
+	while (got < (long)sizeof(filebuf) - 1 &&
+	       (n = sys3(SYS_read, fd, filebuf + got, sizeof(filebuf) - 1 - got)) > 0)
+		got += n;
+	sys3(SYS_close, fd, 0, 0);
+	filebuf[got] = 0;
+	return got;
+}
+
+/* The number after "key" on its line in filebuf, or 0. */
+static u64 field(const char *key)
+{
+	for (char *p = filebuf; *p; p++) {
+		if ((p == filebuf || p[-1] == '\n') && starts(p, key)) {
+			u64 v = 0;
+
+			p += slen(key);
+			while (*p == ' ' || *p == ':' || *p == '\t')
+				p++;
+			while (*p >= '0' && *p <= '9')
+				v = v * 10 + (u64)(*p++ - '0');
+			return v;
+		}
+	}
+	return 0;
+}
+
+static u64 count_lines_with(const char *needle)
+{
+	u64 n = 0;
+	int hit = 0;
+
+	for (char *p = filebuf; *p; p++) {
+		if (*p == '\n') {
+			n += hit;
+			hit = 0;
+		} else if (!hit && starts(p, needle)) {
+			hit = 1;
+		}
+	}
+	return n;
+}
+
+static u64 memtotal_kb(void)
+{
+	return slurp("/proc/meminfo") > 0 ? field("MemTotal") : 0;
+}
+
+static void do_info(void)
+{
+	long n = slurp("/proc/cpuinfo");
+
+	check_num("nproc", n > 0 ? count_lines_with("processor") : 0, 10);
+	check_num("memtotal_kb", memtotal_kb(), 10);
+	if (slurp("/sys/devices/system/cpu/online") > 0) {
+		for (char *p = filebuf; *p; p++)
+			if (*p == '\n')
+				*p = 0;
+		check("cpus_online", filebuf);
+	}
+	if (slurp("/proc/interrupts") > 0) {
+		check_num("msi_irq_lines", count_lines_with("PCI-MSI"), 10);
+		check_num("virtio_irq_lines", count_lines_with("virtio"), 10);
+	}
+}
+
+static u64 fnv1a(const unsigned char *p, long n, u64 h)
+{
+	for (long i = 0; i < n; i++)
+		h = (h ^ p[i]) * 0x100000001b3ULL;
+	return h;
+}
+
+#define MiB (1024 * 1024)
+
+static void do_blk(void)
+{
+	static unsigned char buf[65536];
+	u64 h = 0xcbf29ce484222325ULL;
+	long fd, n, done;
+
+	fd = sys3(SYS_open, "/dev/vdb", O_RDONLY, 0);
+	if (fd < 0) {
+		check_num("vdb_open_errno", (u64)-fd, 10);
+	} else {
+		for (done = 0; done < MiB && (n = sys3(SYS_read, fd, buf, sizeof(buf))) > 0; done += n)
+			h = fnv1a(buf, n, h);
+		sys3(SYS_close, fd, 0, 0);
+		check_num("vdb_fnv1a", h, 16);
+	}
+	/* Writing to the read-only disk must fail: at open (EROFS) or at write/fsync. */
+	fd = sys3(SYS_open, "/dev/vdb", O_RDWR, 0);
+	if (fd < 0) {
+		check_num("vdb_write_errno", (u64)-fd, 10);
+	} else {
+		n = sys3(SYS_write, fd, buf, 4096);
+		if (n >= 0)
+			n = sys3(SYS_fsync, fd, 0, 0);
+		check_num("vdb_write_errno", n < 0 ? (u64)-n : 0, 10);
+		sys3(SYS_close, fd, 0, 0);
+	}
+	/* 1 MiB at offset 1 MiB of /dev/vda: byte i is (i * 7 + i / 4096) & 0xff. */
+	fd = sys3(SYS_open, "/dev/vda", O_RDWR, 0);
+	if (fd < 0) {
+		check_num("vda_open_errno", (u64)-fd, 10);
+		return;
+	}
+	sys3(SYS_lseek, fd, MiB, 0);
+	for (done = 0; done < MiB; done += (long)sizeof(buf)) {
+		for (long i = 0; i < (long)sizeof(buf); i++) {
+			long k = done + i;
+
+			buf[i] = (unsigned char)(k * 7 + k / 4096);
+		}
+		n = sys3(SYS_write, fd, buf, sizeof(buf));
+		if (n != (long)sizeof(buf)) {
+			check_num("vda_write_errno", n < 0 ? (u64)-n : 0, 10);
+			break;
+		}
+	}
+	n = sys3(SYS_fsync, fd, 0, 0);
+	check_num("vda_fsync", n < 0 ? (u64)-n : 0, 10);
+	sys3(SYS_close, fd, 0, 0);
+}
+
+static void do_agent(void)
+{
+	static char line[512];
+	char path[64] = "/dev/vport0p0";
+	long fd = -1, n, got = 0;
+
+	/* The port whose sysfs name is org.kumo.agent. */
+	for (int dev = 0; dev < 4 && fd < 0; dev++) {
+		for (int port = 0; port < 4; port++) {
+			char sys[80] = "/sys/class/virtio-ports/vport0p0/name";
+
+			sys[29] = (char)('0' + dev);
+			sys[31] = (char)('0' + port);
+			if (slurp(sys) > 0 && starts(filebuf, "org.kumo.agent")) {
+				path[10] = (char)('0' + dev);
+				path[12] = (char)('0' + port);
+				fd = sys3(SYS_open, path, O_RDWR, 0);
+				break;
+			}
+		}
+	}
+	if (fd < 0) {
+		check("agent", "no-port");
+		return;
+	}
+	check("agent_port", path);
+	/* Reads return 0 while no host client is connected: wait for one (up to 10 minutes). */
+	for (int tries = 0; got < (long)sizeof(line) - 1 && tries < 600;) {
+		n = sys3(SYS_read, fd, line + got, 1);
+		if (n == 1) {
+			if (line[got] == '\n')
+				break;
+			got++;
+		} else {
+			sleep_s(1);
+			tries++;
+		}
+	}
+	line[got] = 0;
+	sys3(SYS_write, fd, "echo: ", 6);
+	sys3(SYS_write, fd, line, got);
+	sys3(SYS_write, fd, "\n", 1);
+	check("agent_received", line);
+	sys3(SYS_close, fd, 0, 0);
+}
+
+static void do_balloon(void)
+{
+	u64 last = memtotal_kb();
+	int changes = 0;
+
+	check_num("balloon_memtotal_kb", last, 10);
+	for (int s = 0; s < 600 && changes < 2; s++) {
+		u64 now;
+
+		sleep_s(1);
+		now = memtotal_kb();
+		if (now != last) {
+			check_num("balloon_memtotal_kb", now, 10);
+			changes++;
+			last = now;
+		}
+	}
+}
+
+void _start(void);
+void _start(void)
+{
+	char *arg = 0;
+	long n;
+
+	sys3(SYS_mkdir, "/proc", 0755, 0);
+	sys3(SYS_mkdir, "/sys", 0755, 0);
+	sys3(SYS_mkdir, "/dev", 0755, 0);
+	sys5(SYS_mount, (long)"proc", (long)"/proc", (long)"proc", 0, 0);
+	sys5(SYS_mount, (long)"sysfs", (long)"/sys", (long)"sysfs", 0, 0);
+	sys5(SYS_mount, (long)"devtmpfs", (long)"/dev", (long)"devtmpfs", 0, 0);
+	put("KUMO-PROBE-READY\n");
+	n = slurp("/proc/cmdline");
+	for (long i = 0; i < n; i++)
+		if ((i == 0 || filebuf[i - 1] == ' ') && starts(filebuf + i, "kumo.probe="))
+			arg = filebuf + i + 11;
+	if (arg) {
+		static char list[256];
+		int l = 0;
+
+		while (*arg && *arg != ' ' && *arg != '\n' && l < 255)
+			list[l++] = *arg++;
+		list[l] = ',';
+		for (char *w = list; w < list + l; w++) {
+			char *e = w;
+
+			while (*e != ',')
+				e++;
+			*e = 0;
+			if (starts(w, "info"))
+				do_info();
+			else if (starts(w, "blk"))
+				do_blk();
+			else if (starts(w, "agent"))
+				do_agent();
+			else if (starts(w, "balloon"))
+				do_balloon();
+			else if (starts(w, "poweroff")) {
+				put("KUMO-CHECK done\n");
+				sys5(SYS_reboot, 0xfee1deadL, 672274793L, 0x4321fedcL, 0, 0);
+			}
+			w = e;
+		}
+	}
+	put("KUMO-CHECK done\n");
+	for (;;)
+		sys3(SYS_pause, 0, 0, 0);
+}

@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""Plays the host side of the kumo-probe checks while a guest boots (tests/integration).
+
+  drive-guest.py CONSOLE_FILE AGENT_SOCKET CONTROL_SOCKET MEM_BYTES
+
+Follows the console file the guest writes; when the probe opens the agent port it sends a
+line and expects "echo: LINE" back; when the probe starts its balloon step it lowers the
+balloon target by 64 MiB through the control socket, waits for the balloon to reach it, then
+restores it. Prints PASS:/FAIL: lines and "drive: key=value" facts. Waits on conditions, with
+generous hang guards; nothing here asserts a time.
+"""
+import json, os, socket, subprocess, sys, time
+
+con, agent_path, ctl_path, mem = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+KUMO = os.environ.get("KUMO", "./kumo")
+GUARD = float(os.environ.get("KUMO_DRIVE_GUARD", "900"))
+t0 = time.time()
+
+
+def say(ok, name, why=""):
+    print(f"{'PASS' if ok else 'FAIL'}: {name}{' (' + why + ')' if why and not ok else ''}",
+          flush=True)
+
+
+def lines():
+    try:
+        return open(con, errors="replace").read().replace("\r", "").split("\n")
+    except FileNotFoundError:
+        return []
+
+
+def wait_line(prefix, count=1):
+    """The count-th console line starting with prefix, or None at the hang guard."""
+    while time.time() - t0 < GUARD:
+        hits = [l for l in lines() if l.startswith(prefix)]
+        if len(hits) >= count:
+            return hits[count - 1]
+        if any(l.startswith("KUMO-CHECK done") for l in lines()):
+            return None
+        time.sleep(0.5)
+    return None
+
+
+def ctl(verb, **args):
+    argv = [KUMO, "ctl", ctl_path, verb] + [f"{k}={v}" for k, v in args.items()]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        raise RuntimeError(f"kumo ctl {verb}: {r.stdout}{r.stderr}")
+    return json.loads(r.stdout) if r.stdout.strip() else {}
+
+
+# 1. Agent port: a line in, the same line back.
+if wait_line("KUMO-CHECK agent_port="):
+    token = f"ping-{os.getpid()}-{int(t0)}"
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(agent_path)
+    s.settimeout(GUARD)
+    s.sendall((token + "\n").encode())
+    got = b""
+    while not got.endswith(b"\n"):
+        chunk = s.recv(256)
+        if not chunk:
+            break
+        got += chunk
+    s.close()
+    say(got.decode(errors="replace") == f"echo: {token}\n", "agent-roundtrip", repr(got))
+    say(wait_line(f"KUMO-CHECK agent_received={token}") is not None, "agent-guest-received")
+else:
+    say(False, "agent-roundtrip", "the probe never opened the agent port")
+
+# 2. Balloon: 64 MiB lower, wait for actual == target, then back to the full size.
+first = wait_line("KUMO-CHECK balloon_memtotal_kb=")
+
+
+def balloon_step():
+    before_kb = int(first.split("=")[1])
+    res0 = ctl("stats")["guest_ram_resident_bytes"]
+    target = mem - 64 * 1024 * 1024
+    ctl("balloon-set", target=target)
+    actual = 0
+    while time.time() - t0 < GUARD:
+        b = ctl("balloon-get")
+        actual = b["actual_bytes"]
+        if actual == target:
+            break
+        time.sleep(1)
+    say(actual == target, "balloon-actual-reaches-target", f"actual {actual}")
+    second = wait_line("KUMO-CHECK balloon_memtotal_kb=", 2)
+    after_kb = int(second.split("=")[1]) if second else before_kb
+    print(f"drive: memtotal_kb before={before_kb} inflated={after_kb}", flush=True)
+    say(before_kb - after_kb == 64 * 1024, "balloon-guest-memtotal-drops-64mib",
+        f"{before_kb} -> {after_kb} kB")
+    st = ctl("stats")
+    res1 = st["guest_ram_resident_bytes"]
+    print(f"drive: guest RAM resident before={res0} inflated={res1}", flush=True)
+    bs = st.get("balloon_stats", {})
+    print(f"drive: balloon stats {json.dumps(bs)}", flush=True)
+    if "total_memory" in bs:
+        say(abs(bs["total_memory"] - after_kb * 1024) <= 0.03 * after_kb * 1024,
+            "balloon-stats-total-matches-meminfo",
+            f"stats {bs['total_memory']} vs MemTotal {after_kb * 1024}")
+    else:
+        say(False, "balloon-stats-total-matches-meminfo", "no total_memory stat")
+    ctl("balloon-set", target=mem)
+    third = wait_line("KUMO-CHECK balloon_memtotal_kb=", 3)
+    back_kb = int(third.split("=")[1]) if third else after_kb
+    say(back_kb == before_kb, "balloon-deflate-restores-memtotal", f"{back_kb} kB")
+
+
+if not first:
+    say(False, "balloon-actual-reaches-target", "the probe never reached its balloon step")
+else:
+    try:
+        balloon_step()
+    except (RuntimeError, KeyError, ValueError) as e:
+        say(False, "balloon-control", str(e))

@@ -1,0 +1,301 @@
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "devices/virtio-balloon.h"
+#include "devices/virtio-blk.h"
+#include "devices/virtio-pci.h"
+#include "vmm/control.h"
+#include "vmm/log.h"
+#include "vmm/vcpu.h"
+#include "vmm/vm-control.h"
+#include "vmm/vm.h"
+
+static const char *vm_state(struct vm *vm)
+{
+	if (__atomic_load_n(&vm->stop, __ATOMIC_ACQUIRE))
+		return "stopping";
+	return vm_is_paused(vm) ? "paused" : "running";
+}
+
+/* Resident bytes of guest RAM on the host: what the guest touched minus what was given back. */
+static uint64_t guest_ram_resident(struct vm *vm)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	uint64_t resident = 0;
+	unsigned char vec[4096];
+
+	for (int r = 0; r < vm->mem.nr_regions; r++) {
+		const struct mm_region *reg = &vm->mem.regions[r];
+
+		for (uint64_t off = 0; off < reg->size;) {
+			uint64_t chunk = reg->size - off;
+
+			if (chunk > sizeof(vec) * (uint64_t)page)
+				chunk = sizeof(vec) * (uint64_t)page;
+			if (mincore(reg->hva + off, chunk, vec) == 0)
+				for (uint64_t i = 0; i < chunk / (uint64_t)page; i++)
+					resident += vec[i] & 1;
+			off += chunk;
+		}
+	}
+	return resident * (uint64_t)page;
+}
+
+static struct json_object *device_list(struct vm *vm)
+{
+	struct json_object *a = json_object_new_array();
+
+	for (unsigned int i = 0; i < vm->nvirtio; i++) {
+		const struct vm_virtio *v = &vm->virtio[i];
+		struct json_object *d = json_object_new_object();
+		char slot[16];
+
+		snprintf(slot, sizeof(slot), "00:%02x.0", v->pci->pci.slot);
+		json_object_object_add(d, "type", json_object_new_string(v->vdev->ops->name));
+		json_object_object_add(d, "pci", json_object_new_string(slot));
+		json_object_object_add(d, "status", json_object_new_int(v->vdev->status));
+		if (v->vdev->ops->device_id == VIRTIO_ID_BLOCK) {
+			const struct virtio_blk *b = (const struct virtio_blk *)v->vdev;
+
+			json_object_object_add(d, "path", json_object_new_string(b->path));
+			json_object_object_add(d, "read_only", json_object_new_boolean(b->opts.read_only));
+		}
+		json_object_array_add(a, d);
+	}
+	return a;
+}
+
+static int verb_status(void *opaque, struct json_object *args, struct json_object **result,
+		       char *err, size_t errlen)
+{
+	struct vm *vm = opaque;
+	struct json_object *r = json_object_new_object();
+
+	json_object_object_add(r, "state", json_object_new_string(vm_state(vm)));
+	json_object_object_add(r, "vcpus", json_object_new_int((int)vm->ncpus));
+	json_object_object_add(r, "memory_bytes", json_object_new_int64((int64_t)vm->mem.ram_size));
+	json_object_object_add(r, "uptime_s",
+			       json_object_new_double((double)(vm_now_ns() - vm->start_ns) / 1e9));
+	json_object_object_add(r, "pvm", json_object_new_boolean(vm->pvm));
+	json_object_object_add(r, "kernel", json_object_new_string(vm->cfg.kernel));
+	json_object_object_add(r, "devices", device_list(vm));
+	*result = r;
+	return 0;
+}
+
+static int verb_pause(void *opaque, struct json_object *args, struct json_object **result,
+		      char *err, size_t errlen)
+{
+	struct vm *vm = opaque;
+	int ret = vm_pause(vm);
+
+	if (ret < 0) {
+		snprintf(err, errlen, "the VM is stopping");
+		return ret;
+	}
+	vm_control_event(vm, "paused", NULL);
+	return 0;
+}
+
+static int verb_resume(void *opaque, struct json_object *args, struct json_object **result,
+		       char *err, size_t errlen)
+{
+	struct vm *vm = opaque;
+	int ret = vm_resume(vm);
+
+	if (ret < 0) {
+		snprintf(err, errlen, "the VM is stopping");
+		return ret;
+	}
+	vm_control_event(vm, "resumed", NULL);
+	return 0;
+}
+
+static int verb_quit(void *opaque, struct json_object *args, struct json_object **result,
+		     char *err, size_t errlen)
+{
+	struct vm *vm = opaque;
+
+	vm_request_stop(vm, VM_STOP_USER, KUMO_EXIT_POWEROFF);
+	return 0;
+}
+
+/*
+ * As QEMU's balloon command: targets are the memory the guest keeps; the device itself
+ * speaks in pages held by the balloon.
+ */
+static struct json_object *balloon_json(struct vm *vm)
+{
+	struct json_object *o = json_object_new_object();
+	uint64_t held, want;
+
+	virtio_balloon_get(vm->balloon, &held, &want);
+	json_object_object_add(o, "target_bytes", json_object_new_int64((int64_t)(vm->mem.ram_size - want)));
+	json_object_object_add(o, "actual_bytes", json_object_new_int64((int64_t)(vm->mem.ram_size - held)));
+	json_object_object_add(o, "balloon_bytes", json_object_new_int64((int64_t)held));
+	return o;
+}
+
+static struct json_object *balloon_stats_json(struct virtio_dev *b)
+{
+	static const char *const names[VIRTIO_BALLOON_S_NR_KNOWN] = {
+		"swap_in", "swap_out", "major_faults", "minor_faults", "free_memory",
+		"total_memory", "available_memory", "disk_caches", "hugetlb_allocations",
+		"hugetlb_failures",
+	};
+	struct json_object *o = json_object_new_object();
+	struct balloon_stats st;
+
+	if (virtio_balloon_stats(b, &st) < 0)
+		return o;
+	for (unsigned int t = 0; t < BALLOON_STATS_MAX_TAGS; t++) {
+		char name[32];
+
+		if (!(st.valid & (1ULL << t)))
+			continue;
+		if (t < VIRTIO_BALLOON_S_NR_KNOWN)
+			snprintf(name, sizeof(name), "%s", names[t]);
+		else
+			snprintf(name, sizeof(name), "tag_%u", t);
+		json_object_object_add(o, name, json_object_new_int64((int64_t)st.val[t]));
+	}
+	json_object_object_add(o, "updates", json_object_new_int64((int64_t)st.updates));
+	json_object_object_add(o, "age_s", json_object_new_double(
+		st.updated_ns ? (double)(vm_now_ns() - st.updated_ns) / 1e9 : -1.0));
+	return o;
+}
+
+static int verb_stats(void *opaque, struct json_object *args, struct json_object **result,
+		      char *err, size_t errlen)
+{
+	static const char *const exit_names[VCPU_EXIT__COUNT] = {
+		[VCPU_EXIT_IO] = "io", [VCPU_EXIT_MMIO] = "mmio", [VCPU_EXIT_HLT] = "hlt",
+		[VCPU_EXIT_INTR] = "intr", [VCPU_EXIT_EMULATION] = "emulation_failure",
+		[VCPU_EXIT_OTHER] = "other",
+	};
+	struct vm *vm = opaque;
+	struct json_object *r = json_object_new_object(), *ex = json_object_new_object();
+	struct json_object *devs = json_object_new_array();
+	uint64_t exits[VCPU_EXIT__COUNT] = { 0 };
+
+	for (unsigned int i = 0; i < vm->ncpus; i++)
+		for (int k = 0; k < VCPU_EXIT__COUNT; k++)
+			exits[k] += __atomic_load_n(&vm->vcpus[i]->exits[k], __ATOMIC_RELAXED);
+	for (int k = 0; k < VCPU_EXIT__COUNT; k++)
+		json_object_object_add(ex, exit_names[k], json_object_new_int64((int64_t)exits[k]));
+	json_object_object_add(r, "exits", ex);
+	for (unsigned int i = 0; i < vm->nvirtio; i++) {
+		const struct vm_virtio *v = &vm->virtio[i];
+		struct json_object *d = json_object_new_object();
+
+		json_object_object_add(d, "type", json_object_new_string(v->vdev->ops->name));
+		json_object_object_add(d, "requests",
+				       json_object_new_int64((int64_t)v->vdev->stats_requests));
+		json_object_object_add(d, "errors",
+				       json_object_new_int64((int64_t)v->vdev->stats_errors));
+		json_object_object_add(d, "msix_interrupts",
+				       json_object_new_int64((int64_t)v->pci->msix_irqs));
+		if (v->vdev->ops->device_id == VIRTIO_ID_BLOCK) {
+			const struct virtio_blk *b = (const struct virtio_blk *)v->vdev;
+
+			json_object_object_add(d, "path", json_object_new_string(b->path));
+			json_object_object_add(d, "read_bytes",
+					       json_object_new_int64((int64_t)b->stats_read_bytes));
+			json_object_object_add(d, "write_bytes",
+					       json_object_new_int64((int64_t)b->stats_write_bytes));
+		}
+		json_object_array_add(devs, d);
+	}
+	json_object_object_add(r, "devices", devs);
+	json_object_object_add(r, "guest_ram_bytes", json_object_new_int64((int64_t)vm->mem.ram_size));
+	json_object_object_add(r, "guest_ram_resident_bytes",
+			       json_object_new_int64((int64_t)guest_ram_resident(vm)));
+	if (vm->balloon) {
+		json_object_object_add(r, "balloon", balloon_json(vm));
+		json_object_object_add(r, "balloon_stats", balloon_stats_json(vm->balloon));
+	}
+	*result = r;
+	return 0;
+}
+
+static int verb_balloon_set(void *opaque, struct json_object *args, struct json_object **result,
+			    char *err, size_t errlen)
+{
+	struct vm *vm = opaque;
+	int64_t target;
+	int ret;
+
+	if (!vm->balloon) {
+		snprintf(err, errlen, "no balloon device (start kumo with --balloon)");
+		return -ENODEV;
+	}
+	ret = control_arg_int64(args, "target", &target, err, errlen);
+	if (ret < 0)
+		return ret;
+	if (target < 0 || (uint64_t)target > vm->mem.ram_size) {
+		snprintf(err, errlen, "target %lld outside 0..%llu bytes", (long long)target,
+			 (unsigned long long)vm->mem.ram_size);
+		return -EINVAL;
+	}
+	ret = virtio_balloon_set_target(vm->balloon, vm->mem.ram_size - (uint64_t)target);
+	if (ret < 0) {
+		snprintf(err, errlen, "balloon: %s", strerror(-ret));
+		return ret;
+	}
+	vm_control_event(vm, "balloon-target", balloon_json(vm));
+	*result = balloon_json(vm);
+	return 0;
+}
+
+static int verb_balloon_get(void *opaque, struct json_object *args, struct json_object **result,
+			    char *err, size_t errlen)
+{
+	struct vm *vm = opaque;
+
+	if (!vm->balloon) {
+		snprintf(err, errlen, "no balloon device (start kumo with --balloon)");
+		return -ENODEV;
+	}
+	*result = balloon_json(vm);
+	return 0;
+}
+
+static const struct control_verb vm_verbs[] = {
+	{ "status", verb_status, "state, vCPUs, memory, devices, uptime" },
+	{ "pause", verb_pause, "stop all vCPUs (devices keep running)" },
+	{ "resume", verb_resume, "let paused vCPUs run again" },
+	{ "quit", verb_quit, "stop the VM; kumo run exits 0" },
+	{ "stats", verb_stats, "exits by reason, per-device counters, resident guest RAM, balloon" },
+	{ "balloon-set", verb_balloon_set, "target=BYTES: the memory the guest should keep" },
+	{ "balloon-get", verb_balloon_get, "the balloon's target and actual size" },
+};
+
+int vm_control_start(struct vm *vm, const char *path)
+{
+	int ret = control_start(&vm->ctl, path, vm_verbs, sizeof(vm_verbs) / sizeof(vm_verbs[0]),
+				vm);
+
+	if (ret < 0)
+		pr_err("control socket %s: %s", path, strerror(-ret));
+	return ret;
+}
+
+void vm_control_stop(struct vm *vm)
+{
+	if (vm->ctl)
+		control_stop(vm->ctl);
+	vm->ctl = NULL;
+}
+
+void vm_control_event(struct vm *vm, const char *name, struct json_object *data)
+{
+	if (vm->ctl)
+		control_emit_event(vm->ctl, name, data);
+	else if (data)
+		json_object_put(data);
+}
