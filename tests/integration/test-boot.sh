@@ -30,7 +30,7 @@ MEM=$((512 * 1024 * 1024))
 rm -f "$CON"
 timeout "${KUMO_BOOT_TIMEOUT:-1500}" $KUMO run --kernel "$KERNEL" --initrd "$INITRD" --cpus 2 \
 	--mem 512M --disk "$T/disk0.img" --disk "$T/disk1.img,ro" --agent-socket "$T/agent.sock" \
-	--balloon --control "$T/ctl.sock" \
+	--balloon=stats=1,free-page-reporting --control "$T/ctl.sock" \
 	--cmdline "panic=-1 rdinit=/sbin/kumo-probe kumo.probe=info,blk,agent,balloon,poweroff" \
 	< /dev/null > "$CON" 2> "$ERR" &
 kumo_pid=$!
