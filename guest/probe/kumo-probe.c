@@ -8,11 +8,13 @@
  * anywhere else too. It is /init (rdinit=/sbin/kumo-probe) and runs the checks named on the
  * kernel command line, printing "KUMO-CHECK key=value" lines the host tests read:
  *
- *   kumo.probe=info,blk,agent,balloon,poweroff   (in that order, any subset)
+ *   kumo.probe=info,blk,agent,touch,balloon,poweroff   (in that order, any subset)
  *   info      nproc, MemTotal, MSI-X interrupt lines in /proc/interrupts
  *   blk       FNV-1a of the first 1 MiB of /dev/vdb; 1 MiB pattern written to /dev/vda at 1 MiB
  *             and fsync'd; a write to /dev/vdb (read-only) must fail
  *   agent     finds the org.kumo.agent port, reads one line from the host, answers "echo: LINE"
+ *   touch     with the host in step over the agent port ("go", "free", "continue" lines):
+ *             touches 64 MiB, frees it, waits while the host watches it being reported free
  *   balloon   prints MemTotal whenever it changes, until it went down and back (or 300 s)
  *   poweroff  reboot(POWER_OFF): ACPI S5, kumo exits 0
  * Build: gcc -m32 -ffreestanding -nostdlib -static -mgeneral-regs-only (guest/build.sh).
@@ -22,7 +24,7 @@ typedef unsigned long long u64;
 
 enum { SYS_exit = 1, SYS_read = 3, SYS_write = 4, SYS_open = 5, SYS_close = 6, SYS_mkdir = 39,
        SYS_mount = 21, SYS_fsync = 118, SYS_reboot = 88, SYS_lseek = 19, SYS_pause = 29,
-       SYS_clock_nanosleep_time64 = 407 };
+       SYS_clock_nanosleep_time64 = 407, SYS_old_mmap = 90, SYS_munmap = 91 };
 #define O_RDONLY 0
 #define O_RDWR 2
 
@@ -235,14 +237,10 @@ static void do_blk(void)
 	sys3(SYS_close, fd, 0, 0);
 }
 
-static void do_agent(void)
+/* Open the port whose sysfs name is org.kumo.agent; its path goes into path. */
+static long open_agent(char *path)
 {
-	static char line[512];
-	char path[64] = "/dev/vport0p0";
-	long fd = -1, n, got = 0;
-
-	/* The port whose sysfs name is org.kumo.agent. */
-	for (int dev = 0; dev < 4 && fd < 0; dev++) {
+	for (int dev = 0; dev < 8; dev++) {
 		for (int port = 0; port < 4; port++) {
 			char sys[80] = "/sys/class/virtio-ports/vport0p0/name";
 
@@ -251,18 +249,19 @@ static void do_agent(void)
 			if (slurp(sys) > 0 && starts(filebuf, "org.kumo.agent")) {
 				path[10] = (char)('0' + dev);
 				path[12] = (char)('0' + port);
-				fd = sys3(SYS_open, path, O_RDWR, 0);
-				break;
+				return sys3(SYS_open, path, O_RDWR, 0);
 			}
 		}
 	}
-	if (fd < 0) {
-		check("agent", "no-port");
-		return;
-	}
-	check("agent_port", path);
-	/* Reads return 0 while no host client is connected: wait for one (up to 10 minutes). */
-	for (int tries = 0; got < (long)sizeof(line) - 1 && tries < 600;) {
+	return -2;
+}
+
+/* One line from the host (reads return 0 while no client is connected: wait, 10 min). */
+static long read_line(long fd, char *line, long size)
+{
+	long got = 0, n;
+
+	for (int tries = 0; got < size - 1 && tries < 600;) {
 		n = sys3(SYS_read, fd, line + got, 1);
 		if (n == 1) {
 			if (line[got] == '\n')
@@ -274,10 +273,58 @@ static void do_agent(void)
 		}
 	}
 	line[got] = 0;
+	return got;
+}
+
+static void do_agent(void)
+{
+	static char line[512];
+	char path[64] = "/dev/vport0p0";
+	long fd = open_agent(path), got;
+
+	if (fd < 0) {
+		check("agent", "no-port");
+		return;
+	}
+	check("agent_port", path);
+	got = read_line(fd, line, sizeof(line));
 	sys3(SYS_write, fd, "echo: ", 6);
 	sys3(SYS_write, fd, line, got);
 	sys3(SYS_write, fd, "\n", 1);
 	check("agent_received", line);
+	sys3(SYS_close, fd, 0, 0);
+}
+
+#define TOUCH_BYTES (64L * MiB)
+
+static void do_touch(void)
+{
+	char path[64] = "/dev/vport0p0", line[64];
+	long fd = open_agent(path);
+	unsigned char *p;
+
+	if (fd < 0) {
+		check("touch", "no-port");
+		return;
+	}
+	check("touch_ready", "1");
+	read_line(fd, line, sizeof(line));			/* "go" */
+	/* old_mmap takes its six arguments in memory: no need for %ebp in inline asm. */
+	long margs[6] = { 0, TOUCH_BYTES, 3 /* RW */, 0x22 /* PRIVATE|ANON */, -1, 0 };
+
+	p = (unsigned char *)sys3(SYS_old_mmap, margs, 0, 0);
+	if ((unsigned long)p > 0xfffff000UL) {
+		check_num("touch_mmap_errno", (u64)-(long)p, 10);
+		sys3(SYS_close, fd, 0, 0);
+		return;
+	}
+	for (long i = 0; i < TOUCH_BYTES; i += 4096)
+		p[i] = (unsigned char)(i >> 12);
+	check_num("touched_mb", TOUCH_BYTES / MiB, 10);
+	read_line(fd, line, sizeof(line));			/* "free" */
+	sys3(SYS_munmap, p, TOUCH_BYTES, 0);
+	check_num("freed_mb", TOUCH_BYTES / MiB, 10);
+	read_line(fd, line, sizeof(line));			/* "continue" */
 	sys3(SYS_close, fd, 0, 0);
 }
 
@@ -341,6 +388,8 @@ void _start(void)
 				do_agent();
 			else if (starts(w, "balloon"))
 				do_balloon();
+			else if (starts(w, "touch"))
+				do_touch();
 			else if (starts(w, "poweroff")) {
 				put("KUMO-CHECK done\n");
 				sys5(SYS_reboot, 0xfee1deadL, 672274793L, 0x4321fedcL, 0, 0);

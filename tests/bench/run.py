@@ -12,6 +12,7 @@ BOOT_RUNS = int(os.environ.get("BENCH_BOOT_RUNS", "5"))
 PIO_ITERS = int(os.environ.get("BENCH_PIO_ITERS", "100000"))
 BLK_MB = int(os.environ.get("BENCH_BLK_MB", "256"))
 BLK_SECONDS = float(os.environ.get("BENCH_BLK_SECONDS", "2"))
+BALLOON_GIB = int(os.environ.get("BENCH_BALLOON_GIB", "1"))
 SETTLE = float(os.environ.get("BENCH_SETTLE", "3"))
 KERNEL, INITRD = "guest/out/test-bzImage", "guest/out/initramfs.cpio"
 MEM_MB = 256
@@ -174,6 +175,28 @@ def main():
                  "doorbell through the queue's eventfd, interrupt eventfd) against kumo's "
                  "virtio-blk and io_uring backend; ratio > 1 is better here (throughput).")
     print("bench: virtio-blk done", flush=True)
+
+    out = subprocess.run(["tests/bench/bench-balloon", str(BALLOON_GIB), str(RUNS)],
+                         capture_output=True, text=True, check=True).stdout
+    res = {}
+    for l in out.splitlines():
+        f = l.split()
+        if len(f) >= 4 and f[0] in ("kumo", "raw"):
+            res.setdefault((f[0], f[1]), []).append(float(f[2]))
+    for test, floor, label in (
+            (f"inflate-{BALLOON_GIB}GiB", f"inflate-batched-{BALLOON_GIB}GiB",
+             "fallocate(PUNCH_HOLE) per contiguous run of each PFN array"),
+            (f"inflate-{BALLOON_GIB}GiB", f"inflate-{BALLOON_GIB}GiB",
+             "fallocate(PUNCH_HOLE) per page"),
+            (f"deflate-{BALLOON_GIB}GiB", f"deflate-{BALLOON_GIB}GiB", "a bare loop marking the pages present")):
+        k, r = res[("kumo", test)], res[("raw", floor)]
+        rows.append((f"virtio-balloon {test}, 256 PFNs per buffer, touched memfd, no guest kernel",
+                     fmt(k, "MiB/s", 1, 0), label, fmt(r, "MiB/s", 1, 0),
+                     statistics.median(k) / statistics.median(r)))
+    notes.append("virtio-balloon rows: the host-side driver sends PFN arrays as Linux does (256 "
+                 "ascending PFNs per buffer) with up to a queue's worth in flight; kumo merges "
+                 "contiguous PFNs into one hole punch. Throughput: higher is better.")
+    print("bench: virtio-balloon done", flush=True)
 
     q = [boot_qemu_tcg() for _ in range(RUNS)]
     k = []

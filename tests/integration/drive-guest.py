@@ -68,7 +68,50 @@ if wait_line("KUMO-CHECK agent_port="):
 else:
     say(False, "agent-roundtrip", "the probe never opened the agent port")
 
-# 2. Balloon: 64 MiB lower, wait for actual == target, then back to the full size.
+# 2. Free page reporting: the guest touches 64 MiB and frees it; the host must get it back.
+def agent_send(text):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(agent_path)
+    s.sendall(text.encode())
+    time.sleep(0.5)  # let the device take the bytes before the client goes away
+    s.close()
+
+
+def resident():
+    return ctl("stats")["guest_ram_resident_bytes"]
+
+
+def touch_step():
+    MiB = 1 << 20
+    base = resident()
+    agent_send("go\n")
+    if not wait_line("KUMO-CHECK touched_mb="):
+        say(False, "reporting-guest-touched", "no touched_mb line")
+        return
+    peak = resident()
+    print(f"drive: resident base={base // MiB} MiB touched={peak // MiB} MiB", flush=True)
+    say(peak - base >= 56 * MiB, "reporting-touch-is-resident", f"+{(peak - base) // MiB} MiB")
+    agent_send("free\n")
+    wait_line("KUMO-CHECK freed_mb=")
+    now = resident()
+    while time.time() - t0 < GUARD and now > base + 16 * MiB:
+        time.sleep(1)
+        now = resident()
+    print(f"drive: resident after free={now // MiB} MiB", flush=True)
+    say(now <= base + 16 * MiB, "reporting-freed-memory-returns-to-host",
+        f"{(now - base) // MiB} MiB above the start")
+    agent_send("continue\n")
+
+
+if wait_line("KUMO-CHECK touch_ready="):
+    try:
+        touch_step()
+    except (RuntimeError, KeyError, ValueError, OSError) as e:
+        say(False, "reporting-control", str(e))
+else:
+    say(False, "reporting-guest-touched", "the probe never reached its touch step")
+
+# 3. Balloon: 64 MiB lower, wait for actual == target, then back to the full size.
 first = wait_line("KUMO-CHECK balloon_memtotal_kb=")
 
 

@@ -31,7 +31,7 @@ rm -f "$CON"
 timeout "${KUMO_BOOT_TIMEOUT:-1500}" $KUMO run --kernel "$KERNEL" --initrd "$INITRD" --cpus 2 \
 	--mem 512M --disk "$T/disk0.img" --disk "$T/disk1.img,ro" --agent-socket "$T/agent.sock" \
 	--balloon=stats=1,free-page-reporting --control "$T/ctl.sock" \
-	--cmdline "panic=-1 rdinit=/sbin/kumo-probe kumo.probe=info,blk,agent,balloon,poweroff" \
+	--cmdline "panic=-1 rdinit=/sbin/kumo-probe kumo.probe=info,blk,agent,touch,balloon,poweroff" \
 	< /dev/null > "$CON" 2> "$ERR" &
 kumo_pid=$!
 python3 tests/integration/drive-guest.py "$CON" "$T/agent.sock" "$T/ctl.sock" $MEM
