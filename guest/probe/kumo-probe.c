@@ -14,7 +14,7 @@
  *             and fsync'd; a write to /dev/vdb (read-only) must fail
  *   agent     finds the org.kumo.agent port, reads one line from the host, answers "echo: LINE"
  *   touch     with the host in step over the agent port ("go", "free", "continue" lines):
- *             touches 64 MiB, frees it, waits while the host watches it being reported free
+ *             touches kumo.touch_mb=N MiB (64), frees it, waits while the host watches
  *   balloon   prints MemTotal whenever it changes, until it went down and back (or 300 s)
  *   poweroff  reboot(POWER_OFF): ACPI S5, kumo exits 0
  * Build: gcc -m32 -ffreestanding -nostdlib -static -mgeneral-regs-only (guest/build.sh).
@@ -295,10 +295,11 @@ static void do_agent(void)
 	sys3(SYS_close, fd, 0, 0);
 }
 
-#define TOUCH_BYTES (64L * MiB)
+static long touch_mb = 64;	/* kumo.touch_mb=N */
 
 static void do_touch(void)
 {
+	const long TOUCH_BYTES = touch_mb * MiB;
 	char path[64] = "/dev/vport0p0", line[64];
 	long fd = open_agent(path);
 	unsigned char *p;
@@ -364,9 +365,18 @@ void _start(void)
 	sys5(SYS_mount, (long)"devtmpfs", (long)"/dev", (long)"devtmpfs", 0, 0);
 	put("KUMO-PROBE-READY\n");
 	n = slurp("/proc/cmdline");
-	for (long i = 0; i < n; i++)
+	for (long i = 0; i < n; i++) {
 		if ((i == 0 || filebuf[i - 1] == ' ') && starts(filebuf + i, "kumo.probe="))
 			arg = filebuf + i + 11;
+		if ((i == 0 || filebuf[i - 1] == ' ') && starts(filebuf + i, "kumo.touch_mb=")) {
+			long v = 0;
+
+			for (char *q = filebuf + i + 14; *q >= '0' && *q <= '9'; q++)
+				v = v * 10 + (*q - '0');
+			if (v > 0 && v < 2048)
+				touch_mb = v;
+		}
+	}
 	if (arg) {
 		static char list[256];
 		int l = 0;

@@ -1,7 +1,14 @@
 #!/usr/bin/env python3
 """Plays the host side of the kumo-probe checks while a guest boots (tests/integration).
 
-  drive-guest.py CONSOLE_FILE AGENT_SOCKET CONTROL_SOCKET MEM_BYTES
+  drive-guest.py CONSOLE_FILE AGENT_SOCKET CONTROL_SOCKET MEM_BYTES [reporting|pss]
+
+Mode "oom" (a VM with DEFLATE_ON_OOM): the balloon first takes 160 MiB, then the guest
+touches 128 MiB, more than it has left: the driver must deflate instead of OOM-killing.
+Mode "reporting" (default): the memory the guest frees must come back to the host (free page
+reporting on). Mode "pss" (a VM without free page reporting): the guest's freed memory stays
+resident, and inflating the balloon by 64 MiB must cut the guest RAM resident on the host by at
+least 90% of that.
 
 Follows the console file the guest writes; when the probe opens the agent port it sends a
 line and expects "echo: LINE" back; when the probe starts its balloon step it lowers the
@@ -12,6 +19,7 @@ generous hang guards; nothing here asserts a time.
 import json, os, socket, subprocess, sys, time
 
 con, agent_path, ctl_path, mem = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+mode = sys.argv[5] if len(sys.argv) > 5 else "reporting"
 KUMO = os.environ.get("KUMO", "./kumo")
 GUARD = float(os.environ.get("KUMO_DRIVE_GUARD", "900"))
 t0 = time.time()
@@ -50,7 +58,9 @@ def ctl(verb, **args):
 
 
 # 1. Agent port: a line in, the same line back.
-if wait_line("KUMO-CHECK agent_port="):
+if mode in ("pss", "oom"):
+    pass
+elif wait_line("KUMO-CHECK agent_port="):
     token = f"ping-{os.getpid()}-{int(t0)}"
     s = socket.socket(socket.AF_UNIX)
     s.connect(agent_path)
@@ -83,6 +93,23 @@ def resident():
 
 def touch_step():
     MiB = 1 << 20
+    if mode == "oom":
+        target = mem - 160 * MiB
+        ctl("balloon-set", target=target)
+        while time.time() - t0 < GUARD and ctl("balloon-get")["actual_bytes"] != target:
+            time.sleep(1)
+        held = ctl("balloon-get")["balloon_bytes"]
+        say(held == 160 * MiB, "oom-balloon-inflated", f"{held >> 20} MiB")
+        agent_send("go\n")
+        ok = wait_line("KUMO-CHECK touched_mb=") is not None
+        held2 = ctl("balloon-get")["balloon_bytes"]
+        print(f"drive: balloon before touch={held >> 20} MiB after={held2 >> 20} MiB", flush=True)
+        say(ok, "oom-guest-survives-touching-past-its-memory")
+        say(held2 < held, "oom-balloon-deflated-on-oom", f"{held >> 20} -> {held2 >> 20} MiB")
+        agent_send("free\n")
+        wait_line("KUMO-CHECK freed_mb=")
+        agent_send("continue\n")
+        return
     base = resident()
     agent_send("go\n")
     if not wait_line("KUMO-CHECK touched_mb="):
@@ -93,6 +120,9 @@ def touch_step():
     say(peak - base >= 56 * MiB, "reporting-touch-is-resident", f"+{(peak - base) // MiB} MiB")
     agent_send("free\n")
     wait_line("KUMO-CHECK freed_mb=")
+    if mode == "pss":
+        agent_send("continue\n")
+        return
     now = resident()
     while time.time() - t0 < GUARD and now > base + 16 * MiB:
         time.sleep(1)
@@ -112,7 +142,7 @@ else:
     say(False, "reporting-guest-touched", "the probe never reached its touch step")
 
 # 3. Balloon: 64 MiB lower, wait for actual == target, then back to the full size.
-first = wait_line("KUMO-CHECK balloon_memtotal_kb=")
+first = wait_line("KUMO-CHECK balloon_memtotal_kb=") if mode != "oom" else None
 
 
 def balloon_step():
@@ -128,6 +158,12 @@ def balloon_step():
             break
         time.sleep(1)
     say(actual == target, "balloon-actual-reaches-target", f"actual {actual}")
+    if mode == "pss":
+        res_inflated = resident()
+        print(f"drive: resident before inflate={res0 >> 20} MiB after={res_inflated >> 20} MiB",
+              flush=True)
+        say(res0 - res_inflated >= 0.9 * 64 * 1024 * 1024, "balloon-host-resident-drops-90pct",
+            f"dropped {(res0 - res_inflated) >> 20} MiB")
     want_kb = before_kb - 64 * 1024
     after_kb = None
     while time.time() - t0 < GUARD:
@@ -170,7 +206,9 @@ def balloon_step():
     say(back_kb == before_kb, "balloon-deflate-restores-memtotal", f"{back_kb} kB")
 
 
-if not first:
+if mode == "oom":
+    pass
+elif not first:
     say(False, "balloon-actual-reaches-target", "the probe never reached its balloon step")
 else:
     try:
