@@ -1,7 +1,7 @@
 #!/bin/sh
 # `make demo`: boot the test guest in kumo (2 vCPUs, 512 MiB, a virtio disk, the balloon and a
 # control socket) and show it working: the kernel's boot log, then the guest's own checks
-# (kumo-probe: CPUs, memory, MSI-X interrupts, reading the disk), then a clean ACPI power-off.
+# (kumo-probe: CPUs, memory, MSI-X interrupts), then a clean ACPI power-off.
 # KUMO_DEMO_KERNEL=stock boots Debian's stock cloud kernel with busybox instead (on PVM hosts it
 # stops at /init's first system call: see docs/pvm.md).
 cd "$(dirname "$0")/.." || exit 2
@@ -17,7 +17,7 @@ if [ "${KUMO_DEMO_KERNEL:-test}" = stock ]; then
 		--cmdline "kumo.script=boot-check.sh panic=-1"
 else
 	set -- --kernel guest/out/test-bzImage --initrd guest/out/initramfs.cpio \
-		--cmdline "panic=-1 rdinit=/sbin/kumo-probe kumo.probe=info,blk,poweroff"
+		--cmdline "panic=-1 rdinit=/sbin/kumo-probe kumo.probe=info,poweroff"
 fi
 echo "demo: ./kumo run $* --cpus 2 --mem 512M --disk $T/disk.img,ro --balloon --control $T/ctl.sock"
 ./kumo run "$@" --cpus 2 --mem 512M --disk "$T/disk.img,ro" --balloon --control "$T/ctl.sock" \
