@@ -232,7 +232,9 @@ void virtq_set_avail_event(const struct guest_mem *m, struct virtq *vq)
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 }
 
-size_t iov_to_buf(const struct iovec *iov, unsigned int n, size_t off, void *buf, size_t len)
+/* Copy between a flat buffer and the bytes of an iovec array from offset off. */
+static size_t iov_copy(const struct iovec *iov, unsigned int n, size_t off, uint8_t *buf,
+		       size_t len, int to_iov)
 {
 	size_t done = 0;
 
@@ -244,31 +246,25 @@ size_t iov_to_buf(const struct iovec *iov, unsigned int n, size_t off, void *buf
 			continue;
 		}
 		c = l - off < len - done ? l - off : len - done;
-		memcpy((uint8_t *)buf + done, (uint8_t *)iov[i].iov_base + off, c);
+		if (to_iov)
+			memcpy((uint8_t *)iov[i].iov_base + off, buf + done, c);
+		else
+			memcpy(buf + done, (uint8_t *)iov[i].iov_base + off, c);
 		done += c;
 		off = 0;
 	}
 	return done;
 }
 
+size_t iov_to_buf(const struct iovec *iov, unsigned int n, size_t off, void *buf, size_t len)
+{
+	return iov_copy(iov, n, off, buf, len, 0);
+}
+
 size_t iov_from_buf(const struct iovec *iov, unsigned int n, size_t off, const void *buf,
 		    size_t len)
 {
-	size_t done = 0;
-
-	for (unsigned int i = 0; i < n && done < len; i++) {
-		size_t l = iov[i].iov_len, c;
-
-		if (off >= l) {
-			off -= l;
-			continue;
-		}
-		c = l - off < len - done ? l - off : len - done;
-		memcpy((uint8_t *)iov[i].iov_base + off, (const uint8_t *)buf + done, c);
-		done += c;
-		off = 0;
-	}
-	return done;
+	return iov_copy(iov, n, off, (uint8_t *)buf, len, 1);
 }
 
 /* ---- devices ---- */
