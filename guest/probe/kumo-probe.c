@@ -15,6 +15,9 @@
  *   agent     finds the org.kumo.agent port, reads one line from the host, answers "echo: LINE"
  *   touch     with the host in step over the agent port ("go", "free", "continue" lines):
  *             touches kumo.touch_mb=N MiB (64), frees it, waits while the host watches
+ *   fswrite   mounts the ext4 file system on /dev/vda (the only disk in that boot), writes /kumo.txt (the kumo.token=
+ *             value), fsyncs, unmounts
+ *   fsread    mounts it again and prints /kumo.txt
  *   balloon   prints MemTotal whenever it changes, until it went down and back (or 300 s)
  *   poweroff  reboot(POWER_OFF): ACPI S5, kumo exits 0
  * Build: gcc -m32 -ffreestanding -nostdlib -static -mgeneral-regs-only (guest/build.sh).
@@ -24,7 +27,10 @@ typedef unsigned long long u64;
 
 enum { SYS_exit = 1, SYS_read = 3, SYS_write = 4, SYS_open = 5, SYS_close = 6, SYS_mkdir = 39,
        SYS_mount = 21, SYS_fsync = 118, SYS_reboot = 88, SYS_lseek = 19, SYS_pause = 29,
-       SYS_clock_nanosleep_time64 = 407, SYS_old_mmap = 90, SYS_munmap = 91 };
+       SYS_clock_nanosleep_time64 = 407, SYS_old_mmap = 90, SYS_munmap = 91, SYS_umount2 = 52 };
+#define O_WRONLY 1
+#define O_CREAT 0100
+#define O_TRUNC 01000
 #define O_RDONLY 0
 #define O_RDWR 2
 
@@ -295,6 +301,44 @@ static void do_agent(void)
 	sys3(SYS_close, fd, 0, 0);
 }
 
+static char token[64];		/* kumo.token=WORD */
+
+static void do_fswrite(void)
+{
+	long fd, ret;
+
+	sys3(SYS_mkdir, "/mnt", 0755, 0);
+	ret = sys5(SYS_mount, (long)"/dev/vda", (long)"/mnt", (long)"ext4", 0, 0);
+	check_num("fs_mount_errno", ret < 0 ? (u64)-ret : 0, 10);
+	if (ret < 0)
+		return;
+	fd = sys3(SYS_open, "/mnt/kumo.txt", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	if (fd >= 0) {
+		sys3(SYS_write, fd, token, slen(token));
+		ret = sys3(SYS_fsync, fd, 0, 0);
+		sys3(SYS_close, fd, 0, 0);
+	} else {
+		ret = fd;
+	}
+	check_num("fs_write_errno", ret < 0 ? (u64)-ret : 0, 10);
+	ret = sys3(SYS_umount2, "/mnt", 0, 0);
+	check_num("fs_umount_errno", ret < 0 ? (u64)-ret : 0, 10);
+}
+
+static void do_fsread(void)
+{
+	long ret;
+
+	sys3(SYS_mkdir, "/mnt", 0755, 0);
+	ret = sys5(SYS_mount, (long)"/dev/vda", (long)"/mnt", (long)"ext4", 0, 0);
+	check_num("fs_mount_errno", ret < 0 ? (u64)-ret : 0, 10);
+	if (ret < 0)
+		return;
+	ret = slurp("/mnt/kumo.txt");
+	check("fs_read", ret >= 0 ? filebuf : "missing");
+	sys3(SYS_umount2, "/mnt", 0, 0);
+}
+
 static long touch_mb = 64;	/* kumo.touch_mb=N */
 
 static void do_touch(void)
@@ -368,6 +412,13 @@ void _start(void)
 	for (long i = 0; i < n; i++) {
 		if ((i == 0 || filebuf[i - 1] == ' ') && starts(filebuf + i, "kumo.probe="))
 			arg = filebuf + i + 11;
+		if ((i == 0 || filebuf[i - 1] == ' ') && starts(filebuf + i, "kumo.token=")) {
+			int t = 0;
+
+			for (char *q = filebuf + i + 11; *q > ' ' && t < 63; q++)
+				token[t++] = *q;
+			token[t] = 0;
+		}
 		if ((i == 0 || filebuf[i - 1] == ' ') && starts(filebuf + i, "kumo.touch_mb=")) {
 			long v = 0;
 
@@ -400,6 +451,10 @@ void _start(void)
 				do_balloon();
 			else if (starts(w, "touch"))
 				do_touch();
+			else if (starts(w, "fswrite"))
+				do_fswrite();
+			else if (starts(w, "fsread"))
+				do_fsread();
 			else if (starts(w, "poweroff")) {
 				put("KUMO-CHECK done\n");
 				sys5(SYS_reboot, 0xfee1deadL, 672274793L, 0x4321fedcL, 0, 0);
