@@ -82,7 +82,8 @@ static int verb_status(void *opaque, struct json_object *args, struct json_objec
 	json_object_object_add(r, "uptime_s",
 			       json_object_new_double((double)(vm_now_ns() - vm->start_ns) / 1e9));
 	json_object_object_add(r, "pvm", json_object_new_boolean(vm->pvm));
-	json_object_object_add(r, "kernel", json_object_new_string(vm->cfg.kernel));
+	if (vm->cfg.kernel)
+		json_object_object_add(r, "kernel", json_object_new_string(vm->cfg.kernel));
 	json_object_object_add(r, "devices", device_list(vm));
 	*result = r;
 	return 0;
