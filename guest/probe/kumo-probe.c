@@ -18,6 +18,8 @@
  *   fswrite   mounts the ext4 file system on /dev/vda (the only disk in that boot), writes /kumo.txt (the kumo.token=
  *             value), fsyncs, unmounts
  *   fsread    mounts it again and prints /kumo.txt
+ *   blkbench  O_DIRECT on /dev/vda: 4 KiB random reads (QD1), 1 MiB sequential reads and
+ *             writes; prints KUMO-BENCH name=value lines (IOPS, MB/s) from the guest's clock
  *   balloon   prints MemTotal whenever it changes, until it went down and back (or 300 s)
  *   poweroff  reboot(POWER_OFF): ACPI S5, kumo exits 0
  * Build: gcc -m32 -ffreestanding -nostdlib -static -mgeneral-regs-only (guest/build.sh).
@@ -27,7 +29,9 @@ typedef unsigned long long u64;
 
 enum { SYS_exit = 1, SYS_read = 3, SYS_write = 4, SYS_open = 5, SYS_close = 6, SYS_mkdir = 39,
        SYS_mount = 21, SYS_fsync = 118, SYS_reboot = 88, SYS_lseek = 19, SYS_pause = 29,
-       SYS_clock_nanosleep_time64 = 407, SYS_old_mmap = 90, SYS_munmap = 91, SYS_umount2 = 52 };
+       SYS_clock_nanosleep_time64 = 407, SYS_old_mmap = 90, SYS_munmap = 91, SYS_umount2 = 52,
+       SYS_clock_gettime64 = 403, SYS_pread64 = 180, SYS_pwrite64 = 181 };
+#define O_DIRECT 040000
 #define O_WRONLY 1
 #define O_CREAT 0100
 #define O_TRUNC 01000
@@ -108,6 +112,13 @@ static int starts(const char *s, const char *p)
 		if (*s++ != *p++)
 			return 0;
 	return 1;
+}
+
+static int same(const char *a, const char *b)
+{
+	while (*a && *a == *b)
+		a++, b++;
+	return *a == *b;
 }
 
 static char filebuf[65536];
@@ -339,6 +350,71 @@ static void do_fsread(void)
 	sys3(SYS_umount2, "/mnt", 0, 0);
 }
 
+static u64 now_ns(void)
+{
+	long long ts[2] = { 0, 0 };
+
+	sys3(SYS_clock_gettime64, 1 /* CLOCK_MONOTONIC */, ts, 0);
+	return (u64)ts[0] * 1000000000ULL + (u64)ts[1];
+}
+
+/* pread64/pwrite64 take the 64-bit offset as two registers (low, high). */
+static long pio64(int write, long fd, void *buf, long len, u64 off)
+{
+	return sys5(write ? SYS_pwrite64 : SYS_pread64, fd, (long)buf, len, (long)(u32)off,
+		    (long)(u32)(off >> 32));
+}
+
+/* units per second, without 64-bit division: ns >> 20 counts units of 1.048576 ms. */
+static void bench_line(const char *name, u64 units, u64 ns)
+{
+	char b[32];
+	u32 slices = (u32)(ns >> 20);
+
+	if (!slices)
+		slices = 1;
+	put("KUMO-BENCH ");
+	put(name);
+	put("=");
+	put(utoa((u32)units * 954u / slices, b + sizeof(b), 10));
+	put("\n");
+}
+
+static void do_blkbench(void)
+{
+	static unsigned char raw[MiB + 4096];
+	unsigned char *buf = (unsigned char *)(((unsigned long)raw + 4095) & ~4095UL);
+	long fd = sys3(SYS_open, "/dev/vda", O_RDWR | O_DIRECT, 0);
+	u32 seed = 12345;
+	u64 t0, n;
+
+	if (fd < 0) {
+		check_num("blkbench_open_errno", (u64)-fd, 10);
+		return;
+	}
+	/* 4 KiB random reads over the first 32 MiB, one at a time, for ~1 s of guest time. */
+	t0 = now_ns();
+	for (n = 0; now_ns() - t0 < 1000000000ULL; n++) {
+		seed = seed * 1103515245u + 12345u;
+		if (pio64(0, fd, buf, 4096, (u64)((seed >> 8) % 8192) * 4096) != 4096)
+			break;
+	}
+	bench_line("randread_4k_qd1_iops", n, now_ns() - t0);
+	/* 1 MiB sequential writes then reads over 32 MiB. */
+	t0 = now_ns();
+	for (n = 0; n < 32; n++)
+		if (pio64(1, fd, buf, MiB, n * MiB) != MiB)
+			break;
+	sys3(SYS_fsync, fd, 0, 0);
+	bench_line("seqwrite_1m_mibps", n, now_ns() - t0);
+	t0 = now_ns();
+	for (n = 0; n < 32; n++)
+		if (pio64(0, fd, buf, MiB, n * MiB) != MiB)
+			break;
+	bench_line("seqread_1m_mibps", n, now_ns() - t0);
+	sys3(SYS_close, fd, 0, 0);
+}
+
 static long touch_mb = 64;	/* kumo.touch_mb=N */
 
 static void do_touch(void)
@@ -441,21 +517,23 @@ void _start(void)
 			while (*e != ',')
 				e++;
 			*e = 0;
-			if (starts(w, "info"))
+			if (same(w, "info"))
 				do_info();
-			else if (starts(w, "blk"))
+			else if (same(w, "blk"))
 				do_blk();
-			else if (starts(w, "agent"))
+			else if (same(w, "agent"))
 				do_agent();
-			else if (starts(w, "balloon"))
+			else if (same(w, "balloon"))
 				do_balloon();
-			else if (starts(w, "touch"))
+			else if (same(w, "touch"))
 				do_touch();
-			else if (starts(w, "fswrite"))
+			else if (same(w, "fswrite"))
 				do_fswrite();
-			else if (starts(w, "fsread"))
+			else if (same(w, "fsread"))
 				do_fsread();
-			else if (starts(w, "poweroff")) {
+			else if (same(w, "blkbench"))
+				do_blkbench();
+			else if (same(w, "poweroff")) {
 				put("KUMO-CHECK done\n");
 				sys5(SYS_reboot, 0xfee1deadL, 672274793L, 0x4321fedcL, 0, 0);
 			}
