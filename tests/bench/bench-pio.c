@@ -19,9 +19,6 @@ GUEST_CODE(g_bench,
 	"2: out %eax, $0xe0\n dec %ecx\n jnz 2b\n"
 	"xor %eax, %eax\n out %eax, $0xe4\n");
 
-static const uint64_t user_gdt[6] = { 0, 0, 0x00af9b000000ffffULL, 0x00cf93000000ffffULL,
-				      0x00cff3000000ffffULL, 0x00affb000000ffffULL };
-
 static uint64_t ns(void)
 {
 	return vm_now_ns();
@@ -29,19 +26,13 @@ static uint64_t ns(void)
 
 static int prepare(struct tvm *t, struct vcpu *v, uint64_t iters)
 {
-	struct kvm_sregs sregs;
 	struct kvm_regs regs;
 
-	tvm_allow_user(t);
-	if (mm_write(&t->vm.mem, BOOT_GDT_GPA, user_gdt, sizeof(user_gdt)) ||
-	    tvm_load(t, TVM_CODE_GPA, g_bench_start, g_bench_end) ||
-	    tvm_start_cpu(t, 0, TVM_CODE_GPA) || vcpu_get_sregs(v, &sregs) ||
-	    vcpu_get_regs(v, &regs))
+	if (tvm_load(t, TVM_CODE_GPA, g_bench_start, g_bench_end) ||
+	    tvm_start_user(t, TVM_CODE_GPA) || vcpu_get_regs(v, &regs))
 		return -1;
-	sregs.gdt.limit = sizeof(user_gdt) - 1;
-	sregs.efer |= 1;
 	regs.r12 = iters;
-	return vcpu_set_sregs(v, &sregs) || vcpu_set_regs(v, &regs) ? -1 : 0;
+	return vcpu_set_regs(v, &regs) ? -1 : 0;
 }
 
 /* The floor: KVM_RUN and a switch on the port, nothing else. */

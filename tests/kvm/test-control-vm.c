@@ -81,11 +81,8 @@ static void *run_thread(void *arg)
 
 static void test_vm_verbs(void)
 {
-	uint64_t gdt[6] = { 0, 0, 0x00af9b000000ffffULL, 0x00cf93000000ffffULL,
-			    0x00cff3000000ffffULL, 0x00affb000000ffffULL };
 	char path[] = "/tmp/kumo-ctl-test-XXXXXX";
 	static struct tvm t;
-	struct kvm_sregs sregs;
 	struct json_object *r;
 	volatile uint64_t *counter;
 	pthread_t th;
@@ -97,14 +94,8 @@ static void test_vm_verbs(void)
 	CHECK(mkdtemp(path));
 	strcat(path, "/ctl");
 	CHECK_EQ(tvm_create(&t, 64ULL << 20, 1), 0);
-	tvm_allow_user(&t);
-	CHECK_EQ(mm_write(&t.vm.mem, BOOT_GDT_GPA, gdt, sizeof(gdt)), 0);
 	CHECK_EQ(tvm_load(&t, TVM_CODE_GPA, g_spin_start, g_spin_end), 0);
-	CHECK_EQ(tvm_start_cpu(&t, 0, TVM_CODE_GPA), 0);
-	CHECK_EQ(vcpu_get_sregs(t.vm.vcpus[0], &sregs), 0);
-	sregs.gdt.limit = sizeof(gdt) - 1;
-	sregs.efer |= 1;
-	CHECK_EQ(vcpu_set_sregs(t.vm.vcpus[0], &sregs), 0);
+	CHECK_EQ(tvm_start_user(&t, TVM_CODE_GPA), 0);
 	counter = mm_gpa_to_hva(&t.vm.mem, 0x200000, 8);
 	CHECK_EQ(vm_control_start(&t.vm, path), 0);
 	pthread_create(&th, NULL, run_thread, &t);

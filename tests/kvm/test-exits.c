@@ -225,21 +225,12 @@ GUEST_CODE(g_user,
 
 static void test_sysret_to_user_mode(void)
 {
-	uint64_t gdt[6] = { 0, 0, 0x00af9b000000ffffULL, 0x00cf93000000ffffULL,
-			    0x00cff3000000ffffULL, 0x00affb000000ffffULL };
-	struct kvm_sregs sregs;
 	struct tvm t;
 
 	NEED_KVM();
 	CHECK_EQ(tvm_create(&t, MEM, 1), 0);
-	tvm_allow_user(&t);
-	CHECK_EQ(mm_write(&t.vm.mem, BOOT_GDT_GPA, gdt, sizeof(gdt)), 0);
 	CHECK_EQ(tvm_load(&t, TVM_CODE_GPA, g_user_start, g_user_end), 0);
-	CHECK_EQ(tvm_start_cpu(&t, 0, TVM_CODE_GPA), 0);
-	CHECK_EQ(vcpu_get_sregs(t.vm.vcpus[0], &sregs), 0);
-	sregs.gdt.limit = sizeof(gdt) - 1;
-	sregs.efer |= 1;	/* SCE: syscall/sysret enabled */
-	CHECK_EQ(vcpu_set_sregs(t.vm.vcpus[0], &sregs), 0);
+	CHECK_EQ(tvm_start_user(&t, TVM_CODE_GPA), 0);
 	CHECK_EQ(tvm_run(&t), 0);
 	CHECK_EQ(t.nlog, 4);
 	fprintf(stderr, "  user mode: cs=0x%x ss=0x%x\n", t.log[0], t.log[1]);
@@ -378,24 +369,15 @@ static void *run_thread(void *arg)
 
 static void test_pause_resume(void)
 {
-	uint64_t gdt[6] = { 0, 0, 0x00af9b000000ffffULL, 0x00cf93000000ffffULL,
-			    0x00cff3000000ffffULL, 0x00affb000000ffffULL };
 	volatile uint64_t *counter;
-	struct kvm_sregs sregs;
 	static struct tvm t;
 	pthread_t th;
 	uint64_t a, b, c;
 
 	NEED_KVM();
 	CHECK_EQ(tvm_create(&t, MEM, 2), 0);
-	tvm_allow_user(&t);
-	CHECK_EQ(mm_write(&t.vm.mem, BOOT_GDT_GPA, gdt, sizeof(gdt)), 0);
 	CHECK_EQ(tvm_load(&t, TVM_CODE_GPA, g_spin_start, g_spin_end), 0);
-	CHECK_EQ(tvm_start_cpu(&t, 0, TVM_CODE_GPA), 0);
-	CHECK_EQ(vcpu_get_sregs(t.vm.vcpus[0], &sregs), 0);
-	sregs.gdt.limit = sizeof(gdt) - 1;
-	sregs.efer |= 1;
-	CHECK_EQ(vcpu_set_sregs(t.vm.vcpus[0], &sregs), 0);
+	CHECK_EQ(tvm_start_user(&t, TVM_CODE_GPA), 0);
 	counter = mm_gpa_to_hva(&t.vm.mem, 0x200000, 16);
 	CHECK(counter);
 	pthread_create(&th, NULL, run_thread, &t);

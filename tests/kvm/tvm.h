@@ -137,6 +137,28 @@ static inline void tvm_allow_user(struct tvm *t)
 		pd[i] |= 4;
 }
 
+/*
+ * Start vCPU 0 at entry (code already loaded) able to drop to user mode with sysretq: the
+ * identity map gets the U bit, the GDT gains user data (0x20) and user code (0x28) so that
+ * STAR base 0x18 fits sysret, and EFER.SCE is set. The guest sets STAR itself.
+ */
+static inline int tvm_start_user(struct tvm *t, uint64_t entry)
+{
+	static const uint64_t gdt[6] = { 0, 0, 0x00af9b000000ffffULL, 0x00cf93000000ffffULL,
+					 0x00cff3000000ffffULL, 0x00affb000000ffffULL };
+	struct kvm_sregs sregs;
+	int ret;
+
+	tvm_allow_user(t);
+	if ((ret = mm_write(&t->vm.mem, BOOT_GDT_GPA, gdt, sizeof(gdt))) ||
+	    (ret = tvm_start_cpu(t, 0, entry)) ||
+	    (ret = vcpu_get_sregs(t->vm.vcpus[0], &sregs)))
+		return ret;
+	sregs.gdt.limit = sizeof(gdt) - 1;
+	sregs.efer |= 1;	/* SCE: syscall/sysret enabled */
+	return vcpu_set_sregs(t->vm.vcpus[0], &sregs);
+}
+
 /* Install a 64-bit interrupt gate for vector at handler, in an IDT at TVM_IDT_GPA. */
 static inline int tvm_set_idt_gate(struct tvm *t, unsigned int vector, uint64_t handler)
 {
