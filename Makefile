@@ -42,6 +42,7 @@ OBJS += mm/pagestate.o
 OBJS += vmm/control.o
 OBJS += vmm/vm-control.o
 OBJS += mm/mem.o
+OBJS += vmm/numa.o
 
 MAIN_OBJS := vmm/main.o
 

@@ -1,7 +1,10 @@
 #include <errno.h>
 #include <limits.h>
+#include <numaif.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/memfd.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -39,7 +42,7 @@ int mm_parse_size(const char *s, uint64_t *out)
 }
 
 static void add_region(struct guest_mem *m, uint64_t gpa, uint64_t size, uint8_t *hva,
-		       int fd, uint64_t off)
+		       int fd, uint64_t off, int node)
 {
 	struct mm_region *r = &m->regions[m->nr_regions++];
 
@@ -48,47 +51,110 @@ static void add_region(struct guest_mem *m, uint64_t gpa, uint64_t size, uint8_t
 	r->hva = hva;
 	r->memfd = fd;
 	r->fd_offset = off;
+	r->node = node;
+}
+
+static int bind_to_host_node(void *hva, uint64_t size, int host_node)
+{
+	unsigned long mask[1024 / (8 * sizeof(unsigned long))] = { 0 };
+	const unsigned long bits = 8 * sizeof(unsigned long);
+
+	if (host_node < 0 || host_node >= 1024)
+		return host_node < 0 ? 0 : -EINVAL;
+	mask[host_node / bits] |= 1UL << (host_node % bits);
+	if (mbind(hva, size, MPOL_BIND, mask, 1024, MPOL_MF_STRICT | MPOL_MF_MOVE) < 0)
+		return -errno;
+	return 0;
+}
+
+static int map_node(struct mm_node *n, int index, int hugepages)
+{
+	char name[32];
+	int flags = MAP_SHARED, ret;
+
+	snprintf(name, sizeof(name), "kumo-ram-node%d", index);
+	n->memfd = memfd_create(name, MFD_CLOEXEC | (hugepages ? MFD_HUGETLB | MFD_HUGE_2MB : 0));
+	if (n->memfd < 0)
+		return -errno;
+	if (ftruncate(n->memfd, (off_t)n->size) < 0)
+		return -errno;
+	/* Huge pages are reserved at mmap time, so a shortage fails here and not at a fault. */
+	if (!hugepages)
+		flags |= MAP_NORESERVE;
+	n->hva = mmap(NULL, n->size, PROT_READ | PROT_WRITE, flags, n->memfd, 0);
+	if (n->hva == MAP_FAILED) {
+		n->hva = NULL;
+		return -errno;
+	}
+	madvise(n->hva, n->size, MADV_DONTDUMP);
+	ret = bind_to_host_node(n->hva, n->size, n->host_node);
+	return ret;
+}
+
+int mm_init_nodes(struct guest_mem *m, const struct mm_node_spec *spec, int nr, int hugepages)
+{
+	uint64_t gpa = 0, align = hugepages ? 2ULL << 20 : 1ULL << 20;
+	int ret;
+
+	memset(m, 0, sizeof(*m));
+	if (nr < 1 || nr > MM_MAX_NODES)
+		return -EINVAL;
+	for (int i = 0; i < nr; i++) {
+		m->nodes[i].memfd = -1;
+		m->nodes[i].host_node = spec[i].host_node;
+		m->nodes[i].size = spec[i].size;
+		if (spec[i].size & (align - 1))
+			return -EINVAL;
+		m->ram_size += spec[i].size;
+	}
+	m->nr_nodes = nr;
+	m->hugepages = hugepages;
+	if (m->ram_size < (16ULL << 20)) {
+		ret = -EINVAL;
+		goto err;
+	}
+	for (int i = 0; i < nr; i++) {
+		struct mm_node *n = &m->nodes[i];
+		uint64_t off = 0;
+
+		if (!n->size)
+			continue;
+		ret = map_node(n, i, hugepages);
+		if (ret < 0)
+			goto err;
+		/* Place the node's RAM from gpa on, skipping the 32-bit hole. */
+		while (off < n->size) {
+			uint64_t len = n->size - off;
+
+			if (gpa >= MEM_32BIT_HOLE_START && gpa < MEM_4G)
+				gpa = MEM_4G;
+			if (gpa < MEM_32BIT_HOLE_START && len > MEM_32BIT_HOLE_START - gpa)
+				len = MEM_32BIT_HOLE_START - gpa;
+			add_region(m, gpa, len, n->hva + off, n->memfd, off, i);
+			gpa += len;
+			off += len;
+		}
+	}
+	return 0;
+err:
+	mm_free(m);
+	return ret;
 }
 
 int mm_init(struct guest_mem *m, uint64_t ram_size)
 {
-	uint64_t low;
-	uint8_t *hva;
-	int fd, ret;
+	struct mm_node_spec one = { .size = ram_size, .host_node = -1 };
 
-	memset(m, 0, sizeof(*m));
-	if (ram_size < (16ULL << 20) || (ram_size & 0xfffff))
-		return -EINVAL;
-	fd = memfd_create("kumo-ram", MFD_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	if (ftruncate(fd, (off_t)ram_size) < 0) {
-		ret = -errno;
-		goto err_fd;
-	}
-	hva = mmap(NULL, ram_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
-	if (hva == MAP_FAILED) {
-		ret = -errno;
-		goto err_fd;
-	}
-	madvise(hva, ram_size, MADV_DONTDUMP);
-	low = ram_size < MEM_32BIT_HOLE_START ? ram_size : MEM_32BIT_HOLE_START;
-	add_region(m, 0, low, hva, fd, 0);
-	if (ram_size > low)
-		add_region(m, MEM_4G, ram_size - low, hva + low, fd, low);
-	m->ram_size = ram_size;
-	return 0;
-
-err_fd:
-	close(fd);
-	return ret;
+	return mm_init_nodes(m, &one, 1, 0);
 }
 
 void mm_free(struct guest_mem *m)
 {
-	if (m->nr_regions) {
-		munmap(m->regions[0].hva, m->ram_size);
-		close(m->regions[0].memfd);
+	for (int i = 0; i < m->nr_nodes; i++) {
+		if (m->nodes[i].hva)
+			munmap(m->nodes[i].hva, m->nodes[i].size);
+		if (m->nodes[i].memfd >= 0)
+			close(m->nodes[i].memfd);
 	}
 	memset(m, 0, sizeof(*m));
 }

@@ -8,7 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define MM_MAX_REGIONS 16
+#define MM_MAX_NODES 16
+#define MM_MAX_REGIONS (2 * MM_MAX_NODES)	/* a node's RAM may be split by the 32-bit hole */
 
 struct mm_region {
 	uint64_t gpa;
@@ -16,12 +17,30 @@ struct mm_region {
 	uint8_t *hva;
 	int memfd;		/* backing memfd, shared by the regions of one node */
 	uint64_t fd_offset;	/* offset of this region inside memfd */
+	int node;		/* virtual NUMA node */
+};
+
+/* One virtual node's RAM: one memfd, mapped once, bound to host_node when that is >= 0. */
+struct mm_node {
+	uint64_t size;
+	uint8_t *hva;
+	int memfd;
+	int host_node;
+};
+
+/* What mm_init_nodes() is asked for, node by node (size 0: a memory-less node). */
+struct mm_node_spec {
+	uint64_t size;
+	int host_node;
 };
 
 struct guest_mem {
 	struct mm_region regions[MM_MAX_REGIONS];
 	int nr_regions;
 	uint64_t ram_size;	/* total RAM bytes over all regions */
+	struct mm_node nodes[MM_MAX_NODES];
+	int nr_nodes;
+	int hugepages;		/* backed by 2 MiB huge pages */
 };
 
 /*
@@ -29,6 +48,14 @@ struct guest_mem {
  * and back it with one memfd. Returns 0 or -errno.
  */
 int mm_init(struct guest_mem *m, uint64_t ram_size) __attribute__((warn_unused_result));
+
+/*
+ * The same for nr virtual nodes: node 0's RAM first, then node 1's, ..., each node in its own
+ * memfd, bound (MPOL_BIND, strict) to its host node. With hugepages, the memfds use 2 MiB huge
+ * pages reserved when mapped: -ENOMEM then means the host has too few free. Returns 0 or -errno.
+ */
+int mm_init_nodes(struct guest_mem *m, const struct mm_node_spec *nodes, int nr, int hugepages)
+	__attribute__((warn_unused_result));
 void mm_free(struct guest_mem *m);
 
 /* Host pointer for [gpa, gpa+len) if the whole range is RAM inside one region, else NULL. */

@@ -50,6 +50,11 @@ for tier in $TIERS; do
 	esac
 done
 
+# The failures again, last, where a log that keeps only its tail still shows them.
+if grep -q ': FAIL: ' "$LOG/results"; then
+	echo "---- failed:"
+	grep ': FAIL: ' "$LOG/results"
+fi
 passed=$(grep -c ': PASS: ' "$LOG/results")
 failed=$(grep -c ': FAIL: ' "$LOG/results")
 skipped=$(grep -c ': SKIP: ' "$LOG/results")

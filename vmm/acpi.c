@@ -197,6 +197,58 @@ struct madt_x2apic_nmi {
 	uint8_t reserved[3];
 } __attribute__((packed));
 
+/* SRAT (ACPI 6.5, 5.2.16): a 48-byte header, then affinity structures. */
+struct acpi_srat {
+	struct acpi_header h;
+	uint32_t reserved1;	/* 1, for backward compatibility */
+	uint64_t reserved2;
+} __attribute__((packed));
+
+enum { SRAT_LAPIC = 0, SRAT_MEMORY = 1, SRAT_X2APIC = 2 };
+#define SRAT_ENABLED (1u << 0)
+
+struct srat_lapic {
+	uint8_t type, length;
+	uint8_t proximity_lo;	/* bits 7:0 of the proximity domain */
+	uint8_t apic_id;
+	uint32_t flags;
+	uint8_t sapic_eid;
+	uint8_t proximity_hi[3];	/* bits 31:8 */
+	uint32_t clock_domain;
+} __attribute__((packed));
+
+struct srat_memory {
+	uint8_t type, length;
+	uint32_t proximity;
+	uint16_t reserved1;
+	uint32_t base_lo, base_hi, length_lo, length_hi;
+	uint32_t reserved2;
+	uint32_t flags;
+	uint64_t reserved3;
+} __attribute__((packed));
+
+struct srat_x2apic {
+	uint8_t type, length;
+	uint16_t reserved1;
+	uint32_t proximity;
+	uint32_t x2apic_id;
+	uint32_t flags;
+	uint32_t clock_domain;
+	uint32_t reserved2;
+} __attribute__((packed));
+
+/* SLIT (5.2.17): the number of localities, then an N x N matrix of byte distances. */
+struct acpi_slit {
+	struct acpi_header h;
+	uint64_t localities;
+} __attribute__((packed));
+
+_Static_assert(sizeof(struct acpi_srat) == 48, "SRAT header");
+_Static_assert(sizeof(struct srat_lapic) == 16, "SRAT LAPIC affinity");
+_Static_assert(sizeof(struct srat_memory) == 40, "SRAT memory affinity");
+_Static_assert(sizeof(struct srat_x2apic) == 24, "SRAT x2APIC affinity");
+_Static_assert(sizeof(struct acpi_slit) == 44, "SLIT header");
+
 _Static_assert(sizeof(struct madt_lapic) == 8, "MADT LAPIC");
 _Static_assert(sizeof(struct madt_ioapic) == 12, "MADT IOAPIC");
 _Static_assert(sizeof(struct madt_int_override) == 10, "MADT ISO");
@@ -601,6 +653,95 @@ static uint64_t build_xsdt(struct acpi_builder *b)
 	return acpi_table_end(b, h, ACPI_NOT_LISTED);
 }
 
+/* SRAT: each vCPU's and each RAM range's node, the vCPUs split the same way as in the MADT. */
+static uint64_t build_srat(struct acpi_builder *b, const struct acpi_config *cfg)
+{
+	struct acpi_srat *t = acpi_table_begin(b, "SRAT", 3, sizeof(*t));
+
+	if (!t)
+		return 0;
+	t->reserved1 = 1;
+	for (unsigned int i = 0; i < cfg->ncpus; i++) {
+		uint32_t id = cfg->apic_ids ? cfg->apic_ids[i] : i, node = cfg->cpu_node[i];
+
+		if (id < 255) {
+			struct srat_lapic *l = acpi_table_grow(b, sizeof(*l));
+
+			if (!l)
+				return 0;
+			l->type = SRAT_LAPIC;
+			l->length = sizeof(*l);
+			l->proximity_lo = (uint8_t)node;
+			l->proximity_hi[0] = (uint8_t)(node >> 8);
+			l->proximity_hi[1] = (uint8_t)(node >> 16);
+			l->proximity_hi[2] = (uint8_t)(node >> 24);
+			l->apic_id = (uint8_t)id;
+			l->flags = SRAT_ENABLED;
+		} else {
+			struct srat_x2apic *x = acpi_table_grow(b, sizeof(*x));
+
+			if (!x)
+				return 0;
+			x->type = SRAT_X2APIC;
+			x->length = sizeof(*x);
+			x->proximity = node;
+			x->x2apic_id = id;
+			x->flags = SRAT_ENABLED;
+		}
+	}
+	for (unsigned int i = 0; i < cfg->nmem; i++) {
+		struct srat_memory *m = acpi_table_grow(b, sizeof(*m));
+
+		if (!m)
+			return 0;
+		m->type = SRAT_MEMORY;
+		m->length = sizeof(*m);
+		m->proximity = cfg->mem[i].node;
+		m->base_lo = (uint32_t)cfg->mem[i].base;
+		m->base_hi = (uint32_t)(cfg->mem[i].base >> 32);
+		m->length_lo = (uint32_t)cfg->mem[i].size;
+		m->length_hi = (uint32_t)(cfg->mem[i].size >> 32);
+		m->flags = SRAT_ENABLED;
+	}
+	return acpi_table_end(b, t, ACPI_XSDT);
+}
+
+static uint64_t build_slit(struct acpi_builder *b, const struct acpi_config *cfg)
+{
+	struct acpi_slit *t = acpi_table_begin(b, "SLIT", 1, sizeof(*t));
+	uint8_t *d = acpi_table_grow(b, (size_t)cfg->nnodes * cfg->nnodes);
+
+	if (!t || !d)
+		return 0;
+	t->localities = cfg->nnodes;
+	memcpy(d, cfg->distance, (size_t)cfg->nnodes * cfg->nnodes);
+	return acpi_table_end(b, t, ACPI_XSDT);
+}
+
+/* The node layout must be one Linux accepts: SLIT 10 on the diagonal and above 10 elsewhere. */
+static int check_numa(const struct acpi_config *cfg)
+{
+	if (!cfg->nnodes)
+		return 0;
+	if (cfg->nnodes > 256 || !cfg->cpu_node || !cfg->distance || (cfg->nmem && !cfg->mem))
+		return -EINVAL;
+	for (unsigned int i = 0; i < cfg->ncpus; i++)
+		if (cfg->cpu_node[i] >= cfg->nnodes)
+			return -EINVAL;
+	for (unsigned int i = 0; i < cfg->nmem; i++)
+		if (cfg->mem[i].node >= cfg->nnodes || !cfg->mem[i].size ||
+		    cfg->mem[i].base + cfg->mem[i].size - 1 < cfg->mem[i].base)
+			return -EINVAL;
+	for (unsigned int i = 0; i < cfg->nnodes; i++)
+		for (unsigned int j = 0; j < cfg->nnodes; j++) {
+			uint8_t d = cfg->distance[i * cfg->nnodes + j];
+
+			if (i == j ? d != 10 : (d <= 10 || d == 255))
+				return -EINVAL;
+		}
+	return 0;
+}
+
 static int acpi_check_config(const struct acpi_config *cfg)
 {
 	if (!cfg->ncpus)
@@ -617,7 +758,7 @@ static int acpi_check_config(const struct acpi_config *cfg)
 	if (cfg->pci_mmio64_size &&
 	    cfg->pci_mmio64_base + cfg->pci_mmio64_size - 1 < cfg->pci_mmio64_base)
 		return -EINVAL;
-	return 0;
+	return check_numa(cfg);
 }
 
 long acpi_build(void *buf, size_t size, uint64_t gpa, const struct acpi_config *cfg,
@@ -642,6 +783,10 @@ long acpi_build(void *buf, size_t size, uint64_t gpa, const struct acpi_config *
 	build_madt(&b, cfg);
 	if (cfg->pci)
 		build_mcfg(&b);
+	if (cfg->nnodes) {
+		build_srat(&b, cfg);
+		build_slit(&b, cfg);
+	}
 	xsdt = build_xsdt(&b);
 	if (b.err)
 		return b.err;

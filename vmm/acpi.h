@@ -1,13 +1,20 @@
 /*
  * ACPI tables: RSDP, XSDT, FADT (+FACS), DSDT (AML from vmm/aml.c), MADT, and MCFG with PCI.
  * ACPI is the one description of the machine the guest gets: CPUs (MADT), power-off (FADT PM1a
- * + \_S5), the fixed power button (PM1 PWRBTN_STS/EN), reset register, COM1, RTC, PCI root.
+ * + \_S5), virtual NUMA (SRAT, SLIT), the fixed power button (PM1 PWRBTN_STS/EN), reset register, COM1, RTC, PCI root.
  */
 #ifndef KUMO_ACPI_H
 #define KUMO_ACPI_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+/* One guest-physical RAM range of a proximity domain (virtual NUMA node). */
+struct acpi_mem_affinity {
+	uint64_t base;
+	uint64_t size;
+	uint32_t node;
+};
 
 struct acpi_config {
 	unsigned int ncpus;
@@ -18,6 +25,12 @@ struct acpi_config {
 	uint64_t pci_mmio64_size;
 	int irq0_to_gsi2;		/* MADT override ISA IRQ0 -> GSI2; only if the GSI routing
 					   sends GSI 0 to IOAPIC pin 2 (QEMU does, KVM's default not) */
+	/* Virtual NUMA: SRAT and SLIT are written when nnodes > 0. */
+	unsigned int nnodes;
+	const uint32_t *cpu_node;	/* ncpus entries: the node of each vCPU */
+	const struct acpi_mem_affinity *mem;	/* nmem RAM ranges with their node */
+	unsigned int nmem;
+	const uint8_t *distance;	/* nnodes * nnodes, row-major: SLIT */
 };
 
 /*

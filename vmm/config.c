@@ -3,9 +3,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include <asm/kvm_para.h>
 
 #include "mm/mem.h"
 #include "vmm/config.h"
+#include "vmm/numa.h"
 #include "vmm/vm.h"
 
 #define KUMO_MAX_VCPUS 1024
@@ -24,6 +28,15 @@ const char config_run_usage[] =
 	"  --balloon[=OPTS]     virtio-balloon; OPTS: stats=SECONDS,deflate-on-oom,\n"
 	"                       free-page-reporting,free-page-hint,page-poison (default:\n"
 	"                       stats=1,deflate-on-oom,free-page-reporting)\n"
+	"  --numa node=N[,cpus=A-B[:C]][,mem=SIZE][,host-node=H]  a virtual NUMA node (repeat);\n"
+	"                       nodes without cpus= or with mem=0 are allowed\n"
+	"  --numa full          mirror the host's nodes, CPUs, memory shares and distances\n"
+	"  --numa-distance A:B=D  SLIT distance (also B:A unless given; default 10/20)\n"
+	"  --hugepages          back guest RAM with 2 MiB huge pages (reserved beforehand)\n"
+	"  --cpu-pin V=P[,V=P...]|numa  pin vCPU threads to host CPUs, or to their node's\n"
+	"  --pv FEATURE=on|off[,...]  KVM PV features: steal-time, pv-unhalt, pv-sched-yield,\n"
+	"                       pv-tlb-flush, pv-ipi, pv-eoi, async-pf, poll-control (default:\n"
+	"                       what KVM offers); halt-poll-ns=N (KVM_CAP_HALT_POLL)\n"
 	"  --on-reboot=exit|restart  what a guest reboot does (default exit, status 3)\n"
 	"  --no-pvm-quirks      no PVM handling even on a PVM host\n"
 	"  -v, --verbose        debug messages;  -q, --quiet  errors only\n"
@@ -32,7 +45,8 @@ const char config_run_usage[] =
 	"             4 an instruction that could not be emulated.\n";
 
 enum { OPT_KERNEL = 256, OPT_INITRD, OPT_CMDLINE, OPT_MEM, OPT_CPUS, OPT_ON_REBOOT, OPT_NO_PVM,
-       OPT_DISK, OPT_AGENT_SOCKET, OPT_CONSOLE_SOCKET, OPT_CONTROL, OPT_BALLOON };
+       OPT_DISK, OPT_AGENT_SOCKET, OPT_CONSOLE_SOCKET, OPT_CONTROL, OPT_BALLOON, OPT_NUMA,
+       OPT_NUMA_DISTANCE, OPT_HUGEPAGES, OPT_CPU_PIN, OPT_PV };
 
 static const struct option run_opts[] = {
 	{ "kernel", required_argument, NULL, OPT_KERNEL },
@@ -47,6 +61,11 @@ static const struct option run_opts[] = {
 	{ "console-socket", required_argument, NULL, OPT_CONSOLE_SOCKET },
 	{ "control", required_argument, NULL, OPT_CONTROL },
 	{ "balloon", optional_argument, NULL, OPT_BALLOON },
+	{ "numa", required_argument, NULL, OPT_NUMA },
+	{ "numa-distance", required_argument, NULL, OPT_NUMA_DISTANCE },
+	{ "hugepages", no_argument, NULL, OPT_HUGEPAGES },
+	{ "cpu-pin", required_argument, NULL, OPT_CPU_PIN },
+	{ "pv", required_argument, NULL, OPT_PV },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "quiet", no_argument, NULL, 'q' },
 	{ "help", no_argument, NULL, 'h' },
@@ -97,6 +116,121 @@ static int parse_balloon(const char *arg, struct balloon_options *o, char *err, 
 	return 0;
 }
 
+static const struct {
+	const char *name;
+	unsigned int bit;
+} pv_features[] = {
+	{ "steal-time", KVM_FEATURE_STEAL_TIME },
+	{ "pv-unhalt", KVM_FEATURE_PV_UNHALT },
+	{ "pv-sched-yield", KVM_FEATURE_PV_SCHED_YIELD },
+	{ "pv-tlb-flush", KVM_FEATURE_PV_TLB_FLUSH },
+	{ "pv-ipi", KVM_FEATURE_PV_SEND_IPI },
+	{ "pv-eoi", KVM_FEATURE_PV_EOI },
+	{ "async-pf", KVM_FEATURE_ASYNC_PF },
+	{ "poll-control", KVM_FEATURE_POLL_CONTROL },
+};
+
+/* "steal-time=off,pv-unhalt=on,halt-poll-ns=0"; later settings win. */
+static int parse_pv(const char *arg, struct vm_config *cfg, char *err, size_t errlen)
+{
+	char buf[512], *save = NULL;
+
+	if (strlen(arg) >= sizeof(buf))
+		FAIL("too long");
+	strcpy(buf, arg);
+	for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		char *val = strchr(tok, '=');
+		size_t i;
+
+		if (!val)
+			FAIL("'%s': use FEATURE=on|off or halt-poll-ns=N", tok);
+		*val++ = 0;
+		if (!strcmp(tok, "halt-poll-ns")) {
+			char *end;
+			unsigned long long n;
+
+			errno = 0;
+			n = strtoull(val, &end, 10);
+			if (errno || *end || end == val || *val == '-' || n > 1000000000ULL)
+				FAIL("halt-poll-ns=%s: nanoseconds from 0 to 1000000000", val);
+			cfg->halt_poll_set = 1;
+			cfg->halt_poll_ns = n;
+			continue;
+		}
+		for (i = 0; i < sizeof(pv_features) / sizeof(pv_features[0]); i++)
+			if (!strcmp(tok, pv_features[i].name))
+				break;
+		if (i == sizeof(pv_features) / sizeof(pv_features[0]))
+			FAIL("unknown PV feature '%s'", tok);
+		if (!strcmp(val, "on")) {
+			cfg->pv.on |= 1u << pv_features[i].bit;
+			cfg->pv.clear &= ~(1u << pv_features[i].bit);
+		} else if (!strcmp(val, "off")) {
+			cfg->pv.clear |= 1u << pv_features[i].bit;
+			cfg->pv.on &= ~(1u << pv_features[i].bit);
+		} else {
+			FAIL("%s=%s: use on or off", tok, val);
+		}
+	}
+	return 0;
+}
+
+/* "numa" or "V=P,V=P,..." (one host CPU per vCPU). */
+static int parse_cpu_pin(const char *arg, struct vm_config *cfg, char *err, size_t errlen)
+{
+	long host_cpus = sysconf(_SC_NPROCESSORS_CONF);
+	const char *p = arg;
+
+	if (!strcmp(arg, "numa")) {
+		cfg->pin_numa = 1;
+		return 0;
+	}
+	while (*p) {
+		char *end;
+		long v, c;
+
+		errno = 0;
+		v = strtol(p, &end, 10);
+		if (errno || end == p || *end != '=' || v < 0 || v >= NUMA_MAX_VCPUS)
+			FAIL("use V=P[,V=P...] (vCPU=host CPU) or numa");
+		p = end + 1;
+		c = strtol(p, &end, 10);
+		if (errno || end == p || (*end && *end != ',') || c < 0 || c >= 65535)
+			FAIL("use V=P[,V=P...] (vCPU=host CPU) or numa");
+		if (host_cpus > 0 && c >= host_cpus)
+			FAIL("host CPU %ld does not exist (this host has %ld)", c, host_cpus);
+		if (cfg->pin_cpu[v])
+			FAIL("vCPU %ld is pinned twice", v);
+		cfg->pin_cpu[v] = (uint16_t)(c + 1);
+		p = *end ? end + 1 : end;
+	}
+	return 0;
+}
+
+/* Checks that need all options: the NUMA layout against --cpus/--mem and this host. */
+static int config_finish(struct vm_config *cfg, char *err, size_t errlen)
+{
+	struct numa_host host;
+	int have_numa = cfg->numa.nnodes || cfg->numa.full;
+
+	for (unsigned int v = cfg->ncpus; v < NUMA_MAX_VCPUS; v++)
+		if (cfg->pin_cpu[v])
+			FAIL("--cpu-pin: vCPU %u does not exist (--cpus %u)", v, cfg->ncpus);
+	if (!have_numa && cfg->pin_numa)
+		FAIL("--cpu-pin numa needs --numa");
+	if (cfg->hugepages && (cfg->mem_size & ((2ULL << 20) - 1)))
+		FAIL("--hugepages: --mem must be a multiple of 2M");
+	if (!have_numa) {
+		for (unsigned int i = 0; i < NUMA_MAX_NODES; i++)
+			if (cfg->numa.explicit_dist[i])
+				FAIL("--numa-distance needs --numa");
+		return 0;
+	}
+	if (numa_host_read(&host) < 0)
+		FAIL("cannot read the host's NUMA topology");
+	return numa_finish(&cfg->numa, cfg->ncpus, cfg->mem_size, &host, err, errlen);
+}
+
 int config_parse_run(int argc, char **argv, struct vm_config *cfg, struct run_options *opts,
 		     char *err, size_t errlen)
 {
@@ -108,6 +242,7 @@ int config_parse_run(int argc, char **argv, struct vm_config *cfg, struct run_op
 	cfg->ncpus = 1;
 	cfg->pvm_quirks = 1;
 	cfg->console_out_fd = 1;
+	numa_config_init(&cfg->numa);
 	optind = 1;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":vqh", run_opts, NULL)) != -1) {
@@ -165,6 +300,35 @@ int config_parse_run(int argc, char **argv, struct vm_config *cfg, struct run_op
 				FAIL("--balloon=%s: %s", optarg, why);
 			break;
 		}
+		case OPT_NUMA: {
+			char why[200];
+
+			if (numa_parse_node(&cfg->numa, optarg, why, sizeof(why)) < 0)
+				FAIL("--numa %s: %s", optarg, why);
+			break;
+		}
+		case OPT_NUMA_DISTANCE: {
+			char why[200];
+
+			if (numa_parse_distance(&cfg->numa, optarg, why, sizeof(why)) < 0)
+				FAIL("--numa-distance %s: %s", optarg, why);
+			break;
+		}
+		case OPT_HUGEPAGES: cfg->hugepages = 1; break;
+		case OPT_CPU_PIN: {
+			char why[200];
+
+			if (parse_cpu_pin(optarg, cfg, why, sizeof(why)) < 0)
+				FAIL("--cpu-pin %s: %s", optarg, why);
+			break;
+		}
+		case OPT_PV: {
+			char why[200];
+
+			if (parse_pv(optarg, cfg, why, sizeof(why)) < 0)
+				FAIL("--pv %s: %s", optarg, why);
+			break;
+		}
 		case 'v': opts->verbose = 1; break;
 		case 'q': opts->quiet = 1; break;
 		case 'h': return 1;
@@ -176,5 +340,5 @@ int config_parse_run(int argc, char **argv, struct vm_config *cfg, struct run_op
 		FAIL("unexpected argument %s", argv[optind]);
 	if (!cfg->kernel)
 		FAIL("--kernel is required");
-	return 0;
+	return config_finish(cfg, err, errlen);
 }

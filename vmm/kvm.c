@@ -61,6 +61,13 @@ static int enable_cap(struct kvm *kvm, uint32_t cap, uint64_t arg0)
 	return ioctl(kvm->vm_fd, KVM_ENABLE_CAP, &ec) < 0 ? -errno : 0;
 }
 
+int kvm_set_halt_poll(struct kvm *kvm, uint64_t ns)
+{
+	if (kvm_check_extension(kvm, KVM_CAP_HALT_POLL) <= 0)
+		return -EOPNOTSUPP;
+	return enable_cap(kvm, KVM_CAP_HALT_POLL, ns);
+}
+
 int kvm_init(struct kvm *kvm, unsigned int ncpus)
 {
 	struct kvm_pit_config pit = { .flags = KVM_PIT_SPEAKER_DUMMY };

@@ -42,6 +42,9 @@ int kvm_irq_line(struct kvm *kvm, uint32_t gsi, int level);
 
 int kvm_check_extension(struct kvm *kvm, long cap);
 
+/* KVM_CAP_HALT_POLL: how long a halted vCPU polls before it sleeps. 0 or -errno. */
+int kvm_set_halt_poll(struct kvm *kvm, uint64_t ns);
+
 /* MSI routing: *gsi == 0 allocates a GSI (>= 24) for (addr, data), else updates it. */
 int kvm_msi_route(struct kvm *kvm, uint32_t *gsi, uint64_t addr, uint32_t data);
 /* Bind (assign=1) or unbind an eventfd to a GSI. */

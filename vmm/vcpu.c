@@ -101,6 +101,7 @@ static int setup_msrs(struct vcpu *vcpu)
 int vcpu_create(struct vm *vm, unsigned int id, struct vcpu **out)
 {
 	struct kvm_cpuid2 *cpuid;
+	struct cpu_topo topo;
 	struct vcpu *vcpu;
 	long ret;
 
@@ -109,8 +110,10 @@ int vcpu_create(struct vm *vm, unsigned int id, struct vcpu **out)
 		return -ENOMEM;
 	vcpu->vm = vm;
 	vcpu->id = id;
-	vcpu->apic_id = id;
-	ret = kvm_ioctl(vm->kvm.vm_fd, KVM_CREATE_VCPU, (unsigned long)id);
+	vm_cpu_topo(vm, id, &topo);
+	vcpu->apic_id = cpu_topo_apic_id(&topo);
+	/* KVM's vCPU id is the local APIC id, so it must be the id ACPI and CPUID give. */
+	ret = kvm_ioctl(vm->kvm.vm_fd, KVM_CREATE_VCPU, (unsigned long)vcpu->apic_id);
 	if (ret < 0)
 		goto err_free;
 	vcpu->fd = (int)ret;
@@ -121,7 +124,7 @@ int vcpu_create(struct vm *vm, unsigned int id, struct vcpu **out)
 		pr_err("mmap kvm_run: %s", strerror(errno));
 		goto err_fd;
 	}
-	cpuid = cpuid_for_vcpu(vm->cpuid, vcpu->apic_id, vm->ncpus, vm->pvm);
+	cpuid = cpuid_for_vcpu(vm->cpuid, &topo, &vm->cfg.pv, vm->pvm);
 	if (!cpuid) {
 		ret = -ENOMEM;
 		goto err_run;

@@ -1,5 +1,6 @@
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -151,6 +152,70 @@ static void destroy_virtio_devices(struct vm *vm)
 }
 
 /* The fixed legacy devices every kumo VM has. */
+/* Guest RAM, one memfd per virtual node, bound to its host node. */
+static int create_memory(struct vm *vm)
+{
+	const struct numa_config *n = &vm->cfg.numa;
+	struct mm_node_spec spec[MM_MAX_NODES];
+	unsigned int nr = n->nnodes ? n->nnodes : 1;
+	int ret;
+
+	_Static_assert(NUMA_MAX_NODES <= MM_MAX_NODES, "node limits");
+	spec[0] = (struct mm_node_spec){ .size = vm->cfg.mem_size, .host_node = -1 };
+	for (unsigned int i = 0; i < n->nnodes; i++)
+		spec[i] = (struct mm_node_spec){ .size = n->nodes[i].mem,
+						 .host_node = n->nodes[i].host_node };
+	ret = mm_init_nodes(&vm->mem, spec, (int)nr, vm->cfg.hugepages);
+	if (ret == -ENOMEM && vm->cfg.hugepages)
+		pr_err("--hugepages: the host has fewer than %llu free 2 MiB huge pages for the "
+		       "guest (reserve them in /proc/sys/vm/nr_hugepages or per node in "
+		       "/sys/devices/system/node/nodeN/hugepages/hugepages-2048kB/nr_hugepages)",
+		       (unsigned long long)(vm->cfg.mem_size >> 21));
+	else if (ret == -EINVAL && vm->cfg.hugepages)
+		pr_err("--hugepages: no 2 MiB huge page support on this host, or a node's memory "
+		       "is not a multiple of 2M");
+	else if (ret < 0)
+		pr_err("cannot allocate %llu bytes of guest memory%s: %s",
+		       (unsigned long long)vm->cfg.mem_size,
+		       n->nnodes ? " bound to its host NUMA nodes" : "", strerror(-ret));
+	return ret;
+}
+
+/* --pv FEATURE=on needs KVM to offer it: we can hide PV features, not invent them. */
+static int check_pv_features(struct vm *vm)
+{
+	struct kvm_cpuid_entry2 *e = cpuid_find(vm->cpuid, 0x40000001, 0);
+	uint32_t offered = e ? e->eax : 0, missing = vm->cfg.pv.on & ~offered;
+
+	if (!missing)
+		return 0;
+	pr_err("--pv: KVM does not offer the PV feature bit(s) 0x%x (CPUID 0x40000001 EAX is 0x%x)",
+	       missing, offered);
+	return -EOPNOTSUPP;
+}
+
+void vm_cpu_topo(const struct vm *vm, unsigned int id, struct cpu_topo *t)
+{
+	const struct numa_config *n = &vm->cfg.numa;
+	unsigned int widest = 1;
+
+	*t = (struct cpu_topo){ .ncpus = vm->ncpus, .pkg_cpus = vm->ncpus, .core = id };
+	if (n->nnodes && id < NUMA_MAX_VCPUS && n->vcpu_node[id] >= 0) {
+		t->node = (unsigned int)n->vcpu_node[id];
+		t->pkg_cpus = n->nodes[t->node].ncpus;
+		t->core = 0;
+		for (unsigned int c = 0; c < id; c++)
+			if (n->vcpu_node[c] == n->vcpu_node[id])
+				t->core++;
+		for (unsigned int i = 0; i < n->nnodes; i++)
+			if (n->nodes[i].ncpus > widest)
+				widest = n->nodes[i].ncpus;
+	} else {
+		widest = vm->ncpus;
+	}
+	t->pkg_shift = cpuid_order_base_2(widest);
+}
+
 static int register_devices(struct vm *vm)
 {
 	struct irq_line com1_irq = { vm_irq_set, vm, SERIAL_COM1_IRQ };
@@ -187,11 +252,20 @@ int vm_create(struct vm *vm, const struct vm_config *cfg)
 	ret = kvm_init(&vm->kvm, cfg->ncpus);
 	if (ret < 0)
 		goto err_bus;
-	ret = mm_init(&vm->mem, cfg->mem_size);
-	if (ret < 0) {
-		pr_err("cannot allocate %llu bytes of guest memory: %s",
-		       (unsigned long long)cfg->mem_size, strerror(-ret));
+	ret = create_memory(vm);
+	if (ret < 0)
 		goto err_kvm;
+	for (unsigned int i = 0; i + 1 < cfg->numa.nnodes; i++)
+		if (!cfg->numa.nodes[i].ncpus && cfg->numa.nodes[i + 1].ncpus)
+			pr_warn("--numa: node %u has no vCPUs but a later node has; Linux numbers "
+				"CPU-less nodes after the others, so the guest's node numbers will "
+				"differ from these (list CPU-less nodes last)", i);
+	if (cfg->halt_poll_set) {
+		ret = kvm_set_halt_poll(&vm->kvm, cfg->halt_poll_ns);
+		if (ret < 0) {
+			pr_err("--pv halt-poll-ns: KVM_CAP_HALT_POLL: %s", strerror(-ret));
+			goto err_mem;
+		}
 	}
 	ret = kvm_map_memory(&vm->kvm, &vm->mem);
 	if (ret < 0)
@@ -212,6 +286,9 @@ int vm_create(struct vm *vm, const struct vm_config *cfg)
 	ret = cpuid_get_supported(&vm->kvm, &vm->cpuid);
 	if (ret < 0)
 		goto err_virtio;
+	ret = check_pv_features(vm);
+	if (ret < 0)
+		goto err_cpuid;
 	vm->vcpus = calloc(cfg->ncpus, sizeof(*vm->vcpus));
 	if (!vm->vcpus) {
 		ret = -ENOMEM;
@@ -307,7 +384,9 @@ static char *build_cmdline(const struct vm *vm)
 int vm_load_linux(struct vm *vm)
 {
 	struct boot_kernel k;
-	uint32_t *apic_ids;
+	uint32_t *apic_ids, *cpu_node = NULL;
+	struct acpi_mem_affinity mem_aff[MM_MAX_REGIONS];
+	uint8_t dist[NUMA_MAX_NODES * NUMA_MAX_NODES];
 	struct acpi_config acfg;
 	void *img = NULL, *initrd = NULL, *tables;
 	size_t img_len = 0, initrd_len = 0;
@@ -346,14 +425,32 @@ int vm_load_linux(struct vm *vm)
 	}
 
 	apic_ids = calloc(vm->ncpus, sizeof(*apic_ids));
+	cpu_node = calloc(vm->ncpus, sizeof(*cpu_node));
 	tables = calloc(1, ACPI_TABLES_SIZE);
-	if (!apic_ids || !tables) {
+	if (!apic_ids || !cpu_node || !tables) {
 		ret = -ENOMEM;
 		goto out;
 	}
 	for (unsigned int i = 0; i < vm->ncpus; i++)
 		apic_ids[i] = vm->vcpus[i]->apic_id;
 	acfg = (struct acpi_config){ .ncpus = vm->ncpus, .apic_ids = apic_ids, .pci = 1 };
+	if (vm->cfg.numa.nnodes) {
+		const struct numa_config *n = &vm->cfg.numa;
+
+		for (unsigned int i = 0; i < vm->ncpus; i++)
+			cpu_node[i] = (uint32_t)n->vcpu_node[i];
+		for (int i = 0; i < vm->mem.nr_regions; i++)
+			mem_aff[i] = (struct acpi_mem_affinity){ .base = vm->mem.regions[i].gpa,
+				.size = vm->mem.regions[i].size, .node = (uint32_t)vm->mem.regions[i].node };
+		for (unsigned int i = 0; i < n->nnodes; i++)
+			for (unsigned int j = 0; j < n->nnodes; j++)
+				dist[i * n->nnodes + j] = n->dist[i][j];
+		acfg.nnodes = n->nnodes;
+		acfg.cpu_node = cpu_node;
+		acfg.mem = mem_aff;
+		acfg.nmem = (unsigned int)vm->mem.nr_regions;
+		acfg.distance = dist;
+	}
 	used = acpi_build(tables, ACPI_TABLES_SIZE, ACPI_TABLES_GPA, &acfg, &rsdp);
 	if (used < 0) {
 		ret = (int)used;
@@ -391,6 +488,7 @@ out:
 	free(cmdline);
 	free(tables);
 	free(apic_ids);
+	free(cpu_node);
 	return ret;
 }
 
@@ -478,6 +576,44 @@ void vm_vcpu_park_point(struct vm *vm, struct vcpu *vcpu)
 	pthread_mutex_unlock(&vm->lock);
 }
 
+int vm_pin_vcpu(struct vm *vm, unsigned int id, const void *set, size_t setsize)
+{
+	if (id >= vm->ncpus || !vm->vcpus[id]->started)
+		return -EINVAL;
+	return -pthread_setaffinity_np(vm->vcpus[id]->thread, setsize, set);
+}
+
+/* --cpu-pin: one host CPU, or with "numa" the host CPUs of the vCPU's node's host node. */
+static int pin_at_start(struct vm *vm, unsigned int id)
+{
+	const struct numa_config *n = &vm->cfg.numa;
+	cpu_set_t set;
+	int ret, host = -1;
+
+	CPU_ZERO(&set);
+	if (vm->cfg.pin_numa) {
+		if (n->nnodes && n->vcpu_node[id] >= 0)
+			host = n->nodes[n->vcpu_node[id]].host_node;
+		if (host < 0)
+			return 0;	/* a node without host-node= floats */
+		ret = numa_host_node_cpus(host, &set);
+		if (ret < 0) {
+			pr_err("--cpu-pin numa: CPUs of host node %d: %s", host, strerror(-ret));
+			return ret;
+		}
+	} else if (id < NUMA_MAX_VCPUS && vm->cfg.pin_cpu[id]) {
+		CPU_SET(vm->cfg.pin_cpu[id] - 1, &set);
+	} else {
+		return 0;
+	}
+	ret = vm_pin_vcpu(vm, id, &set, sizeof(set));
+	if (ret < 0)
+		pr_err("--cpu-pin: pinning vCPU %u: %s", id, strerror(-ret));
+	else
+		pr_debug("vCPU %u pinned to %d host CPU(s)", id, CPU_COUNT(&set));
+	return ret;
+}
+
 int vm_start(struct vm *vm)
 {
 	sigset_t set, old;
@@ -497,6 +633,11 @@ int vm_start(struct vm *vm)
 			break;
 		}
 		v->started = 1;
+		ret = pin_at_start(vm, i);
+		if (ret) {
+			vm_request_stop(vm, VM_STOP_ERROR, KUMO_EXIT_ERROR);
+			break;
+		}
 		pthread_mutex_lock(&vm->lock);
 		vm->nstarted++;
 		pthread_mutex_unlock(&vm->lock);

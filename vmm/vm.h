@@ -13,6 +13,8 @@
 #include "devices/serial.h"
 #include "mm/mem.h"
 #include "vmm/bus.h"
+#include "vmm/cpuid.h"
+#include "vmm/numa.h"
 #include "vmm/devenv.h"
 #include "vmm/kvm.h"
 
@@ -63,6 +65,13 @@ struct vm_config {
 	const char *control;		/* control socket path */
 	int balloon;			/* --balloon given */
 	struct balloon_options balloon_opts;
+	struct numa_config numa;	/* --numa, --numa-distance (nnodes 0: none) */
+	int hugepages;			/* --hugepages: guest RAM on 2 MiB huge pages */
+	int pin_numa;			/* --cpu-pin numa: each vCPU to its node's host CPUs */
+	uint16_t pin_cpu[NUMA_MAX_VCPUS];	/* --cpu-pin V=P: P + 1 for vCPU V; 0 = not pinned */
+	struct cpuid_pv pv;		/* --pv: KVM PV features turned off */
+	int halt_poll_set;		/* --pv halt-poll-ns=N given (else KVM's default) */
+	uint64_t halt_poll_ns;
 };
 
 /* A virtio device and its PCI function. */
@@ -128,6 +137,12 @@ uint64_t vm_now_ns(void);
 int vm_pause(struct vm *vm);
 int vm_resume(struct vm *vm);
 int vm_is_paused(struct vm *vm);
+
+/* Where vCPU id sits in the virtual topology (package = NUMA node). */
+void vm_cpu_topo(const struct vm *vm, unsigned int id, struct cpu_topo *t);
+
+/* Pin vCPU id's thread to the host CPUs in set (a cpu_set_t of setsize bytes). 0 or -errno. */
+int vm_pin_vcpu(struct vm *vm, unsigned int id, const void *set, size_t setsize);
 
 /* Called by a vCPU thread between runs: parks it while a pause is requested. */
 void vm_vcpu_park_point(struct vm *vm, struct vcpu *vcpu);

@@ -783,20 +783,137 @@ static int run(const char *dir, const char *cmd)
 	return system(line);
 }
 
+/*
+ * SRAT and SLIT, byte by byte (ACPI 6.5 5.2.16/5.2.17): a CPU-less node 2, a memory-less
+ * node 1, an x2APIC id, RAM split by the 32-bit hole, and asymmetric distances.
+ */
+static void test_acpi_srat_slit(void)
+{
+	static const uint32_t ids[] = { 0, 1, 0x104 };
+	static const uint32_t nodes[] = { 0, 1, 1 };
+	static const struct acpi_mem_affinity mem[] = {
+		{ 0, 0xc0000000, 0 }, { 0x100000000ull, 0x40000000, 0 },
+		{ 0x140000000ull, 0x20000000, 2 },
+	};
+	static const uint8_t dist[] = { 10, 21, 16, 31, 10, 40, 16, 40, 10 };
+	struct acpi_config cfg = { .ncpus = 3, .apic_ids = ids, .nnodes = 3, .cpu_node = nodes,
+				   .mem = mem, .nmem = 3, .distance = dist };
+	struct built t;
+	const uint8_t *s, *e;
+
+	CHECK(build(&t, &cfg, ACPI_TABLES_GPA) > 0);
+	s = find(&t, "SRAT");
+	CHECK(table_ok(&t, s, "SRAT"));
+	CHECK_EQ(s[8], 3);				/* revision */
+	CHECK_EQ(rd32(s + 4), 48 + 2 * 16 + 24 + 3 * 40);
+	CHECK_EQ(rd32(s + 36), 1);			/* reserved, must be 1 */
+	CHECK_EQ(rd64(s + 40), 0);
+	e = s + 48;					/* local APIC affinity, APIC 0 */
+	CHECK_EQ(e[0], 0);
+	CHECK_EQ(e[1], 16);
+	CHECK_EQ(e[2], 0);				/* proximity domain [7:0] */
+	CHECK_EQ(e[3], 0);				/* APIC id */
+	CHECK_EQ(rd32(e + 4), 1);			/* enabled */
+	CHECK_EQ(e[8], 0);
+	CHECK(!e[9] && !e[10] && !e[11]);		/* proximity domain [31:8] */
+	CHECK_EQ(rd32(e + 12), 0);			/* clock domain */
+	e += 16;
+	CHECK_EQ(e[0], 0);
+	CHECK_EQ(e[2], 1);
+	CHECK_EQ(e[3], 1);
+	e += 16;					/* x2APIC affinity */
+	CHECK_EQ(e[0], 2);
+	CHECK_EQ(e[1], 24);
+	CHECK_EQ(rd16(e + 2), 0);
+	CHECK_EQ(rd32(e + 4), 1);			/* proximity domain */
+	CHECK_EQ(rd32(e + 8), 0x104);			/* x2APIC id */
+	CHECK_EQ(rd32(e + 12), 1);
+	CHECK_EQ(rd32(e + 16), 0);
+	CHECK_EQ(rd32(e + 20), 0);
+	e += 24;
+	for (unsigned int i = 0; i < 3; i++, e += 40) {	/* memory affinity */
+		CHECK_EQ(e[0], 1);
+		CHECK_EQ(e[1], 40);
+		CHECK_EQ(rd32(e + 2), mem[i].node);
+		CHECK_EQ(rd16(e + 6), 0);
+		CHECK_EQ(rd32(e + 8), (uint32_t)mem[i].base);
+		CHECK_EQ(rd32(e + 12), mem[i].base >> 32);
+		CHECK_EQ(rd32(e + 16), (uint32_t)mem[i].size);
+		CHECK_EQ(rd32(e + 20), mem[i].size >> 32);
+		CHECK_EQ(rd32(e + 24), 0);
+		CHECK_EQ(rd32(e + 28), 1);		/* enabled, not hot-pluggable */
+		CHECK_EQ(rd64(e + 32), 0);
+	}
+	s = find(&t, "SLIT");
+	CHECK(table_ok(&t, s, "SLIT"));
+	CHECK_EQ(s[8], 1);
+	CHECK_EQ(rd32(s + 4), 44 + 9);
+	CHECK_EQ(rd64(s + 36), 3);
+	CHECK(!memcmp(s + 44, dist, 9));
+	/* No NUMA: neither table. */
+	cfg = (struct acpi_config){ .ncpus = 2 };
+	CHECK(build(&t, &cfg, ACPI_TABLES_GPA) > 0);
+	CHECK(!find(&t, "SRAT") && !find(&t, "SLIT"));
+}
+
+/* Node layouts Linux would reject are refused before any table is written. */
+static void test_acpi_numa_bad(void)
+{
+	static const uint32_t nodes_ok[] = { 0, 1 }, nodes_bad[] = { 0, 2 };
+	static const struct acpi_mem_affinity mem_ok[] = { { 0, 1 << 30, 0 } };
+	static const struct acpi_mem_affinity mem_bad_node[] = { { 0, 1 << 30, 2 } };
+	static const struct acpi_mem_affinity mem_empty[] = { { 0, 0, 0 } };
+	static const struct acpi_mem_affinity mem_wrap[] = { { ~0ull - 4095, 8192, 0 } };
+	static const uint8_t d_ok[] = { 10, 20, 20, 10 }, d_diag[] = { 11, 20, 20, 10 },
+			     d_near[] = { 10, 10, 20, 10 }, d_unreach[] = { 10, 255, 20, 10 };
+	struct acpi_config cfg = { .ncpus = 2, .nnodes = 2, .cpu_node = nodes_ok, .mem = mem_ok,
+				   .nmem = 1, .distance = d_ok };
+	struct acpi_config bad;
+	struct built t;
+
+	CHECK(build(&t, &cfg, ACPI_TABLES_GPA) > 0);
+	bad = cfg; bad.cpu_node = nodes_bad;
+	CHECK_EQ(build(&t, &bad, ACPI_TABLES_GPA), -EINVAL);
+	bad = cfg; bad.mem = mem_bad_node;
+	CHECK_EQ(build(&t, &bad, ACPI_TABLES_GPA), -EINVAL);
+	bad = cfg; bad.mem = mem_empty;
+	CHECK_EQ(build(&t, &bad, ACPI_TABLES_GPA), -EINVAL);
+	bad = cfg; bad.mem = mem_wrap;
+	CHECK_EQ(build(&t, &bad, ACPI_TABLES_GPA), -EINVAL);
+	bad = cfg; bad.distance = d_diag;
+	CHECK_EQ(build(&t, &bad, ACPI_TABLES_GPA), -EINVAL);
+	bad = cfg; bad.distance = d_near;
+	CHECK_EQ(build(&t, &bad, ACPI_TABLES_GPA), -EINVAL);
+	bad = cfg; bad.distance = d_unreach;
+	CHECK_EQ(build(&t, &bad, ACPI_TABLES_GPA), -EINVAL);
+	bad = cfg; bad.distance = NULL;
+	CHECK_EQ(build(&t, &bad, ACPI_TABLES_GPA), -EINVAL);
+	bad = cfg; bad.cpu_node = NULL;
+	CHECK_EQ(build(&t, &bad, ACPI_TABLES_GPA), -EINVAL);
+}
+
 static void test_acpi_iasl(void)
 {
-	static const char *data_tables[] = { "FACP", "APIC", "MCFG", "XSDT" };
-	uint32_t ids[300];
+	static const char *data_tables[] = { "FACP", "APIC", "MCFG", "XSDT", "SRAT", "SLIT" };
+	static const struct acpi_mem_affinity mem[] = {
+		{ 0, 3ull << 30, 0 }, { 1ull << 32, 1ull << 30, 0 }, { 5ull << 30, 2ull << 30, 2 },
+	};
+	static const uint8_t dist[] = { 10, 21, 16, 31, 10, 16, 16, 16, 10 };
+	uint32_t ids[300], nodes[300];
 	struct acpi_config cfg = { .ncpus = 300, .apic_ids = ids, .pci = 1,
-				   .pci_mmio64_base = 1ull << 44, .pci_mmio64_size = 1ull << 40 };
+				   .pci_mmio64_base = 1ull << 44, .pci_mmio64_size = 1ull << 40,
+				   .nnodes = 3, .cpu_node = nodes, .mem = mem, .nmem = 3,
+				   .distance = dist };
 	char dir[] = "/tmp/kumo-test-acpi-XXXXXX", path[256], cmd[300];
 	struct built t;
 	const uint8_t *d;
 
 	if (!have_iasl())
 		SKIP("iasl not installed (apt-get install acpica-tools)");
-	for (unsigned int i = 0; i < 300; i++)
+	for (unsigned int i = 0; i < 300; i++) {
 		ids[i] = i;
+		nodes[i] = i % 2;
+	}
 	CHECK(build(&t, &cfg, ACPI_TABLES_GPA) > 0);
 	CHECK(mkdtemp(dir));
 
@@ -838,4 +955,4 @@ TEST_MAIN(TEST(test_aml_pkglen_encode), TEST(test_aml_pkglen_fixup), TEST(test_a
 	  TEST(test_acpi_rsdp), TEST(test_acpi_tables), TEST(test_acpi_fadt),
 	  TEST(test_acpi_madt), TEST(test_acpi_madt_irq0_override), TEST(test_acpi_mcfg),
 	  TEST(test_acpi_dsdt), TEST(test_acpi_e2big), TEST(test_acpi_bad_config),
-	  TEST(test_acpi_iasl))
+	  TEST(test_acpi_srat_slit), TEST(test_acpi_numa_bad), TEST(test_acpi_iasl))

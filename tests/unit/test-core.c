@@ -262,7 +262,9 @@ static void test_cpuid_topology(void)
 	tmpl->entries[1] = (struct kvm_cpuid_entry2){ .function = 1, .ebx = 0x12340800,
 						      .ecx = 1u << 13 };
 	tmpl->entries[2] = (struct kvm_cpuid_entry2){ .function = 0x80000008, .ecx = 0xffff };
-	c = cpuid_for_vcpu(tmpl, 5, 8, 1);
+	struct cpu_topo t = { .ncpus = 8, .pkg_cpus = 8, .pkg_shift = 3, .core = 5 };
+
+	c = cpuid_for_vcpu(tmpl, &t, NULL, 1);
 	CHECK(c);
 	e = cpuid_find(c, 1, 0);
 	CHECK_EQ(e->ebx >> 24, 5);
@@ -281,7 +283,8 @@ static void test_cpuid_topology(void)
 	CHECK_EQ(e->ebx, 1);
 	CHECK_EQ(cpuid_find(c, 0x80000008, 0)->ecx & 0xf0ff, 7 | (3 << 12));
 	free(c);
-	c = cpuid_for_vcpu(tmpl, 300, 300, 0);
+	t = (struct cpu_topo){ .ncpus = 300, .pkg_cpus = 300, .pkg_shift = 9, .core = 300 };
+	c = cpuid_for_vcpu(tmpl, &t, NULL, 0);
 	e = cpuid_find(c, 1, 0);
 	CHECK_EQ(e->ebx >> 24, 0xff);		/* x2APIC id does not fit: leaf 0xB has it */
 	CHECK(e->ecx & (1u << 13));		/* CX16 kept off PVM */
