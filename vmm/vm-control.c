@@ -1,4 +1,6 @@
 #include <errno.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -266,6 +268,125 @@ static int verb_balloon_get(void *opaque, struct json_object *args, struct json_
 	return 0;
 }
 
+/* "0-1,3" for a cpu_set_t. */
+static void cpuset_to_list(const cpu_set_t *set, char *buf, size_t len)
+{
+	size_t used = 0;
+
+	buf[0] = 0;
+	for (int c = 0; c < CPU_SETSIZE && used < len; c++) {
+		int e = c;
+
+		if (!CPU_ISSET(c, set))
+			continue;
+		while (e + 1 < CPU_SETSIZE && CPU_ISSET(e + 1, set))
+			e++;
+		used += (size_t)snprintf(buf + used, len - used, e > c ? "%s%d-%d" : "%s%d",
+					 used ? "," : "", c, e);
+		c = e;
+	}
+}
+
+static struct json_object *vcpu_affinity_json(struct vm *vm, unsigned int id)
+{
+	struct json_object *o = json_object_new_object();
+	cpu_set_t set;
+	char list[512];
+
+	json_object_object_add(o, "vcpu", json_object_new_int((int)id));
+	json_object_object_add(o, "apic_id", json_object_new_int((int)vm->vcpus[id]->apic_id));
+	if (vm->cfg.numa.nnodes)
+		json_object_object_add(o, "node", json_object_new_int(vm->cfg.numa.vcpu_node[id]));
+	if (vm->vcpus[id]->started &&
+	    pthread_getaffinity_np(vm->vcpus[id]->thread, sizeof(set), &set) == 0) {
+		cpuset_to_list(&set, list, sizeof(list));
+		json_object_object_add(o, "host_cpus", json_object_new_string(list));
+	}
+	return o;
+}
+
+/* vcpu-pin vcpu=N [cpus=LIST]: pin one vCPU thread at run time; without cpus, report it. */
+static int verb_vcpu_pin(void *opaque, struct json_object *args, struct json_object **result,
+			 char *err, size_t errlen)
+{
+	struct vm *vm = opaque;
+	uint64_t mask[CPU_SETSIZE / 64];
+	struct json_object *v;
+	const char *list = NULL;
+	char one[32];
+	cpu_set_t set;
+	int64_t id;
+	int ret;
+
+	ret = control_arg_int64(args, "vcpu", &id, err, errlen);
+	if (ret < 0)
+		return ret;
+	if (id < 0 || id >= (int64_t)vm->ncpus) {
+		snprintf(err, errlen, "vcpu %lld: the VM has vCPUs 0 to %u", (long long)id,
+			 vm->ncpus - 1);
+		return -EINVAL;
+	}
+	if (json_object_object_get_ex(args, "cpus", &v)) {
+		/* `kumo ctl ... cpus=1` sends a number: one CPU. */
+		if (json_object_is_type(v, json_type_int)) {
+			snprintf(one, sizeof(one), "%lld", (long long)json_object_get_int64(v));
+			list = one;
+		} else {
+			ret = control_arg_string(args, "cpus", &list, err, errlen);
+			if (ret < 0)
+				return ret;
+		}
+		if (numa_parse_cpulist(list, mask, CPU_SETSIZE) < 0) {
+			snprintf(err, errlen, "cpus '%s': a host CPU list such as 0-1,3", list);
+			return -EINVAL;
+		}
+		CPU_ZERO(&set);
+		for (int c = 0; c < CPU_SETSIZE; c++)
+			if (mask[c / 64] & (1ULL << (c % 64)))
+				CPU_SET(c, &set);
+		ret = vm_pin_vcpu(vm, (unsigned int)id, &set, sizeof(set));
+		if (ret < 0) {
+			snprintf(err, errlen, "pinning vCPU %lld to %s: %s", (long long)id, list,
+				 strerror(-ret));
+			return ret;
+		}
+	}
+	*result = vcpu_affinity_json(vm, (unsigned int)id);
+	return 0;
+}
+
+/* The virtual NUMA layout and where each vCPU thread may run. */
+static int verb_topology(void *opaque, struct json_object *args, struct json_object **result,
+			 char *err, size_t errlen)
+{
+	struct vm *vm = opaque;
+	const struct numa_config *n = &vm->cfg.numa;
+	struct json_object *r = json_object_new_object(), *nodes = json_object_new_array();
+	struct json_object *vcpus = json_object_new_array();
+
+	for (unsigned int i = 0; i < n->nnodes; i++) {
+		struct json_object *o = json_object_new_object(), *d = json_object_new_array();
+		char list[256];
+
+		numa_node_cpulist(n, i, list, sizeof(list));
+		json_object_object_add(o, "node", json_object_new_int((int)i));
+		json_object_object_add(o, "vcpus", json_object_new_string(list));
+		json_object_object_add(o, "memory_bytes", json_object_new_int64((int64_t)n->nodes[i].mem));
+		json_object_object_add(o, "host_node", json_object_new_int(n->nodes[i].host_node));
+		for (unsigned int j = 0; j < n->nnodes; j++)
+			json_object_array_add(d, json_object_new_int(n->dist[i][j]));
+		json_object_object_add(o, "distances", d);
+		json_object_array_add(nodes, o);
+	}
+	for (unsigned int i = 0; i < vm->ncpus; i++)
+		json_object_array_add(vcpus, vcpu_affinity_json(vm, i));
+	json_object_object_add(r, "nodes", nodes);
+	json_object_object_add(r, "vcpus", vcpus);
+	json_object_object_add(r, "hugepages", json_object_new_boolean(vm->mem.hugepages));
+	*result = r;
+	return 0;
+}
+
 static const struct control_verb vm_verbs[] = {
 	{ "status", verb_status, "state, vCPUs, memory, devices, uptime" },
 	{ "pause", verb_pause, "stop all vCPUs (devices keep running)" },
@@ -274,6 +395,8 @@ static const struct control_verb vm_verbs[] = {
 	{ "stats", verb_stats, "exits by reason, per-device counters, resident guest RAM, balloon" },
 	{ "balloon-set", verb_balloon_set, "target=BYTES: the memory the guest should keep" },
 	{ "balloon-get", verb_balloon_get, "the balloon's target and actual size" },
+	{ "vcpu-pin", verb_vcpu_pin, "vcpu=N [cpus=LIST]: pin a vCPU thread to host CPUs" },
+	{ "topology", verb_topology, "virtual NUMA nodes, distances, vCPU placement" },
 };
 
 int vm_control_start(struct vm *vm, const char *path)

@@ -47,5 +47,24 @@ if [ -f "$KERNEL" ]; then
 	head -c $((200 * 1024 * 1024)) /dev/zero > "$T/bigrd"
 	bad cli-initrd-too-big 'initrd .*does not fit' --kernel "$KERNEL" --initrd "$T/bigrd" --mem 64M
 fi
+# Virtual NUMA layouts that cannot be built on this host are refused before anything starts.
+bad cli-numa-no-host-node 'host node 7 does not exist' --kernel "$KERNEL" --cpus 2 \
+	--numa node=0,cpus=0-1,mem=256M,host-node=7
+bad cli-numa-mem-sum 'adds up to 128M, --mem is 256M' --kernel "$KERNEL" --cpus 2 \
+	--numa node=0,cpus=0,mem=64M --numa node=1,cpus=1,mem=64M
+bad cli-numa-distance 'must be 11 to 254' --kernel "$KERNEL" --cpus 2 \
+	--numa node=0,cpus=0 --numa node=1,cpus=1 --numa-distance 0:1=10
+bad cli-cpu-pin-no-cpu 'host CPU 4095 does not exist' --kernel "$KERNEL" --cpu-pin 0=4095
+# --hugepages with none reserved: one line that says what to reserve (exit 1: a host state).
+if [ "$(cat /proc/sys/vm/nr_hugepages)" = 0 ]; then
+	$KUMO run --kernel "$KERNEL" --mem 64M --hugepages > "$T/out" 2> "$T/err" < /dev/null
+	rc=$?
+	if [ $rc -eq 1 ] && grep -q 'fewer than 32 free 2 MiB huge pages' "$T/err" &&
+	   [ "$(wc -l < "$T/err")" -eq 1 ]; then
+		pass cli-hugepages-none-reserved
+	else
+		fail cli-hugepages-none-reserved "exit $rc, stderr: $(head -c 300 "$T/err")"
+	fi
+fi
 # The usage text is there for a person who asks.
 if $KUMO run --help | grep -q -- '--kernel FILE'; then pass cli-help; else fail cli-help; fi

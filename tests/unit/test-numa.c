@@ -3,11 +3,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <numaif.h>
+#include <stdio.h>
+#include <unistd.h>
+
 #include <asm/kvm_para.h>
 #include <linux/kvm.h>
 
 #include "tests/harness.h"
+#include "mm/mem.h"
 #include "vmm/config.h"
+#include "vmm/layout.h"
 #include "vmm/cpuid.h"
 #include "vmm/numa.h"
 #include "vmm/vm.h"
@@ -352,7 +358,121 @@ static void test_numa_cpuid_topology(void)
 	free(tmpl);
 }
 
+/* Pages of node k's memfd, once touched, are on host node k: move_pages() asks the kernel. */
+static int pages_on_node(struct guest_mem *m, int node, int want)
+{
+	const struct mm_node *n = &m->nodes[node];
+	long page = sysconf(_SC_PAGESIZE);
+	void *pages[64];
+	int status[64];
+
+	for (int i = 0; i < 64; i++) {
+		pages[i] = n->hva + (uint64_t)i * (n->size / 64);
+		*(volatile char *)pages[i] = 1;
+		pages[i] = (void *)((uintptr_t)pages[i] & ~(uintptr_t)(page - 1));
+	}
+	if (move_pages(0, 64, pages, NULL, status, 0) < 0)
+		return 0;
+	for (int i = 0; i < 64; i++)
+		if (status[i] != want) {
+			fprintf(stderr, "  page %d of node %d: status %d, want %d\n", i, node,
+				status[i], want);
+			return 0;
+		}
+	return 1;
+}
+
+/* Node 0 fills most of low RAM, node 1 straddles the 32-bit hole, node 2 has no memory. */
+static void test_numa_memory_layout(void)
+{
+	struct mm_node_spec spec[] = { { 2 * G, 0 }, { 2 * G, 0 }, { 0, -1 }, { 64 * M, -1 } };
+	struct guest_mem m;
+
+	CHECK_EQ(mm_init_nodes(&m, spec, 4, 0), 0);
+	CHECK_EQ(m.ram_size, 4 * G + 64 * M);
+	CHECK_EQ(m.nr_regions, 4);
+	CHECK_EQ(m.regions[0].gpa, 0);
+	CHECK_EQ(m.regions[0].size, 2 * G);
+	CHECK_EQ(m.regions[0].node, 0);
+	CHECK_EQ(m.regions[1].gpa, 2 * G);
+	CHECK_EQ(m.regions[1].size, MEM_32BIT_HOLE_START - 2 * G);
+	CHECK_EQ(m.regions[1].node, 1);
+	CHECK_EQ(m.regions[2].gpa, MEM_4G);
+	CHECK_EQ(m.regions[2].size, 2 * G - (MEM_32BIT_HOLE_START - 2 * G));
+	CHECK_EQ(m.regions[2].node, 1);
+	CHECK_EQ(m.regions[2].fd_offset, m.regions[1].size);
+	CHECK_EQ(m.regions[2].memfd, m.regions[1].memfd);
+	CHECK(m.regions[0].memfd != m.regions[1].memfd);
+	CHECK_EQ(m.regions[3].node, 3);
+	CHECK_EQ(m.regions[3].gpa, MEM_4G + m.regions[2].size);
+	CHECK_EQ(m.nodes[2].memfd, -1);
+	CHECK(mm_gpa_to_hva(&m, 3 * G - 4096, 4096) == m.nodes[1].hva + G - 4096);
+	CHECK(mm_gpa_to_hva(&m, MEM_4G, 4096) == m.nodes[1].hva + G);
+	CHECK(!mm_gpa_to_hva(&m, 3 * G, 1));
+	CHECK(pages_on_node(&m, 0, 0));
+	CHECK(pages_on_node(&m, 1, 0));
+	mm_free(&m);
+	/* A host node that does not exist: mbind refuses and nothing is left behind. */
+	spec[1].host_node = 1000;
+	CHECK(mm_init_nodes(&m, spec, 2, 0) < 0);
+	CHECK_EQ(m.nr_regions, 0);
+}
+
+static int write_int(const char *path, long v)
+{
+	FILE *f = fopen(path, "w");
+	int ok;
+
+	if (!f)
+		return 0;
+	ok = fprintf(f, "%ld\n", v) > 0;
+	return fclose(f) == 0 && ok;
+}
+
+static long read_int(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	long v = -1;
+
+	if (f) {
+		if (fscanf(f, "%ld", &v) != 1)
+			v = -1;
+		fclose(f);
+	}
+	return v;
+}
+
+/* --hugepages: refused while none are reserved, bound and placed when they are. */
+static void test_numa_hugepages(void)
+{
+	const char *nr = "/proc/sys/vm/nr_hugepages";
+	struct mm_node_spec spec[] = { { 16 * M, 0 }, { 16 * M, 0 } };
+	long before = read_int(nr);
+	struct guest_mem m;
+	int ret;
+
+	if (before < 0 || !write_int(nr, 0))
+		SKIP("cannot set /proc/sys/vm/nr_hugepages (not root?)");
+	if (read_int(nr) == 0)
+		CHECK_EQ(mm_init_nodes(&m, spec, 2, 1), -ENOMEM);
+	if (!write_int(nr, 16) || read_int(nr) < 16) {
+		write_int(nr, before);
+		SKIP("the host could not reserve 16 huge pages");
+	}
+	ret = mm_init_nodes(&m, spec, 2, 1);
+	if (ret == 0) {
+		ret = pages_on_node(&m, 0, 0) && pages_on_node(&m, 1, 0) ? 0 : -1;
+		mm_free(&m);
+	}
+	/* A size that is not a multiple of 2 MiB cannot be huge-page backed. */
+	spec[1].size = 15 * M;
+	CHECK_EQ(mm_init_nodes(&m, spec, 2, 1), -EINVAL);
+	write_int(nr, before);
+	CHECK_EQ(ret, 0);
+}
+
 TEST_MAIN(TEST(test_numa_four_nodes), TEST(test_numa_defaults_and_lists),
 	  TEST(test_numa_bad_arguments), TEST(test_numa_bad_layouts),
 	  TEST(test_numa_full_synthetic), TEST(test_numa_full_this_host),
-	  TEST(test_numa_run_options), TEST(test_numa_cpuid_topology))
+	  TEST(test_numa_run_options), TEST(test_numa_cpuid_topology),
+	  TEST(test_numa_memory_layout), TEST(test_numa_hugepages))
