@@ -383,6 +383,9 @@ static int verb_topology(void *opaque, struct json_object *args, struct json_obj
 	json_object_object_add(r, "nodes", nodes);
 	json_object_object_add(r, "vcpus", vcpus);
 	json_object_object_add(r, "hugepages", json_object_new_boolean(vm->mem.hugepages));
+	json_object_object_add(r, "kvm_pv_features", json_object_new_int64(vm_pv_features(vm)));
+	json_object_object_add(r, "halt_poll_ns", vm->cfg.halt_poll_set ?
+			       json_object_new_int64((int64_t)vm->cfg.halt_poll_ns) : NULL);
 	*result = r;
 	return 0;
 }

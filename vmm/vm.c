@@ -194,6 +194,13 @@ static int check_pv_features(struct vm *vm)
 	return -EOPNOTSUPP;
 }
 
+uint32_t vm_pv_features(struct vm *vm)
+{
+	struct kvm_cpuid_entry2 *e = cpuid_find(vm->cpuid, 0x40000001, 0);
+
+	return e ? e->eax & ~vm->cfg.pv.clear : 0;
+}
+
 void vm_cpu_topo(const struct vm *vm, unsigned int id, struct cpu_topo *t)
 {
 	const struct numa_config *n = &vm->cfg.numa;

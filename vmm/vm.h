@@ -138,6 +138,9 @@ int vm_pause(struct vm *vm);
 int vm_resume(struct vm *vm);
 int vm_is_paused(struct vm *vm);
 
+/* CPUID 0x40000001 EAX as the guest sees it: KVM's PV features less those turned off. */
+uint32_t vm_pv_features(struct vm *vm);
+
 /* Where vCPU id sits in the virtual topology (package = NUMA node). */
 void vm_cpu_topo(const struct vm *vm, unsigned int id, struct cpu_topo *t);
 

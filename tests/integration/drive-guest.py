@@ -16,45 +16,20 @@ balloon target by 64 MiB through the control socket, waits for the balloon to re
 restores it. Prints PASS:/FAIL: lines and "drive: key=value" facts. Waits on conditions, with
 generous hang guards; nothing here asserts a time.
 """
-import json, os, socket, subprocess, sys, time
+import json, os, sys, time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from hostlib import GUARD, Console, T0 as t0, agent_roundtrip, say  # noqa: E402
+import hostlib  # noqa: E402
 
 con, agent_path, ctl_path, mem = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 mode = sys.argv[5] if len(sys.argv) > 5 else "reporting"
-KUMO = os.environ.get("KUMO", "./kumo")
-GUARD = float(os.environ.get("KUMO_DRIVE_GUARD", "900"))
-t0 = time.time()
-
-
-def say(ok, name, why=""):
-    print(f"{'PASS' if ok else 'FAIL'}: {name}{' (' + why + ')' if why and not ok else ''}",
-          flush=True)
-
-
-def lines():
-    try:
-        return open(con, errors="replace").read().replace("\r", "").split("\n")
-    except FileNotFoundError:
-        return []
-
-
-def wait_line(prefix, count=1):
-    """The count-th console line starting with prefix, or None at the hang guard."""
-    while time.time() - t0 < GUARD:
-        hits = [l for l in lines() if l.startswith(prefix)]
-        if len(hits) >= count:
-            return hits[count - 1]
-        if any(l.startswith("KUMO-CHECK done") for l in lines()):
-            return None
-        time.sleep(0.5)
-    return None
+console = Console(con)
+lines, wait_line = console.lines, console.wait_line
 
 
 def ctl(verb, **args):
-    argv = [KUMO, "ctl", ctl_path, verb] + [f"{k}={v}" for k, v in args.items()]
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-    if r.returncode != 0:
-        raise RuntimeError(f"kumo ctl {verb}: {r.stdout}{r.stderr}")
-    return json.loads(r.stdout) if r.stdout.strip() else {}
+    return hostlib.ctl(ctl_path, verb, **args)
 
 
 # 1. Agent port: a line in, the same line back.
@@ -62,29 +37,15 @@ if mode in ("pss", "oom"):
     pass
 elif wait_line("KUMO-CHECK agent_port="):
     token = f"ping-{os.getpid()}-{int(t0)}"
-    s = socket.socket(socket.AF_UNIX)
-    s.connect(agent_path)
-    s.settimeout(GUARD)
-    s.sendall((token + "\n").encode())
-    got = b""
-    while not got.endswith(b"\n"):
-        chunk = s.recv(256)
-        if not chunk:
-            break
-        got += chunk
-    s.close()
-    say(got.decode(errors="replace") == f"echo: {token}\n", "agent-roundtrip", repr(got))
+    got = agent_roundtrip(agent_path, token)
+    say(got == f"echo: {token}\n", "agent-roundtrip", repr(got))
     say(wait_line(f"KUMO-CHECK agent_received={token}") is not None, "agent-guest-received")
 else:
     say(False, "agent-roundtrip", "the probe never opened the agent port")
 
 # 2. Free page reporting: the guest touches 64 MiB and frees it; the host must get it back.
 def agent_send(text):
-    s = socket.socket(socket.AF_UNIX)
-    s.connect(agent_path)
-    s.sendall(text.encode())
-    time.sleep(0.5)  # let the device take the bytes before the client goes away
-    s.close()
+    hostlib.agent_send(agent_path, text)
 
 
 def resident():
