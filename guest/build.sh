@@ -1,5 +1,6 @@
 #!/bin/sh
-# kumo guest build (`make guest`): test kernel, stock Debian cloud kernel, initramfs images.
+# kumo guest build (`make guest`): test kernel, stock Debian cloud kernel, initramfs images
+# (with kumo-probe, kumo-agent and the workloads), the workloads' data disk.
 # Heavy artefacts are cached in $KUMO_CACHE (default /var/cache/kumo); outputs go to guest/out/.
 # Idempotent; fast when everything is cached.
 set -eu
@@ -231,6 +232,71 @@ busybox_applets() {
 	die "cannot list busybox applets (install busybox-static)"
 }
 
+# ------------------------------------------------------- freestanding programs
+# kumo-probe, kumo-agent and the workloads: freestanding 32-bit C on guest/rt, no SSE/x87,
+# int $0x80 only: the userspace that runs on PVM hosts (guest/rt/rt.h, docs/guest.md).
+GUEST_CFLAGS="-m32 -ffreestanding -nostdlib -static -fno-pic -no-pie -mgeneral-regs-only
+	-fno-stack-protector -fno-builtin -fno-tree-loop-distribute-patterns -O2 -g0
+	-Wall -Wextra -Wno-unused-parameter -Werror"
+WORKLOADS="filereader webload cpuload membench ompbench"
+
+# gcc_guest OUT SOURCES...
+gcc_guest() {
+	o=$1; shift
+	# shellcheck disable=SC2086
+	gcc $GUEST_CFLAGS -o "$o" "$@" || die "building $o failed"
+}
+
+build_guest_programs() {
+	stage=$1
+	obj="$stage.obj"
+	rm -rf "$obj"; mkdir -p "$obj"
+	gcc_guest "$obj/rt.o" -c "$GUEST_DIR/rt/rt.c"
+	gcc_guest "$obj/wl.o" -c "$GUEST_DIR/workloads/wl.c"
+	gcc_guest "$stage/sbin/kumo-probe" "$GUEST_DIR/probe/kumo-probe.c" "$obj/rt.o"
+	gcc_guest "$stage/sbin/kumo-agent" "$GUEST_DIR/agent/kumo-agent.c" \
+		"$GUEST_DIR/agent/agent-parse.c" "$obj/rt.o"
+	for w in $WORKLOADS; do
+		gcc_guest "$stage/bin/$w" "$GUEST_DIR/workloads/$w.c" "$obj/wl.o" "$obj/rt.o"
+	done
+	rm -rf "$obj"
+	# No SSE/x87 may slip in (PVM's emulator cannot run them after a return to user mode).
+	for f in "$stage/sbin/kumo-probe" "$stage/sbin/kumo-agent" $(for w in $WORKLOADS; do echo "$stage/bin/$w"; done); do
+		if objdump -d "$f" | grep -Eq '%xmm|%st[(0-9]|%mm[0-9]|\sf(ld|st|add|mul|div)'; then
+			die "SSE/x87 instruction in $f"
+		fi
+	done
+}
+
+# ------------------------------------------------------------------ data disk
+# guest/out/data.ext4: KUMO_DATA_FILES (64) files of 1 MiB (guest/mkdata.py) in /files, made
+# with mkfs.ext4 -d on the host; rebuilt only when the count or mkdata.py changes.
+build_data_disk() {
+	n=${KUMO_DATA_FILES:-64}
+	img="$OUT/data.ext4"
+	stamp="n=$n $(sha256sum "$GUEST_DIR/mkdata.py" | cut -c1-16)"
+	if [ -s "$img" ] && [ "$(cat "$img.stamp" 2>/dev/null)" = "$stamp" ]; then
+		say "data disk: cached ($n files)"
+		return 0
+	fi
+	command -v mkfs.ext4 >/dev/null || PATH=$PATH:/sbin:/usr/sbin
+	command -v mkfs.ext4 >/dev/null || die "mkfs.ext4 missing (install e2fsprogs)"
+	dstage="$KUMO_CACHE/data-stage"
+	rm -rf "$dstage"
+	python3 "$GUEST_DIR/mkdata.py" "$dstage" "$n" || die "guest/mkdata.py failed"
+	# Room for the files, metadata and a small journal.
+	mb=$((n + n / 8 + 16))
+	rm -f "$img.new"
+	truncate -s "${mb}M" "$img.new"
+	E2FSPROGS_FAKE_TIME=1 mkfs.ext4 -q -F -L kumo-data -U 6b756d6f-6461-7461-2d64-69736b000001 \
+		-E root_owner=0:0,hash_seed=6b756d6f-6861-7368-2d73-656564000001 -J size=4 \
+		-d "$dstage" "$img.new" || die "mkfs.ext4 -d failed"
+	mv -f "$img.new" "$img"
+	echo "$stamp" >"$img.stamp"
+	rm -rf "$dstage"
+	say "data disk: $img ($n files of 1 MiB, ${mb} MiB image)"
+}
+
 # ---------------------------------------------------------------- initramfs
 stage_base() {
 	stage=$1
@@ -248,11 +314,7 @@ stage_base() {
 	mknod "$stage/dev/null" c 1 3
 	chmod 1777 "$stage/tmp"
 	cp "$GUEST_DIR/init" "$stage/init"; chmod 755 "$stage/init"
-	# kumo-probe: freestanding 32-bit, no SSE, int $0x80 only: the userspace that runs on PVM.
-	gcc -m32 -ffreestanding -nostdlib -static -fno-pic -no-pie -mgeneral-regs-only \
-		-fno-stack-protector -fno-builtin -O1 -Wall -Wextra -Werror \
-		-o "$stage/sbin/kumo-probe" "$GUEST_DIR/probe/kumo-probe.c" ||
-		die "building guest/probe/kumo-probe.c failed"
+	build_guest_programs "$stage"
 	for s in "$GUEST_DIR"/scripts/*; do
 		[ -f "$s" ] || continue
 		cp "$s" "$stage/scripts/"; chmod 755 "$stage/scripts/$(basename "$s")"
@@ -293,13 +355,16 @@ all)
 	fetch_stock_kernel
 	fetch_busybox
 	build_initramfs
+	build_data_disk
 	;;
 test-kernel) build_test_kernel ;;
 stock|initramfs)
 	fetch_stock_kernel
 	fetch_busybox
 	build_initramfs
+	build_data_disk
 	;;
-*) die "usage: build.sh [all|test-kernel|initramfs]" ;;
+data) build_data_disk ;;
+*) die "usage: build.sh [all|test-kernel|initramfs|data]" ;;
 esac
 say "done: outputs in $OUT"

@@ -21,74 +21,36 @@
  *   blkbench  O_DIRECT on /dev/vda: 4 KiB random reads (QD1), 1 MiB sequential reads and
  *             writes; prints KUMO-BENCH name=value lines (IOPS, MB/s) from the guest's clock
  *   balloon   prints MemTotal whenever it changes, until it went down and back (or 300 s)
+ *   data      mounts the workloads' data disk (kumo.data=DEV, default /dev/vda) on /data:
+ *             read-write, or read-only when the disk is (docs/guest.md)
+ *   agentd    becomes the guest agent: execve /sbin/kumo-agent (stays PID 1; steps after it
+ *             never run). kumo.agent_period_ms=N sets its stats period
  *   poweroff  reboot(POWER_OFF): ACPI S5, kumo exits 0
- * Build: gcc -m32 -ffreestanding -nostdlib -static -mgeneral-regs-only (guest/build.sh).
+ * Build: gcc -m32 -ffreestanding -nostdlib -static -mgeneral-regs-only with guest/rt
+ * (guest/build.sh).
  */
-typedef unsigned int u32;
-typedef unsigned long long u64;
+#include "../rt/rt.h"
 
-enum { SYS_exit = 1, SYS_read = 3, SYS_write = 4, SYS_open = 5, SYS_close = 6, SYS_mkdir = 39,
-       SYS_mount = 21, SYS_fsync = 118, SYS_reboot = 88, SYS_lseek = 19, SYS_pause = 29,
-       SYS_clock_nanosleep_time64 = 407, SYS_old_mmap = 90, SYS_munmap = 91, SYS_umount2 = 52,
-       SYS_clock_gettime64 = 403, SYS_pread64 = 180, SYS_pwrite64 = 181 };
-#define O_DIRECT 040000
-#define O_WRONLY 1
-#define O_CREAT 0100
-#define O_TRUNC 01000
-#define O_RDONLY 0
-#define O_RDWR 2
-
-static long sys5(long n, long a, long b, long c, long d, long e)
-{
-	long r;
-
-	__asm__ volatile("int $0x80" : "=a"(r) : "a"(n), "b"(a), "c"(b), "d"(c), "S"(d), "D"(e)
-			 : "memory");
-	return r;
-}
-#define sys3(n, a, b, c) sys5(n, (long)(a), (long)(b), (long)(c), 0, 0)
-
-static long slen(const char *s)
-{
-	long n = 0;
-
-	while (s[n])
-		n++;
-	return n;
-}
-
-static void put(const char *s)
-{
-	sys3(SYS_write, 1, s, slen(s));
-}
-
-/* Decimal for values below 2^32, hex for any (no 64-bit division on i386 without libgcc). */
+/* Decimal, or hex (base 16). */
 static char *utoa(u64 v, char *end, int base)
 {
+	if (base != 16)
+		return rt_utoa(v, end);
 	*--end = 0;
-	if (base == 16) {
-		do {
-			*--end = "0123456789abcdef"[v & 15];
-			v >>= 4;
-		} while (v);
-		return end;
-	}
-	u32 w = v > 0xffffffffULL ? 0xffffffffu : (u32)v;
-
 	do {
-		*--end = (char)('0' + w % 10);
-		w /= 10;
-	} while (w);
+		*--end = "0123456789abcdef"[v & 15];
+		v >>= 4;
+	} while (v);
 	return end;
 }
 
 static void check(const char *key, const char *val)
 {
-	put("KUMO-CHECK ");
-	put(key);
-	put("=");
-	put(val);
-	put("\n");
+	rt_puts("KUMO-CHECK ");
+	rt_puts(key);
+	rt_puts("=");
+	rt_puts(val);
+	rt_puts("\n");
 }
 
 static void check_num(const char *key, u64 v, int base)
@@ -98,27 +60,9 @@ static void check_num(const char *key, u64 v, int base)
 	check(key, utoa(v, b + sizeof(b), base));
 }
 
-/* The 64-bit time variant: kernels without COMPAT_32BIT_TIME have no 32-bit nanosleep. */
 static void sleep_s(long s)
 {
-	long long ts[2] = { s, 0 };
-
-	sys3(SYS_clock_nanosleep_time64, 1 /* CLOCK_MONOTONIC */, 0, ts);
-}
-
-static int starts(const char *s, const char *p)
-{
-	while (*p)
-		if (*s++ != *p++)
-			return 0;
-	return 1;
-}
-
-static int same(const char *a, const char *b)
-{
-	while (*a && *a == *b)
-		a++, b++;
-	return *a == *b;
+	rt_sleep_ms((u32)s * 1000);
 }
 
 static char filebuf[65536];
@@ -126,26 +70,17 @@ static char filebuf[65536];
 /* Read a whole (small) file into filebuf; returns its length or a negative errno. */
 static long slurp(const char *path)
 {
-	long fd = sys3(SYS_open, path, O_RDONLY, 0), n, got = 0;
-
-	if (fd < 0)
-		return fd;
-	while (got < (long)sizeof(filebuf) - 1 &&
-	       (n = sys3(SYS_read, fd, filebuf + got, sizeof(filebuf) - 1 - got)) > 0)
-		got += n;
-	sys3(SYS_close, fd, 0, 0);
-	filebuf[got] = 0;
-	return got;
+	return rt_slurp(path, filebuf, sizeof(filebuf));
 }
 
 /* The number after "key" on its line in filebuf, or 0. */
 static u64 field(const char *key)
 {
 	for (char *p = filebuf; *p; p++) {
-		if ((p == filebuf || p[-1] == '\n') && starts(p, key)) {
+		if ((p == filebuf || p[-1] == '\n') && rt_starts(p, key)) {
 			u64 v = 0;
 
-			p += slen(key);
+			p += rt_strlen(key);
 			while (*p == ' ' || *p == ':' || *p == '\t')
 				p++;
 			while (*p >= '0' && *p <= '9')
@@ -165,7 +100,7 @@ static u64 count_lines_with(const char *needle)
 		if (*p == '\n') {
 			n += hit;
 			hit = 0;
-		} else if (!hit && starts(p, needle)) {
+		} else if (!hit && rt_starts(p, needle)) {
 			hit = 1;
 		}
 	}
@@ -202,56 +137,54 @@ static u64 fnv1a(const unsigned char *p, long n, u64 h)
 	return h;
 }
 
-#define MiB (1024 * 1024)
-
 static void do_blk(void)
 {
 	static unsigned char buf[65536];
 	u64 h = 0xcbf29ce484222325ULL;
 	long fd, n, done;
 
-	fd = sys3(SYS_open, "/dev/vdb", O_RDONLY, 0);
+	fd = rt_sys3(SYS_open, "/dev/vdb", O_RDONLY, 0);
 	if (fd < 0) {
 		check_num("vdb_open_errno", (u64)-fd, 10);
 	} else {
-		for (done = 0; done < MiB && (n = sys3(SYS_read, fd, buf, sizeof(buf))) > 0; done += n)
+		for (done = 0; done < MiB && (n = rt_sys3(SYS_read, fd, buf, sizeof(buf))) > 0; done += n)
 			h = fnv1a(buf, n, h);
-		sys3(SYS_close, fd, 0, 0);
+		rt_sys3(SYS_close, fd, 0, 0);
 		check_num("vdb_fnv1a", h, 16);
 	}
 	/* Writing to the read-only disk must fail: at open (EROFS) or at write/fsync. */
-	fd = sys3(SYS_open, "/dev/vdb", O_RDWR, 0);
+	fd = rt_sys3(SYS_open, "/dev/vdb", O_RDWR, 0);
 	if (fd < 0) {
 		check_num("vdb_write_errno", (u64)-fd, 10);
 	} else {
-		n = sys3(SYS_write, fd, buf, 4096);
+		n = rt_sys3(SYS_write, fd, buf, 4096);
 		if (n >= 0)
-			n = sys3(SYS_fsync, fd, 0, 0);
+			n = rt_sys3(SYS_fsync, fd, 0, 0);
 		check_num("vdb_write_errno", n < 0 ? (u64)-n : 0, 10);
-		sys3(SYS_close, fd, 0, 0);
+		rt_sys3(SYS_close, fd, 0, 0);
 	}
 	/* 1 MiB at offset 1 MiB of /dev/vda: byte i is (i * 7 + i / 4096) & 0xff. */
-	fd = sys3(SYS_open, "/dev/vda", O_RDWR, 0);
+	fd = rt_sys3(SYS_open, "/dev/vda", O_RDWR, 0);
 	if (fd < 0) {
 		check_num("vda_open_errno", (u64)-fd, 10);
 		return;
 	}
-	sys3(SYS_lseek, fd, MiB, 0);
+	rt_sys3(SYS_lseek, fd, MiB, 0);
 	for (done = 0; done < MiB; done += (long)sizeof(buf)) {
 		for (long i = 0; i < (long)sizeof(buf); i++) {
 			long k = done + i;
 
 			buf[i] = (unsigned char)(k * 7 + k / 4096);
 		}
-		n = sys3(SYS_write, fd, buf, sizeof(buf));
+		n = rt_sys3(SYS_write, fd, buf, sizeof(buf));
 		if (n != (long)sizeof(buf)) {
 			check_num("vda_write_errno", n < 0 ? (u64)-n : 0, 10);
 			break;
 		}
 	}
-	n = sys3(SYS_fsync, fd, 0, 0);
+	n = rt_sys3(SYS_fsync, fd, 0, 0);
 	check_num("vda_fsync", n < 0 ? (u64)-n : 0, 10);
-	sys3(SYS_close, fd, 0, 0);
+	rt_sys3(SYS_close, fd, 0, 0);
 }
 
 /* Open the port whose sysfs name is org.kumo.agent; its path goes into path. */
@@ -263,10 +196,10 @@ static long open_agent(char *path)
 
 			sys[29] = (char)('0' + dev);
 			sys[31] = (char)('0' + port);
-			if (slurp(sys) > 0 && starts(filebuf, "org.kumo.agent")) {
+			if (slurp(sys) > 0 && rt_starts(filebuf, "org.kumo.agent")) {
 				path[10] = (char)('0' + dev);
 				path[12] = (char)('0' + port);
-				return sys3(SYS_open, path, O_RDWR, 0);
+				return rt_sys3(SYS_open, path, O_RDWR, 0);
 			}
 		}
 	}
@@ -279,7 +212,7 @@ static long read_line(long fd, char *line, long size)
 	long got = 0, n;
 
 	for (int tries = 0; got < size - 1 && tries < 600;) {
-		n = sys3(SYS_read, fd, line + got, 1);
+		n = rt_sys3(SYS_read, fd, line + got, 1);
 		if (n == 1) {
 			if (line[got] == '\n')
 				break;
@@ -305,11 +238,11 @@ static void do_agent(void)
 	}
 	check("agent_port", path);
 	got = read_line(fd, line, sizeof(line));
-	sys3(SYS_write, fd, "echo: ", 6);
-	sys3(SYS_write, fd, line, got);
-	sys3(SYS_write, fd, "\n", 1);
+	rt_sys3(SYS_write, fd, "echo: ", 6);
+	rt_sys3(SYS_write, fd, line, got);
+	rt_sys3(SYS_write, fd, "\n", 1);
 	check("agent_received", line);
-	sys3(SYS_close, fd, 0, 0);
+	rt_sys3(SYS_close, fd, 0, 0);
 }
 
 static char token[64];		/* kumo.token=WORD */
@@ -318,21 +251,21 @@ static void do_fswrite(void)
 {
 	long fd, ret;
 
-	sys3(SYS_mkdir, "/mnt", 0755, 0);
-	ret = sys5(SYS_mount, (long)"/dev/vda", (long)"/mnt", (long)"ext4", 0, 0);
+	rt_sys3(SYS_mkdir, "/mnt", 0755, 0);
+	ret = rt_sys5(SYS_mount, (long)"/dev/vda", (long)"/mnt", (long)"ext4", 0, 0);
 	check_num("fs_mount_errno", ret < 0 ? (u64)-ret : 0, 10);
 	if (ret < 0)
 		return;
-	fd = sys3(SYS_open, "/mnt/kumo.txt", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	fd = rt_sys3(SYS_open, "/mnt/kumo.txt", O_WRONLY | O_CREAT | O_TRUNC, 0644);
 	if (fd >= 0) {
-		sys3(SYS_write, fd, token, slen(token));
-		ret = sys3(SYS_fsync, fd, 0, 0);
-		sys3(SYS_close, fd, 0, 0);
+		rt_sys3(SYS_write, fd, token, rt_strlen(token));
+		ret = rt_sys3(SYS_fsync, fd, 0, 0);
+		rt_sys3(SYS_close, fd, 0, 0);
 	} else {
 		ret = fd;
 	}
 	check_num("fs_write_errno", ret < 0 ? (u64)-ret : 0, 10);
-	ret = sys3(SYS_umount2, "/mnt", 0, 0);
+	ret = rt_sys3(SYS_umount2, "/mnt", 0, 0);
 	check_num("fs_umount_errno", ret < 0 ? (u64)-ret : 0, 10);
 }
 
@@ -340,29 +273,24 @@ static void do_fsread(void)
 {
 	long ret;
 
-	sys3(SYS_mkdir, "/mnt", 0755, 0);
-	ret = sys5(SYS_mount, (long)"/dev/vda", (long)"/mnt", (long)"ext4", 0, 0);
+	rt_sys3(SYS_mkdir, "/mnt", 0755, 0);
+	ret = rt_sys5(SYS_mount, (long)"/dev/vda", (long)"/mnt", (long)"ext4", 0, 0);
 	check_num("fs_mount_errno", ret < 0 ? (u64)-ret : 0, 10);
 	if (ret < 0)
 		return;
 	ret = slurp("/mnt/kumo.txt");
 	check("fs_read", ret >= 0 ? filebuf : "missing");
-	sys3(SYS_umount2, "/mnt", 0, 0);
+	rt_sys3(SYS_umount2, "/mnt", 0, 0);
 }
 
 static u64 now_ns(void)
 {
-	long long ts[2] = { 0, 0 };
-
-	sys3(SYS_clock_gettime64, 1 /* CLOCK_MONOTONIC */, ts, 0);
-	return (u64)ts[0] * 1000000000ULL + (u64)ts[1];
+	return rt_now_ns();
 }
 
-/* pread64/pwrite64 take the 64-bit offset as two registers (low, high). */
 static long pio64(int write, long fd, void *buf, long len, u64 off)
 {
-	return sys5(write ? SYS_pwrite64 : SYS_pread64, fd, (long)buf, len, (long)(u32)off,
-		    (long)(u32)(off >> 32));
+	return write ? rt_pwrite(fd, buf, (u32)len, off) : rt_pread(fd, buf, (u32)len, off);
 }
 
 /* units per second, without 64-bit division: ns >> 20 counts units of 1.048576 ms. */
@@ -373,18 +301,18 @@ static void bench_line(const char *name, u64 units, u64 ns)
 
 	if (!slices)
 		slices = 1;
-	put("KUMO-BENCH ");
-	put(name);
-	put("=");
-	put(utoa((u32)units * 954u / slices, b + sizeof(b), 10));
-	put("\n");
+	rt_puts("KUMO-BENCH ");
+	rt_puts(name);
+	rt_puts("=");
+	rt_puts(utoa((u32)units * 954u / slices, b + sizeof(b), 10));
+	rt_puts("\n");
 }
 
 static void do_blkbench(void)
 {
 	static unsigned char raw[MiB + 4096];
 	unsigned char *buf = (unsigned char *)(((unsigned long)raw + 4095) & ~4095UL);
-	long fd = sys3(SYS_open, "/dev/vda", O_RDWR | O_DIRECT, 0);
+	long fd = rt_sys3(SYS_open, "/dev/vda", O_RDWR | O_DIRECT, 0);
 	u32 seed = 12345;
 	u64 t0, n;
 
@@ -405,14 +333,14 @@ static void do_blkbench(void)
 	for (n = 0; n < 32; n++)
 		if (pio64(1, fd, buf, MiB, n * MiB) != MiB)
 			break;
-	sys3(SYS_fsync, fd, 0, 0);
+	rt_sys3(SYS_fsync, fd, 0, 0);
 	bench_line("seqwrite_1m_mibps", n, now_ns() - t0);
 	t0 = now_ns();
 	for (n = 0; n < 32; n++)
 		if (pio64(0, fd, buf, MiB, n * MiB) != MiB)
 			break;
 	bench_line("seqread_1m_mibps", n, now_ns() - t0);
-	sys3(SYS_close, fd, 0, 0);
+	rt_sys3(SYS_close, fd, 0, 0);
 }
 
 static long touch_mb = 64;	/* kumo.touch_mb=N */
@@ -430,23 +358,20 @@ static void do_touch(void)
 	}
 	check("touch_ready", "1");
 	read_line(fd, line, sizeof(line));			/* "go" */
-	/* old_mmap takes its six arguments in memory: no need for %ebp in inline asm. */
-	long margs[6] = { 0, TOUCH_BYTES, 3 /* RW */, 0x22 /* PRIVATE|ANON */, -1, 0 };
-
-	p = (unsigned char *)sys3(SYS_old_mmap, margs, 0, 0);
-	if ((unsigned long)p > 0xfffff000UL) {
-		check_num("touch_mmap_errno", (u64)-(long)p, 10);
-		sys3(SYS_close, fd, 0, 0);
+	p = rt_mmap((u32)TOUCH_BYTES);
+	if (!p) {
+		check_num("touch_mmap_errno", ENOMEM, 10);
+		rt_sys3(SYS_close, fd, 0, 0);
 		return;
 	}
 	for (long i = 0; i < TOUCH_BYTES; i += 4096)
 		p[i] = (unsigned char)(i >> 12);
 	check_num("touched_mb", TOUCH_BYTES / MiB, 10);
 	read_line(fd, line, sizeof(line));			/* "free" */
-	sys3(SYS_munmap, p, TOUCH_BYTES, 0);
+	rt_sys3(SYS_munmap, p, TOUCH_BYTES, 0);
 	check_num("freed_mb", TOUCH_BYTES / MiB, 10);
 	read_line(fd, line, sizeof(line));			/* "continue" */
-	sys3(SYS_close, fd, 0, 0);
+	rt_sys3(SYS_close, fd, 0, 0);
 }
 
 /* Print MemTotal whenever it changes, until it went down and came back (or 300 s). */
@@ -471,31 +396,61 @@ static void do_balloon(void)
 	}
 }
 
-void _start(void);
-void _start(void)
+static char data_dev[64] = "/dev/vda";	/* kumo.data=DEV */
+
+static void do_data(void)
+{
+	long ret;
+
+	rt_sys3(SYS_mkdir, "/data", 0755, 0);
+	ret = rt_mount(data_dev, "/data", "ext4", 0, 0);
+	if (ret < 0)
+		ret = rt_mount(data_dev, "/data", "ext4", MS_RDONLY, 0);
+	check("data_dev", data_dev);
+	check_num("data_mount_errno", ret < 0 ? (u64)-ret : 0, 10);
+}
+
+static void do_agentd(char **envp)
+{
+	static char *argv[] = { "/sbin/kumo-agent", 0 };
+	long ret;
+
+	check("agentd", "exec");
+	ret = rt_sys3(SYS_execve, argv[0], argv, envp);
+	check_num("agentd_exec_errno", (u64)-ret, 10);
+}
+
+int main(int argc, char **argv, char **envp)
 {
 	char *arg = 0;
 	long n;
 
-	sys3(SYS_mkdir, "/proc", 0755, 0);
-	sys3(SYS_mkdir, "/sys", 0755, 0);
-	sys3(SYS_mkdir, "/dev", 0755, 0);
-	sys5(SYS_mount, (long)"proc", (long)"/proc", (long)"proc", 0, 0);
-	sys5(SYS_mount, (long)"sysfs", (long)"/sys", (long)"sysfs", 0, 0);
-	sys5(SYS_mount, (long)"devtmpfs", (long)"/dev", (long)"devtmpfs", 0, 0);
-	put("KUMO-PROBE-READY\n");
+	rt_sys3(SYS_mkdir, "/proc", 0755, 0);
+	rt_sys3(SYS_mkdir, "/sys", 0755, 0);
+	rt_sys3(SYS_mkdir, "/dev", 0755, 0);
+	rt_sys5(SYS_mount, (long)"proc", (long)"/proc", (long)"proc", 0, 0);
+	rt_sys5(SYS_mount, (long)"sysfs", (long)"/sys", (long)"sysfs", 0, 0);
+	rt_sys5(SYS_mount, (long)"devtmpfs", (long)"/dev", (long)"devtmpfs", 0, 0);
+	rt_puts("KUMO-PROBE-READY\n");
 	n = slurp("/proc/cmdline");
 	for (long i = 0; i < n; i++) {
-		if ((i == 0 || filebuf[i - 1] == ' ') && starts(filebuf + i, "kumo.probe="))
+		if ((i == 0 || filebuf[i - 1] == ' ') && rt_starts(filebuf + i, "kumo.probe="))
 			arg = filebuf + i + 11;
-		if ((i == 0 || filebuf[i - 1] == ' ') && starts(filebuf + i, "kumo.token=")) {
+		if ((i == 0 || filebuf[i - 1] == ' ') && rt_starts(filebuf + i, "kumo.token=")) {
 			int t = 0;
 
 			for (char *q = filebuf + i + 11; *q > ' ' && t < 63; q++)
 				token[t++] = *q;
 			token[t] = 0;
 		}
-		if ((i == 0 || filebuf[i - 1] == ' ') && starts(filebuf + i, "kumo.touch_mb=")) {
+		if ((i == 0 || filebuf[i - 1] == ' ') && rt_starts(filebuf + i, "kumo.data=")) {
+			int t = 0;
+
+			for (char *q = filebuf + i + 10; *q > ' ' && t < 63; q++)
+				data_dev[t++] = *q;
+			data_dev[t] = 0;
+		}
+		if ((i == 0 || filebuf[i - 1] == ' ') && rt_starts(filebuf + i, "kumo.touch_mb=")) {
 			long v = 0;
 
 			for (char *q = filebuf + i + 14; *q >= '0' && *q <= '9'; q++)
@@ -517,30 +472,34 @@ void _start(void)
 			while (*e != ',')
 				e++;
 			*e = 0;
-			if (same(w, "info"))
+			if (rt_streq(w, "info"))
 				do_info();
-			else if (same(w, "blk"))
+			else if (rt_streq(w, "blk"))
 				do_blk();
-			else if (same(w, "agent"))
+			else if (rt_streq(w, "agent"))
 				do_agent();
-			else if (same(w, "balloon"))
+			else if (rt_streq(w, "balloon"))
 				do_balloon();
-			else if (same(w, "touch"))
+			else if (rt_streq(w, "touch"))
 				do_touch();
-			else if (same(w, "fswrite"))
+			else if (rt_streq(w, "fswrite"))
 				do_fswrite();
-			else if (same(w, "fsread"))
+			else if (rt_streq(w, "fsread"))
 				do_fsread();
-			else if (same(w, "blkbench"))
+			else if (rt_streq(w, "blkbench"))
 				do_blkbench();
-			else if (same(w, "poweroff")) {
-				put("KUMO-CHECK done\n");
-				sys5(SYS_reboot, 0xfee1deadL, 672274793L, 0x4321fedcL, 0, 0);
+			else if (rt_streq(w, "data"))
+				do_data();
+			else if (rt_streq(w, "agentd"))
+				do_agentd(envp);
+			else if (rt_streq(w, "poweroff")) {
+				rt_puts("KUMO-CHECK done\n");
+				rt_sys5(SYS_reboot, 0xfee1deadL, 672274793L, 0x4321fedcL, 0, 0);
 			}
 			w = e;
 		}
 	}
-	put("KUMO-CHECK done\n");
+	rt_puts("KUMO-CHECK done\n");
 	for (;;)
-		sys3(SYS_pause, 0, 0, 0);
+		rt_sys3(SYS_pause, 0, 0, 0);
 }
