@@ -20,7 +20,9 @@
  *   fsread    mounts it again and prints /kumo.txt
  *   blkbench  O_DIRECT on /dev/vda: 4 KiB random reads (QD1), 1 MiB sequential reads and
  *             writes; prints KUMO-BENCH name=value lines (IOPS, MB/s) from the guest's clock
- *   balloon   prints MemTotal whenever it changes, until it went down and back (or 300 s)
+ *   balloon   prints MemTotal whenever it changes, until it went down and back (or 900 s)
+ *   numa      /sys/devices/system/node: online nodes, each node's CPU list, MemTotal and
+ *             distance row; CPUID 0x40000001 EAX (the KVM PV features this guest was given)
  *   data      mounts the workloads' data disk (kumo.data=DEV, default /dev/vda) on /data:
  *             read-write, or read-only when the disk is (docs/guest.md)
  *   agentd    becomes the guest agent: execve /sbin/kumo-agent (stays PID 1; steps after it
@@ -374,14 +376,73 @@ static void do_touch(void)
 	rt_sys3(SYS_close, fd, 0, 0);
 }
 
-/* Print MemTotal whenever it changes, until it went down and came back (or 300 s). */
+/* filebuf up to its first newline, as a KUMO-CHECK value. */
+static void check_first_line(const char *key)
+{
+	for (char *p = filebuf; *p; p++)
+		if (*p == '\n')
+			*p = 0;
+	check(key, filebuf);
+}
+
+static u32 cpuid_eax(u32 leaf)
+{
+	u32 a = leaf, b, c = 0, d;
+
+	__asm__ volatile("cpuid" : "+a"(a), "=b"(b), "+c"(c), "=d"(d));
+	return a;
+}
+
+/* What the guest kernel made of the SRAT and SLIT, as userspace sees it. */
+static void do_numa(void)
+{
+	char path[80], key[40], num[16];
+	struct rt_buf b;
+
+	check_num("kvm_pv_eax", cpuid_eax(0x40000001), 16);
+	if (slurp("/sys/devices/system/node/online") > 0)
+		check_first_line("numa_online");
+	for (int node = 0; node < 64; node++) {
+		char *n = rt_utoa((u64)node, num + sizeof(num));
+		static const char *const files[] = { "cpulist", "distance", "meminfo" };
+
+		for (int f = 0; f < 3; f++) {
+			rt_buf_init(&b, path, sizeof(path));
+			rt_buf_str(&b, "/sys/devices/system/node/node");
+			rt_buf_str(&b, n);
+			rt_buf_str(&b, "/");
+			rt_buf_str(&b, files[f]);
+			if (slurp(rt_buf_cstr(&b)) < 0)
+				return;
+			rt_buf_init(&b, key, sizeof(key));
+			rt_buf_str(&b, "node");
+			rt_buf_str(&b, n);
+			if (f < 2) {
+				rt_buf_str(&b, f ? "_distance" : "_cpulist");
+				check_first_line(rt_buf_cstr(&b));
+			} else {
+				char want[32];
+				struct rt_buf w;
+
+				rt_buf_init(&w, want, sizeof(want));
+				rt_buf_str(&w, "Node ");
+				rt_buf_str(&w, n);
+				rt_buf_str(&w, " MemTotal");
+				rt_buf_str(&b, "_memtotal_kb");
+				check_num(rt_buf_cstr(&b), field(rt_buf_cstr(&w)), 10);
+			}
+		}
+	}
+}
+
+/* Print MemTotal whenever it changes, until it went down and came back (or 900 s). */
 static void do_balloon(void)
 {
 	u64 start = memtotal_kb(), last = start;
 	int went_down = 0;
 
 	check_num("balloon_memtotal_kb", last, 10);
-	for (int s = 0; s < 300; s++) {
+	for (int s = 0; s < 900; s++) {
 		u64 now;
 
 		sleep_s(1);
@@ -488,6 +549,8 @@ int main(int argc, char **argv, char **envp)
 				do_fsread();
 			else if (rt_streq(w, "blkbench"))
 				do_blkbench();
+			else if (rt_streq(w, "numa"))
+				do_numa();
 			else if (rt_streq(w, "data"))
 				do_data();
 			else if (rt_streq(w, "agentd"))
