@@ -41,6 +41,7 @@ OBJS += devices/virtio-balloon.o
 OBJS += mm/pagestate.o
 OBJS += vmm/control.o
 OBJS += vmm/vm-control.o
+OBJS += vmm/agent-relay.o
 OBJS += mm/mem.o
 OBJS += vmm/numa.o
 

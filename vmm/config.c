@@ -25,6 +25,8 @@ const char config_run_usage[] =
 	"  --agent-socket PATH  virtio-console port org.kumo.agent on a Unix socket\n"
 	"  --console-socket PATH  virtio-console port 0 (hvc0) on a Unix socket\n"
 	"  --control PATH       control socket (JSON lines; `kumo ctl PATH VERB`)\n"
+	"  --agent              relay the guest agent over --control (verbs agent, agent-stats;\n"
+	"                       its port listens on --agent-socket, default CONTROL.agent)\n"
 	"  --balloon[=OPTS]     virtio-balloon; OPTS: stats=SECONDS,deflate-on-oom,\n"
 	"                       free-page-reporting,free-page-hint,page-poison (default:\n"
 	"                       stats=1,deflate-on-oom,free-page-reporting)\n"
@@ -46,7 +48,7 @@ const char config_run_usage[] =
 
 enum { OPT_KERNEL = 256, OPT_INITRD, OPT_CMDLINE, OPT_MEM, OPT_CPUS, OPT_ON_REBOOT, OPT_NO_PVM,
        OPT_DISK, OPT_AGENT_SOCKET, OPT_CONSOLE_SOCKET, OPT_CONTROL, OPT_BALLOON, OPT_NUMA,
-       OPT_NUMA_DISTANCE, OPT_HUGEPAGES, OPT_CPU_PIN, OPT_PV };
+       OPT_NUMA_DISTANCE, OPT_HUGEPAGES, OPT_CPU_PIN, OPT_PV, OPT_AGENT };
 
 static const struct option run_opts[] = {
 	{ "kernel", required_argument, NULL, OPT_KERNEL },
@@ -66,6 +68,7 @@ static const struct option run_opts[] = {
 	{ "hugepages", no_argument, NULL, OPT_HUGEPAGES },
 	{ "cpu-pin", required_argument, NULL, OPT_CPU_PIN },
 	{ "pv", required_argument, NULL, OPT_PV },
+	{ "agent", no_argument, NULL, OPT_AGENT },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "quiet", no_argument, NULL, 'q' },
 	{ "help", no_argument, NULL, 'h' },
@@ -216,6 +219,14 @@ static int config_finish(struct vm_config *cfg, char *err, size_t errlen)
 	for (unsigned int v = cfg->ncpus; v < NUMA_MAX_VCPUS; v++)
 		if (cfg->pin_cpu[v])
 			FAIL("--cpu-pin: vCPU %u does not exist (--cpus %u)", v, cfg->ncpus);
+	if (cfg->agent_relay && !cfg->control)
+		FAIL("--agent needs --control");
+	if (cfg->agent_relay && !cfg->agent_socket) {
+		if ((size_t)snprintf(cfg->agent_socket_buf, sizeof(cfg->agent_socket_buf), "%s.agent",
+				     cfg->control) >= sizeof(cfg->agent_socket_buf))
+			FAIL("--control %s: too long for the agent socket beside it", cfg->control);
+		cfg->agent_socket = cfg->agent_socket_buf;
+	}
 	if (!have_numa && cfg->pin_numa)
 		FAIL("--cpu-pin numa needs --numa");
 	if (cfg->hugepages && (cfg->mem_size & ((2ULL << 20) - 1)))
@@ -315,6 +326,7 @@ int config_parse_run(int argc, char **argv, struct vm_config *cfg, struct run_op
 			break;
 		}
 		case OPT_HUGEPAGES: cfg->hugepages = 1; break;
+		case OPT_AGENT: cfg->agent_relay = 1; break;
 		case OPT_CPU_PIN: {
 			char why[200];
 

@@ -64,22 +64,22 @@ void control_request_free(struct control_request *req)
 	memset(req, 0, sizeof(*req));
 }
 
-int control_parse_request(const char *line, size_t len, struct control_request *req, char *err,
-			  size_t errlen)
+int json_parse_object_line(const char *line, size_t len, size_t max, struct json_object **out,
+			   char *err, size_t errlen)
 {
 	struct json_tokener *tok;
-	struct json_object *root, *verb, *args;
+	struct json_object *root;
 	enum json_tokener_error jerr;
 
-	memset(req, 0, sizeof(*req));
+	*out = NULL;
 	while (len && (line[len - 1] == '\r' || line[len - 1] == ' ' || line[len - 1] == '\t'))
 		len--;
-	if (len > CONTROL_MAX_LINE) {
-		snprintf(err, errlen, "request longer than %d bytes", CONTROL_MAX_LINE);
+	if (len > max) {
+		snprintf(err, errlen, "line longer than %zu bytes", max);
 		return -EINVAL;
 	}
 	if (memchr(line, '\0', len)) {
-		snprintf(err, errlen, "NUL byte in request");
+		snprintf(err, errlen, "NUL byte in line");
 		return -EINVAL;
 	}
 	tok = json_tokener_new_ex(JSON_TOKENER_DEFAULT_DEPTH);
@@ -105,9 +105,26 @@ int control_parse_request(const char *line, size_t len, struct control_request *
 		return -EINVAL;
 	}
 	if (!json_object_is_type(root, json_type_object)) {
-		snprintf(err, errlen, "request must be a JSON object");
+		snprintf(err, errlen, "not a JSON object");
 		json_object_put(root);
 		return -EINVAL;
+	}
+	*out = root;
+	return 0;
+}
+
+int control_parse_request(const char *line, size_t len, struct control_request *req, char *err,
+			  size_t errlen)
+{
+	struct json_object *root, *verb, *args;
+	int ret;
+
+	memset(req, 0, sizeof(*req));
+	ret = json_parse_object_line(line, len, CONTROL_MAX_LINE, &root, err, errlen);
+	if (ret < 0) {
+		if (ret == -EINVAL && !strcmp(err, "not a JSON object"))
+			snprintf(err, errlen, "request must be a JSON object");
+		return ret;
 	}
 	req->root = root;
 	json_object_object_get_ex(root, "id", &req->id);

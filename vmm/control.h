@@ -64,6 +64,15 @@ int control_parse_request(const char *line, size_t len, struct control_request *
 void control_request_free(struct control_request *req);
 
 /*
+ * One line of JSON-lines input that must be an object: trailing CR/blanks ignored, at most max
+ * bytes, no NUL, strict JSON with valid UTF-8 and bounded depth. 0 with *out (owned by the
+ * caller), or -EINVAL/-ENOMEM with a message in err. Shared by the control socket and the
+ * agent relay.
+ */
+int json_parse_object_line(const char *line, size_t len, size_t max, struct json_object **out,
+			   char *err, size_t errlen);
+
+/*
  * Argument helpers for verbs: 0, -ENOENT when absent, -EINVAL on a wrong type; err is set
  * either way ("missing argument 'x'" / "argument 'x' must be an integer").
  */

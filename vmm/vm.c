@@ -248,6 +248,8 @@ int vm_create(struct vm *vm, const struct vm_config *cfg)
 
 	memset(vm, 0, sizeof(*vm));
 	vm->cfg = *cfg;
+	if (cfg->agent_socket == cfg->agent_socket_buf)	/* keep pointing into our copy */
+		vm->cfg.agent_socket = vm->cfg.agent_socket_buf;
 	vm->ncpus = cfg->ncpus;
 	vm->start_ns = vm_now_ns();
 	pthread_mutex_init(&vm->lock, NULL);

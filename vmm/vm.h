@@ -23,6 +23,7 @@ struct kvm_cpuid2;
 struct virtio_dev;
 struct virtio_pci;
 struct control_server;
+struct agent_relay;
 
 #define VM_MAX_DISKS 8
 
@@ -63,6 +64,9 @@ struct vm_config {
 	const char *agent_socket;	/* virtio-console port org.kumo.agent */
 	const char *console_socket;	/* virtio-console port 0 (hvc0) */
 	const char *control;		/* control socket path */
+	int agent_relay;		/* --agent: kumo relays the agent port over the control
+					   socket (agent_socket defaults to CONTROL.agent) */
+	char agent_socket_buf[108];
 	int balloon;			/* --balloon given */
 	struct balloon_options balloon_opts;
 	struct numa_config numa;	/* --numa, --numa-distance (nnodes 0: none) */
@@ -94,6 +98,7 @@ struct vm {
 	struct vm_virtio virtio[VM_MAX_DISKS + 2];
 	struct virtio_dev *balloon;	/* also in virtio[] when present */
 	struct control_server *ctl;
+	struct agent_relay *relay;	/* --agent: the guest agent through the control socket */
 	unsigned int nvirtio;
 	struct kvm_cpuid2 *cpuid;	/* KVM's supported CPUID, patched per vCPU */
 	struct vcpu **vcpus;

@@ -1,0 +1,407 @@
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "vmm/agent-relay.h"
+#include "vmm/control.h"
+#include "vmm/log.h"
+
+#define RELAY_MAX_PENDING 16
+#define RELAY_RETRY_MS 200
+
+struct pending {
+	uint64_t id;			/* 0: free slot */
+	struct json_object *reply;	/* set by the relay thread */
+	int error;			/* -ECONNRESET when the connection dropped */
+};
+
+struct agent_relay {
+	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	agent_relay_emit_fn emit;
+	void *opaque;
+	pthread_t thread;
+	int stop_fd;			/* eventfd: the thread stops when it is signalled */
+	int fd;				/* connection to the port, -1 while disconnected */
+
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct pending pending[RELAY_MAX_PENDING];
+	uint64_t next_id;
+	struct json_object *stats;	/* latest stats data */
+	struct timespec stats_at;
+	struct agent_relay_counters n;
+
+	char *buf;			/* partial line from the agent */
+	size_t len;
+	int skipping;			/* inside a line that was too long: drop up to its newline */
+};
+
+static double since(const struct timespec *t)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)(now.tv_sec - t->tv_sec) + (double)(now.tv_nsec - t->tv_nsec) / 1e9;
+}
+
+int agent_relay_parse_line(const char *line, size_t len, struct agent_line *out)
+{
+	struct json_object *root, *ev, *id, *ok;
+	char err[128];
+
+	memset(out, 0, sizeof(*out));
+	if (json_parse_object_line(line, len, AGENT_RELAY_MAX_LINE, &root, err, sizeof(err)) < 0)
+		return -EINVAL;
+	if (json_object_object_get_ex(root, "event", &ev)) {
+		if (!json_object_is_type(ev, json_type_string) || !json_object_get_string_len(ev))
+			goto bad;
+		out->event = json_object_get_string(ev);
+		json_object_object_get_ex(root, "data", &out->data);
+		out->kind = strcmp(out->event, "stats") ? AGENT_LINE_EVENT : AGENT_LINE_STATS;
+		out->obj = root;
+		return 0;
+	}
+	if (json_object_object_get_ex(root, "id", &id) && json_object_is_type(id, json_type_int) &&
+	    json_object_get_int64(id) >= 0 && json_object_object_get_ex(root, "ok", &ok) &&
+	    json_object_is_type(ok, json_type_boolean)) {
+		out->kind = AGENT_LINE_REPLY;
+		out->id = (uint64_t)json_object_get_int64(id);
+		out->obj = root;
+		return 0;
+	}
+bad:
+	json_object_put(root);
+	return -EINVAL;
+}
+
+/* Wake every waiter with an error (the connection is gone). Under lock. */
+static void fail_pending(struct agent_relay *r, int error)
+{
+	for (int i = 0; i < RELAY_MAX_PENDING; i++)
+		if (r->pending[i].id && !r->pending[i].reply)
+			r->pending[i].error = error;
+	pthread_cond_broadcast(&r->cond);
+}
+
+static void handle_line(struct agent_relay *r, const char *line, size_t len)
+{
+	struct agent_line l;
+	struct json_object *ev;
+
+	if (len == 0)
+		return;
+	pthread_mutex_lock(&r->lock);
+	r->n.lines++;
+	pthread_mutex_unlock(&r->lock);
+	if (agent_relay_parse_line(line, len, &l) < 0) {
+		pthread_mutex_lock(&r->lock);
+		r->n.bad_lines++;
+		pthread_mutex_unlock(&r->lock);
+		pr_warn_ratelimited("agent relay: dropped a line that is not an agent event or reply");
+		return;
+	}
+	switch (l.kind) {
+	case AGENT_LINE_STATS:
+		pthread_mutex_lock(&r->lock);
+		if (r->stats)
+			json_object_put(r->stats);
+		r->stats = l.data ? json_object_get(l.data) : json_object_new_object();
+		clock_gettime(CLOCK_MONOTONIC, &r->stats_at);
+		r->n.stats++;
+		ev = json_object_get(r->stats);
+		pthread_mutex_unlock(&r->lock);
+		r->emit(r->opaque, "agent-stats", ev);
+		break;
+	case AGENT_LINE_EVENT:
+		ev = json_object_new_object();
+		json_object_object_add(ev, "event", json_object_new_string(l.event));
+		if (l.data)
+			json_object_object_add(ev, "data", json_object_get(l.data));
+		pthread_mutex_lock(&r->lock);
+		r->n.events++;
+		pthread_mutex_unlock(&r->lock);
+		r->emit(r->opaque, "agent-event", ev);
+		break;
+	case AGENT_LINE_REPLY: {
+		int found = 0;
+
+		pthread_mutex_lock(&r->lock);
+		for (int i = 0; i < RELAY_MAX_PENDING; i++)
+			if (r->pending[i].id == l.id && !r->pending[i].reply && !r->pending[i].error) {
+				r->pending[i].reply = json_object_get(l.obj);
+				found = 1;
+			}
+		if (found) {
+			r->n.replies++;
+			pthread_cond_broadcast(&r->cond);
+		} else {
+			r->n.orphan_replies++;	/* late (timed out) or never asked for */
+		}
+		pthread_mutex_unlock(&r->lock);
+		break;
+	}
+	}
+	json_object_put(l.obj);
+}
+
+/* Split what arrived into lines; a line over the limit is dropped whole. */
+static void take_bytes(struct agent_relay *r, const char *p, size_t n)
+{
+	while (n) {
+		const char *nl = memchr(p, '\n', n);
+		size_t chunk = nl ? (size_t)(nl - p) : n;
+
+		if (!r->skipping) {
+			if (r->len + chunk > AGENT_RELAY_MAX_LINE) {
+				r->skipping = 1;
+				r->len = 0;
+				pthread_mutex_lock(&r->lock);
+				r->n.bad_lines++;
+				pthread_mutex_unlock(&r->lock);
+				pr_warn_ratelimited("agent relay: dropped a line over %d bytes",
+						    AGENT_RELAY_MAX_LINE);
+			} else {
+				memcpy(r->buf + r->len, p, chunk);
+				r->len += chunk;
+			}
+		}
+		if (!nl)
+			return;
+		if (!r->skipping)
+			handle_line(r, r->buf, r->len);
+		r->skipping = 0;
+		r->len = 0;
+		p = nl + 1;
+		n -= chunk + 1;
+	}
+}
+
+static int connect_port(struct agent_relay *r)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return -errno;
+	memcpy(a.sun_path, r->path, sizeof(r->path));
+	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
+		int ret = -errno;
+
+		close(fd);
+		return ret;
+	}
+	return fd;
+}
+
+static void set_connection(struct agent_relay *r, int fd)
+{
+	pthread_mutex_lock(&r->lock);
+	if (r->fd >= 0 && fd < 0) {
+		close(r->fd);
+		fail_pending(r, -ECONNRESET);
+	}
+	r->fd = fd;
+	r->n.connected = fd >= 0;
+	if (fd >= 0)
+		r->n.connects++;
+	pthread_mutex_unlock(&r->lock);
+	r->len = 0;
+	r->skipping = 0;
+}
+
+static void *relay_thread(void *arg)
+{
+	struct agent_relay *r = arg;
+	char chunk[65536];
+
+	for (;;) {
+		struct pollfd p[2] = { { .fd = r->stop_fd, .events = POLLIN },
+				       { .fd = r->fd, .events = POLLIN } };
+		int fd = r->fd;
+
+		if (fd < 0) {
+			fd = connect_port(r);
+			if (fd >= 0) {
+				set_connection(r, fd);
+				pr_debug("agent relay: connected to %s", r->path);
+				continue;
+			}
+			if (poll(p, 1, RELAY_RETRY_MS) > 0)
+				break;
+			continue;
+		}
+		if (poll(p, 2, -1) < 0 && errno != EINTR)
+			break;
+		if (p[0].revents)
+			break;
+		if (p[1].revents) {
+			ssize_t n = read(fd, chunk, sizeof(chunk));
+
+			if (n > 0) {
+				take_bytes(r, chunk, (size_t)n);
+			} else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+				pr_debug("agent relay: connection to %s closed", r->path);
+				set_connection(r, -1);
+			}
+		}
+	}
+	return NULL;
+}
+
+static void relay_free(struct agent_relay *r)
+{
+	if (r->stop_fd >= 0)
+		close(r->stop_fd);
+	if (r->fd >= 0)
+		close(r->fd);
+	if (r->stats)
+		json_object_put(r->stats);
+	for (int i = 0; i < RELAY_MAX_PENDING; i++)
+		if (r->pending[i].reply)
+			json_object_put(r->pending[i].reply);
+	pthread_mutex_destroy(&r->lock);
+	pthread_cond_destroy(&r->cond);
+	free(r->buf);
+	free(r);
+}
+
+int agent_relay_start(struct agent_relay **out, const char *sock_path, agent_relay_emit_fn emit,
+		      void *opaque)
+{
+	struct agent_relay *r;
+	pthread_condattr_t ca;
+	int ret;
+
+	if (strlen(sock_path) >= sizeof(r->path))
+		return -ENAMETOOLONG;
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	strcpy(r->path, sock_path);
+	r->emit = emit;
+	r->opaque = opaque;
+	r->fd = -1;
+	r->next_id = 1;
+	pthread_mutex_init(&r->lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&r->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	r->stop_fd = eventfd(0, EFD_CLOEXEC);
+	r->buf = malloc(AGENT_RELAY_MAX_LINE);
+	if (r->stop_fd < 0 || !r->buf) {
+		ret = r->stop_fd < 0 ? -errno : -ENOMEM;
+		relay_free(r);
+		return ret;
+	}
+	ret = -pthread_create(&r->thread, NULL, relay_thread, r);
+	if (ret) {
+		relay_free(r);
+		return ret;
+	}
+	*out = r;
+	return 0;
+}
+
+void agent_relay_stop(struct agent_relay *r)
+{
+	uint64_t one = 1;
+
+	if (!r)
+		return;
+	if (write(r->stop_fd, &one, sizeof(one)) != sizeof(one))
+		pr_warn("agent relay: cannot signal its thread");
+	pthread_join(r->thread, NULL);
+	pthread_mutex_lock(&r->lock);
+	fail_pending(r, -ECONNRESET);
+	pthread_mutex_unlock(&r->lock);
+	relay_free(r);
+}
+
+int agent_relay_request(struct agent_relay *r, const char *verb, struct json_object *args,
+			int timeout_ms, struct json_object **reply)
+{
+	struct json_object *req;
+	struct pending *slot = NULL;
+	struct timespec until;
+	const char *text;
+	size_t len;
+	int ret = 0;
+
+	*reply = NULL;
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += timeout_ms / 1000;
+	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&r->lock);
+	if (r->fd < 0) {
+		pthread_mutex_unlock(&r->lock);
+		return -ENOTCONN;
+	}
+	for (int i = 0; i < RELAY_MAX_PENDING && !slot; i++)
+		if (!r->pending[i].id)
+			slot = &r->pending[i];
+	if (!slot) {
+		pthread_mutex_unlock(&r->lock);
+		return -EBUSY;
+	}
+	*slot = (struct pending){ .id = r->next_id++ };
+	req = json_object_new_object();
+	json_object_object_add(req, "id", json_object_new_int64((int64_t)slot->id));
+	json_object_object_add(req, "verb", json_object_new_string(verb));
+	if (args)
+		json_object_object_add(req, "args", json_object_get(args));
+	text = json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN);
+	len = strlen(text);
+	/* One line, never blocking the caller: a port that takes nothing is -EAGAIN. */
+	if (send(r->fd, text, len, MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t)len ||
+	    send(r->fd, "\n", 1, MSG_DONTWAIT | MSG_NOSIGNAL) != 1)
+		ret = errno == EAGAIN || errno == EWOULDBLOCK ? -EAGAIN : -ECONNRESET;
+	json_object_put(req);
+	while (!ret && !slot->reply && !slot->error)
+		if (pthread_cond_timedwait(&r->cond, &r->lock, &until) == ETIMEDOUT)
+			ret = -ETIMEDOUT;
+	if (!ret && slot->error)
+		ret = slot->error;
+	if (!ret)
+		*reply = slot->reply;
+	else if (slot->reply)
+		json_object_put(slot->reply);
+	*slot = (struct pending){ 0 };
+	pthread_mutex_unlock(&r->lock);
+	return ret;
+}
+
+int agent_relay_stats(struct agent_relay *r, struct json_object **data, double *age_s)
+{
+	int ret = -ENODATA;
+
+	pthread_mutex_lock(&r->lock);
+	if (r->stats) {
+		*data = json_object_get(r->stats);
+		*age_s = since(&r->stats_at);
+		ret = 0;
+	}
+	pthread_mutex_unlock(&r->lock);
+	return ret;
+}
+
+void agent_relay_counters(struct agent_relay *r, struct agent_relay_counters *c)
+{
+	pthread_mutex_lock(&r->lock);
+	*c = r->n;
+	pthread_mutex_unlock(&r->lock);
+}
