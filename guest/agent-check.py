@@ -11,11 +11,12 @@ usage: agent-check.py KERNEL INITRD DATA_DISK LOG [TIMEOUT_S]
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+
+from agentlib import Agent
 
 QEMU = os.environ.get("QEMU", "qemu-system-x86_64")
 failed = 0
@@ -28,114 +29,6 @@ def result(ok, name, detail=""):
     if not ok:
         failed = 1
     return ok
-
-
-class Agent:
-    def __init__(self, path, deadline):
-        self.path = path
-        self.deadline = deadline
-        self.events = []
-        self.next_id = 1
-        self.sock = None
-        self.buf = b""
-
-    def connect(self, timeout=60):
-        end = time.time() + timeout
-        while True:
-            try:
-                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                s.connect(self.path)
-                self.sock = s
-                self.buf = b""
-                return
-            except OSError:
-                s.close()
-                if time.time() > end:
-                    raise
-                time.sleep(0.2)
-
-    def close(self):
-        if self.sock:
-            self.sock.close()
-            self.sock = None
-
-    def line(self, timeout):
-        """One parsed JSON line, or None on timeout."""
-        end = min(time.time() + timeout, self.deadline)
-        while b"\n" not in self.buf:
-            left = end - time.time()
-            if left <= 0:
-                return None
-            self.sock.settimeout(left)
-            try:
-                chunk = self.sock.recv(65536)
-            except socket.timeout:
-                return None
-            if not chunk:
-                raise EOFError("agent socket closed")
-            self.buf += chunk
-        raw, self.buf = self.buf.split(b"\n", 1)
-        try:
-            return json.loads(raw)
-        except ValueError:
-            return {"unparsable": raw.decode("latin-1")}
-
-    def send_raw(self, data):
-        self.sock.sendall(data)
-
-    def request(self, verb, args=None, timeout=60):
-        rid = self.next_id
-        self.next_id += 1
-        msg = {"id": rid, "verb": verb}
-        if args is not None:
-            msg["args"] = args
-        self.send_raw((json.dumps(msg) + "\n").encode())
-        end = time.time() + timeout
-        while time.time() < end:
-            m = self.line(end - time.time())
-            if m is None:
-                break
-            if "event" in m:
-                self.events.append(m)
-            elif m.get("id") == rid:
-                return m
-        return None
-
-    def wait_event(self, name, timeout):
-        for i, e in enumerate(self.events):
-            if e.get("event") == name:
-                return self.events.pop(i)
-        end = time.time() + timeout
-        while time.time() < end:
-            m = self.line(end - time.time())
-            if m is None:
-                break
-            if m.get("event") == name:
-                return m
-            if "event" in m:
-                self.events.append(m)
-        return None
-
-    def stats_for(self, seconds):
-        """Every stats event that arrives within seconds (plus those already queued)."""
-        out = [e for e in self.events if e.get("event") == "stats"]
-        self.events = [e for e in self.events if e.get("event") != "stats"]
-        end = time.time() + seconds
-        while time.time() < end:
-            m = self.line(end - time.time())
-            if m is None:
-                break
-            if m.get("event") == "stats":
-                out.append(m)
-            elif "event" in m:
-                self.events.append(m)
-        return out
-
-    def run(self, name, argv, timeout=120):
-        r = self.request("run", {"name": name, "argv": argv, "wait": True}, timeout)
-        if not r or not r.get("ok"):
-            return None, r
-        return r["result"].get("result"), r
 
 
 def busy(cpu):
@@ -283,6 +176,12 @@ def checks(agent, log):
                                         "spin=" + spin])
         result(bool(res and res["triad"]["bad"] == 0 and res["barrier"]["ns_per_iter"] > 0),
                "agent-qemu-ompbench-spin-" + spin, json.dumps(res) if res else str(r))
+    # Arrays sized in KiB (make bench on PVM hosts) and a barrier that never sleeps.
+    res, r = agent.run("ompbench", ["threads=2", "kb=16", "iters=3", "barriers=50",
+                                    "spin=30000000000"])
+    result(bool(res and res["triad"].get("kb") == 16 and res["triad"]["bad"] == 0 and
+                res["futex_waits"] == 0), "agent-qemu-ompbench-kb-spin-forever",
+           json.dumps(res) if res else str(r))
 
     # park-cpus 1: a 2-thread cpuload stays on CPU 0; unpark-cpus gives CPU 1 back.
     r = agent.request("park-cpus", {"cpus": "1"})

@@ -4,7 +4,8 @@
  * futex, like libgomp with GOMP_SPINCOUNT (0, 300000 = libgomp's default, 30000000000 = spin
  * "forever"); a parked or preempted vCPU makes spinning waiters burn their time slice.
  *   triad    a[i] = b[i] + 3 * c[i] over three arrays of mb MiB (32-bit integers), each thread
- *            on its own slice (first-touched by that thread: NUMA-local), barrier per iteration
+ *            on its own slice (first-touched by that thread: NUMA-local), barrier per iteration;
+ *            kb=N instead sizes the arrays in KiB (for hosts where the guest runs emulated)
  *   barrier  a few hundred integer operations then a barrier, iters times
  *
  *   ompbench threads=2 kernels=triad,barrier mb=8 iters=20 barriers=2000 spin=300000 pin=0
@@ -115,6 +116,7 @@ int main(int argc, char **argv, char **envp)
 {
 	const char *kernels = rt_arg_str(argc, argv, "kernels", "triad,barrier");
 	u64 mb = rt_arg_u64(argc, argv, "mb", 8);
+	u64 kb = rt_arg_u64(argc, argv, "kb", 0);	/* overrides mb when given */
 	u64 t0 = rt_now_ns();
 	struct rt_buf b;
 	char lb[1024];
@@ -132,11 +134,12 @@ int main(int argc, char **argv, char **envp)
 		do_barrier |= rt_starts(s, "barrier");
 	}
 	if (!threads || threads > MAX_THREADS || !mb || mb > 1024 || !iters ||
-	    (!do_triad && !do_barrier)) {
-		rt_puts("ompbench: bad arguments (threads 1..64, mb 1..1024, kernels=triad,barrier)\n");
+	    (kb && (kb < 4 || kb > 1024 * 1024)) || (!do_triad && !do_barrier)) {
+		rt_puts("ompbench: bad arguments (threads 1..64, mb 1..1024, kb 4..1048576, "
+			"kernels=triad,barrier)\n");
 		return 2;
 	}
-	words = (u32)(mb * MiB / 4);
+	words = kb ? (u32)(kb * 1024 / 4) : (u32)(mb * MiB / 4);
 	if (do_triad) {
 		A = rt_mmap(words * 4);
 		B = rt_mmap(words * 4);
@@ -161,10 +164,14 @@ int main(int argc, char **argv, char **envp)
 	jw_u64(&b, "spin", bar.spin);
 	if (do_triad) {
 		jw_obj(&b, "triad");
-		jw_u64(&b, "mb", mb);
+		if (kb)
+			jw_u64(&b, "kb", kb);
+		else
+			jw_u64(&b, "mb", mb);
 		jw_u64(&b, "iters", iters);
 		jw_u64(&b, "ns_per_iter", triad_ns / iters);
-		jw_u64(&b, "mib_per_s", wl_per_sec(3 * mb * iters, triad_ns));
+		jw_u64(&b, "mib_per_s", kb ? wl_per_sec(3 * kb * iters, triad_ns) / 1024 :
+					     wl_per_sec(3 * mb * iters, triad_ns));
 		jw_u64(&b, "bad", triad_bad);
 		jw_end_obj(&b);
 	}

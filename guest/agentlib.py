@@ -1,0 +1,113 @@
+"""A client for kumo-agent's port (JSON lines each way, docs/guest.md): requests, replies,
+events. Used by guest/agent-check.py (under QEMU) and tests/bench (under kumo)."""
+import json
+import socket
+import time
+
+
+class Agent:
+    def __init__(self, path, deadline):
+        self.path = path
+        self.deadline = deadline
+        self.events = []
+        self.next_id = 1
+        self.sock = None
+        self.buf = b""
+
+    def connect(self, timeout=60):
+        end = time.time() + timeout
+        while True:
+            try:
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.connect(self.path)
+                self.sock = s
+                self.buf = b""
+                return
+            except OSError:
+                s.close()
+                if time.time() > end:
+                    raise
+                time.sleep(0.2)
+
+    def close(self):
+        if self.sock:
+            self.sock.close()
+            self.sock = None
+
+    def line(self, timeout):
+        """One parsed JSON line, or None on timeout."""
+        end = min(time.time() + timeout, self.deadline)
+        while b"\n" not in self.buf:
+            left = end - time.time()
+            if left <= 0:
+                return None
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                return None
+            if not chunk:
+                raise EOFError("agent socket closed")
+            self.buf += chunk
+        raw, self.buf = self.buf.split(b"\n", 1)
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return {"unparsable": raw.decode("latin-1")}
+
+    def send_raw(self, data):
+        self.sock.sendall(data)
+
+    def request(self, verb, args=None, timeout=60):
+        rid = self.next_id
+        self.next_id += 1
+        msg = {"id": rid, "verb": verb}
+        if args is not None:
+            msg["args"] = args
+        self.send_raw((json.dumps(msg) + "\n").encode())
+        end = time.time() + timeout
+        while time.time() < end:
+            m = self.line(end - time.time())
+            if m is None:
+                break
+            if "event" in m:
+                self.events.append(m)
+            elif m.get("id") == rid:
+                return m
+        return None
+
+    def wait_event(self, name, timeout):
+        for i, e in enumerate(self.events):
+            if e.get("event") == name:
+                return self.events.pop(i)
+        end = time.time() + timeout
+        while time.time() < end:
+            m = self.line(end - time.time())
+            if m is None:
+                break
+            if m.get("event") == name:
+                return m
+            if "event" in m:
+                self.events.append(m)
+        return None
+
+    def stats_for(self, seconds):
+        """Every stats event that arrives within seconds (plus those already queued)."""
+        out = [e for e in self.events if e.get("event") == "stats"]
+        self.events = [e for e in self.events if e.get("event") != "stats"]
+        end = time.time() + seconds
+        while time.time() < end:
+            m = self.line(end - time.time())
+            if m is None:
+                break
+            if m.get("event") == "stats":
+                out.append(m)
+            elif "event" in m:
+                self.events.append(m)
+        return out
+
+    def run(self, name, argv, timeout=120):
+        r = self.request("run", {"name": name, "argv": argv, "wait": True}, timeout)
+        if not r or not r.get("ok"):
+            return None, r
+        return r["result"].get("result"), r
