@@ -2,6 +2,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -404,4 +405,81 @@ void agent_relay_counters(struct agent_relay *r, struct agent_relay_counters *c)
 	pthread_mutex_lock(&r->lock);
 	*c = r->n;
 	pthread_mutex_unlock(&r->lock);
+}
+
+/* agent verb=NAME [args={...}] [timeout_ms=N]: one request to the guest agent, its reply. */
+int agent_relay_verb_agent(struct agent_relay *r, struct json_object *args,
+			   struct json_object **result, char *err, size_t errlen)
+{
+	struct json_object *reply = NULL, *a = NULL, *v;
+	const char *verb;
+	int64_t timeout = 30000;
+	int ret;
+
+	if (!r) {
+		snprintf(err, errlen, "no agent relay (kumo run needs --agent and --control)");
+		return -ENODEV;
+	}
+	ret = control_arg_string(args, "verb", &verb, err, errlen);
+	if (ret < 0)
+		return ret;
+	if (json_object_object_get_ex(args, "args", &a) && a &&
+	    !json_object_is_type(a, json_type_object)) {
+		snprintf(err, errlen, "argument 'args' must be an object");
+		return -EINVAL;
+	}
+	if (json_object_object_get_ex(args, "timeout_ms", NULL)) {
+		ret = control_arg_int64(args, "timeout_ms", &timeout, err, errlen);
+		if (ret < 0)
+			return ret;
+		if (timeout < 1 || timeout > 600000) {
+			snprintf(err, errlen, "timeout_ms must be 1..600000");
+			return -EINVAL;
+		}
+	}
+	ret = agent_relay_request(r, verb, a, (int)timeout, &reply);
+	if (ret < 0) {
+		snprintf(err, errlen, "agent: %s", ret == -ENOTCONN ? "the port is not connected" :
+			 ret == -ETIMEDOUT ? "no reply in time" : strerror(-ret));
+		return ret;
+	}
+	if (json_object_object_get_ex(reply, "ok", &v) && !json_object_get_boolean(v)) {
+		struct json_object *e = NULL;
+
+		json_object_object_get_ex(reply, "error", &e);
+		snprintf(err, errlen, "agent: %s", e ? json_object_get_string(e) : "failed");
+		json_object_put(reply);
+		return -EREMOTEIO;
+	}
+	if (json_object_object_get_ex(reply, "result", &v) && v)
+		*result = json_object_get(v);
+	json_object_put(reply);
+	return 0;
+}
+
+/* The guest agent's latest statistics, with their age and the relay's counters. */
+int agent_relay_verb_stats(struct agent_relay *r, struct json_object *args,
+			   struct json_object **result, char *err, size_t errlen)
+{
+	struct agent_relay_counters c;
+	struct json_object *o, *data;
+	double age;
+
+	(void)args;
+
+	if (!r) {
+		snprintf(err, errlen, "no agent relay (kumo run needs --agent and --control)");
+		return -ENODEV;
+	}
+	agent_relay_counters(r, &c);
+	o = json_object_new_object();
+	json_object_object_add(o, "connected", json_object_new_boolean(c.connected));
+	json_object_object_add(o, "stats_received", json_object_new_int64((int64_t)c.stats));
+	json_object_object_add(o, "bad_lines", json_object_new_int64((int64_t)c.bad_lines));
+	if (agent_relay_stats(r, &data, &age) == 0) {
+		json_object_object_add(o, "age_s", json_object_new_double(age));
+		json_object_object_add(o, "data", data);
+	}
+	*result = o;
+	return 0;
 }

@@ -63,4 +63,12 @@ struct agent_line {
  */
 int agent_relay_parse_line(const char *line, size_t len, struct agent_line *out);
 
+/* The control verbs `agent` (verb=NAME [args={...}] [timeout_ms=N]: the agent's result) and
+ * `agent-stats` (latest stats with the relay's counters), for any control server that holds a
+ * relay; r NULL is an error reply saying there is no relay. */
+int agent_relay_verb_agent(struct agent_relay *r, struct json_object *args,
+			   struct json_object **result, char *err, size_t errlen);
+int agent_relay_verb_stats(struct agent_relay *r, struct json_object *args,
+			   struct json_object **result, char *err, size_t errlen);
+
 #endif

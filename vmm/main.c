@@ -1,6 +1,8 @@
 /* kumo: one binary, one subcommand per role. `kumo run` is the VMM. */
 #include <errno.h>
+#include <getopt.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +11,7 @@
 #include <unistd.h>
 
 #include "devices/virtio-pci.h"
+#include "vmm/agent-relay.h"
 #include "vmm/config.h"
 #include "vmm/control.h"
 #include "vmm/vm-control.h"
@@ -209,11 +212,102 @@ static int cmd_run(int argc, char **argv)
 	}
 }
 
+static const char relay_usage[] =
+	"usage: kumo relay --agent-socket PATH --control PATH\n"
+	"  Relays a guest agent whose port another VMM serves on a Unix socket (QEMU:\n"
+	"  -chardev socket,path=PATH,server=on,wait=off + virtserialport name=org.kumo.agent)\n"
+	"  through a control socket with the verbs agent and agent-stats, as kumo run --agent\n"
+	"  does for its own VMs. Runs until SIGINT/SIGTERM.\n";
+
+static struct agent_relay *relay_of_cmd;
+
+static void relay_emit(void *opaque, const char *name, struct json_object *data)
+{
+	control_emit_event(opaque, name, data);
+}
+
+static int relay_verb_agent(void *opaque, struct json_object *args, struct json_object **result,
+			    char *err, size_t errlen)
+{
+	(void)opaque;
+	return agent_relay_verb_agent(relay_of_cmd, args, result, err, errlen);
+}
+
+static int relay_verb_stats(void *opaque, struct json_object *args, struct json_object **result,
+			    char *err, size_t errlen)
+{
+	(void)opaque;
+	return agent_relay_verb_stats(relay_of_cmd, args, result, err, errlen);
+}
+
+static const struct control_verb relay_verbs[] = {
+	{ "agent", relay_verb_agent, "verb=NAME [args={...}] [timeout_ms=N]: ask the guest agent" },
+	{ "agent-stats", relay_verb_stats, "the guest agent's latest statistics" },
+};
+
+static int cmd_relay(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "agent-socket", required_argument, NULL, 'a' },
+		{ "control", required_argument, NULL, 'c' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct sigaction sa = { .sa_handler = on_signal };
+	const char *agent = NULL, *ctl = NULL;
+	struct control_server *srv = NULL;
+	sigset_t mask, old;
+	int c, ret;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'a': agent = optarg; break;
+		case 'c': ctl = optarg; break;
+		case 'h': fputs(relay_usage, stdout); return 0;
+		default: fputs(relay_usage, stderr); return KUMO_EXIT_USAGE;
+		}
+	}
+	if (!agent || !ctl || optind != argc) {
+		fprintf(stderr, "kumo relay: needs --agent-socket and --control\n%s", relay_usage);
+		return KUMO_EXIT_USAGE;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGHUP);
+	/* The helper threads inherit the blocked mask; only sigsuspend below takes the signals. */
+	pthread_sigmask(SIG_BLOCK, &mask, &old);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+	ret = control_start(&srv, ctl, relay_verbs, sizeof(relay_verbs) / sizeof(relay_verbs[0]),
+			    NULL);
+	if (ret < 0) {
+		pr_err("control socket %s: %s", ctl, strerror(-ret));
+		return KUMO_EXIT_ERROR;
+	}
+	ret = agent_relay_start(&relay_of_cmd, agent, relay_emit, srv);
+	if (ret < 0) {
+		pr_err("agent relay on %s: %s", agent, strerror(-ret));
+		control_stop(srv);
+		return KUMO_EXIT_ERROR;
+	}
+	while (!got_signal)
+		sigsuspend(&old);
+	pr_info("signal %d: relay stopping", (int)got_signal);
+	control_stop(srv);
+	agent_relay_stop(relay_of_cmd);
+	return 0;
+}
+
 static void usage(FILE *f)
 {
 	fputs("usage: kumo COMMAND [ARGS]\n"
 	      "  run     run a VM (kumo run --help)\n"
-	      "  ctl     talk to a VM's control socket: kumo ctl PATH VERB [key=value ...]\n", f);
+	      "  ctl     talk to a VM's control socket: kumo ctl PATH VERB [key=value ...]\n"
+	      "  relay   relay another VMM's guest agent port over a control socket (--help)\n", f);
 }
 
 int main(int argc, char **argv)
@@ -226,6 +320,8 @@ int main(int argc, char **argv)
 		return cmd_run(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "ctl"))
 		return control_client_main(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "relay"))
+		return cmd_relay(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
 		usage(stdout);
 		return 0;

@@ -391,81 +391,17 @@ static int verb_topology(void *opaque, struct json_object *args, struct json_obj
 	return 0;
 }
 
-/* agent verb=NAME [args={...}] [timeout_ms=N]: one request to the guest agent, its reply. */
+/* The agent verbs answer through the relay (vmm/agent-relay.c); kumo relay serves them too. */
 static int verb_agent(void *opaque, struct json_object *args, struct json_object **result,
 		      char *err, size_t errlen)
 {
-	struct vm *vm = opaque;
-	struct json_object *reply = NULL, *a = NULL, *v;
-	const char *verb;
-	int64_t timeout = 30000;
-	int ret;
-
-	if (!vm->relay) {
-		snprintf(err, errlen, "no agent relay (start kumo with --agent and --control)");
-		return -ENODEV;
-	}
-	ret = control_arg_string(args, "verb", &verb, err, errlen);
-	if (ret < 0)
-		return ret;
-	if (json_object_object_get_ex(args, "args", &a) && a &&
-	    !json_object_is_type(a, json_type_object)) {
-		snprintf(err, errlen, "argument 'args' must be an object");
-		return -EINVAL;
-	}
-	if (json_object_object_get_ex(args, "timeout_ms", NULL)) {
-		ret = control_arg_int64(args, "timeout_ms", &timeout, err, errlen);
-		if (ret < 0)
-			return ret;
-		if (timeout < 1 || timeout > 600000) {
-			snprintf(err, errlen, "timeout_ms must be 1..600000");
-			return -EINVAL;
-		}
-	}
-	ret = agent_relay_request(vm->relay, verb, a, (int)timeout, &reply);
-	if (ret < 0) {
-		snprintf(err, errlen, "agent: %s", ret == -ENOTCONN ? "the port is not connected" :
-			 ret == -ETIMEDOUT ? "no reply in time" : strerror(-ret));
-		return ret;
-	}
-	if (json_object_object_get_ex(reply, "ok", &v) && !json_object_get_boolean(v)) {
-		struct json_object *e = NULL;
-
-		json_object_object_get_ex(reply, "error", &e);
-		snprintf(err, errlen, "agent: %s", e ? json_object_get_string(e) : "failed");
-		json_object_put(reply);
-		return -EREMOTEIO;
-	}
-	if (json_object_object_get_ex(reply, "result", &v) && v)
-		*result = json_object_get(v);
-	json_object_put(reply);
-	return 0;
+	return agent_relay_verb_agent(((struct vm *)opaque)->relay, args, result, err, errlen);
 }
 
-/* The guest agent's latest statistics, with their age and the relay's counters. */
 static int verb_agent_stats(void *opaque, struct json_object *args,
 			    struct json_object **result, char *err, size_t errlen)
 {
-	struct vm *vm = opaque;
-	struct agent_relay_counters c;
-	struct json_object *r, *data;
-	double age;
-
-	if (!vm->relay) {
-		snprintf(err, errlen, "no agent relay (start kumo with --agent and --control)");
-		return -ENODEV;
-	}
-	agent_relay_counters(vm->relay, &c);
-	r = json_object_new_object();
-	json_object_object_add(r, "connected", json_object_new_boolean(c.connected));
-	json_object_object_add(r, "stats_received", json_object_new_int64((int64_t)c.stats));
-	json_object_object_add(r, "bad_lines", json_object_new_int64((int64_t)c.bad_lines));
-	if (agent_relay_stats(vm->relay, &data, &age) == 0) {
-		json_object_object_add(r, "age_s", json_object_new_double(age));
-		json_object_object_add(r, "data", data);
-	}
-	*result = r;
-	return 0;
+	return agent_relay_verb_stats(((struct vm *)opaque)->relay, args, result, err, errlen);
 }
 
 static const struct control_verb vm_verbs[] = {

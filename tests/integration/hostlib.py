@@ -1,7 +1,7 @@
 """Host-side helpers for the integration tests that drive a booting guest: PASS/FAIL lines,
 following the console file, `kumo ctl` calls and a line exchange on the agent port.
 Waits on conditions with a hang guard (KUMO_DRIVE_GUARD seconds); never asserts a time."""
-import json, os, socket, subprocess, time
+import json, os, re, socket, subprocess, time
 
 KUMO = os.environ.get("KUMO", "./kumo")
 GUARD = float(os.environ.get("KUMO_DRIVE_GUARD", "900"))
@@ -9,8 +9,7 @@ T0 = time.time()
 
 
 def say(ok, name, why=""):
-    print(f"{'PASS' if ok else 'FAIL'}: {name}{' (' + why + ')' if why and not ok else ''}",
-          flush=True)
+    print(f"{'PASS' if ok else 'FAIL'}: {name}{' (' + why + ')' if why else ''}", flush=True)
     return ok
 
 
@@ -71,3 +70,110 @@ def agent_roundtrip(agent_path, token):
         got += chunk
     s.close()
     return got.decode(errors="replace")
+
+
+def kumo_pid(pid, comm="kumo"):
+    """pid itself if its command is comm, else its child that is (timeout runs the VMM as a
+    child). comm "qemu-system-x86" finds QEMU."""
+    for _ in range(100):
+        if open(f"/proc/{pid}/comm").read().strip() == comm:
+            return pid
+        for p in os.listdir("/proc"):
+            if p.isdigit():
+                try:
+                    stat = open(f"/proc/{p}/stat").read()
+                except OSError:
+                    continue
+                fields = stat[stat.rindex(")") + 2:].split()
+                if int(fields[1]) == pid and f"({comm})" in stat:
+                    return int(p)
+        time.sleep(0.1)
+    return pid
+
+
+def vcpu_threads(pid, pattern=r"kumo-vcpu(\d+)$"):
+    """{vCPU index: thread id} of the VMM's vCPU threads: kumo's kumo-vcpuN, or with
+    pattern r"CPU (\d+)/TCG$" QEMU's (started with -name ...,debug-threads=on)."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            comm = open(f"/proc/{pid}/task/{tid}/comm").read().strip()
+        except OSError:
+            continue
+        m = re.match(pattern, comm)
+        if m:
+            out[int(m.group(1))] = int(tid)
+    return out
+
+
+def thread_cpu_s(pid, tid):
+    """Host CPU time (user + system, seconds) a thread has used."""
+    stat = open(f"/proc/{pid}/task/{tid}/stat").read()
+    f = stat[stat.rindex(")") + 2:].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Control:
+    """One connection to kumo's control socket: requests by id, events kept as they come."""
+
+    def __init__(self, path):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect(path)
+        self.buf = b""
+        self.events = []
+        self.next_id = 1
+
+    def close(self):
+        self.sock.close()
+
+    def _line(self, end):
+        while b"\n" not in self.buf:
+            left = min(end, T0 + GUARD) - time.time()
+            if left <= 0:
+                return None
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                return None
+            if not chunk:
+                raise EOFError("control socket closed")
+            self.buf += chunk
+        raw, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(raw)
+
+    def request(self, name, /, timeout=60, **args):
+        """The reply line (a dict with ok, and result or error), or None on timeout."""
+        rid = self.next_id
+        self.next_id += 1
+        self.sock.sendall((json.dumps({"id": rid, "verb": name, "args": args}) + "\n").encode())
+        end = time.time() + timeout
+        while True:
+            m = self._line(end)
+            if m is None:
+                return None
+            if "event" in m:
+                self.events.append(m)
+            elif m.get("id") == rid:
+                return m
+
+    def agent(self, verb, args=None, timeout=60):
+        """The agent's result for verb, or None; the whole reply goes to self.last."""
+        self.last = self.request("agent", timeout + 5, verb=verb, args=args or {},
+                                 timeout_ms=int(timeout * 1000))
+        return self.last["result"] if self.last and self.last.get("ok") else None
+
+    def wait_event(self, pred, timeout):
+        """The first event (kept or new) for which pred(event) holds, or None."""
+        for i, e in enumerate(self.events):
+            if pred(e):
+                return self.events.pop(i)
+        end = time.time() + timeout
+        while True:
+            m = self._line(end)
+            if m is None:
+                return None
+            if "event" in m and pred(m):
+                return m
+            if "event" in m:
+                self.events.append(m)

@@ -19,3 +19,20 @@ expect() { # name, file, regex
 expect_not() { # name, file, regex
 	if grep -Eq -- "$3" "$2"; then fail "$1" "$(grep -E -m1 -- "$3" "$2")"; else pass "$1"; fi
 }
+
+# A usable /dev/kvm, or why not (this host's kernel may itself be a PVM guest, where kvm_pvm
+# does not bind and there is no /dev/kvm).
+have_kvm() { [ -c /dev/kvm ] && [ -r /dev/kvm ] && [ -w /dev/kvm ]; }
+no_kvm_reason() {
+	if dmesg 2>/dev/null | grep -q 'kvm-pvm: this kernel is itself a kvm-pvm guest'; then
+		echo "no /dev/kvm: this host's kernel is itself a PVM guest and kvm_pvm does not bind"
+	else
+		echo "no usable /dev/kvm on this host"
+	fi
+}
+# need_kvm NAME: a test that boots a VM says SKIP (with the reason) and stops without /dev/kvm.
+need_kvm() {
+	have_kvm && return 0
+	echo "SKIP: $1 ($(no_kvm_reason))"
+	exit 0
+}

@@ -9,45 +9,15 @@ vCPU 0 at run time, `topology` must describe the layout, and the CPUID 0x4000000
 guest read must equal what kumo says it gave (with the PV features turned off cleared). Then
 one agent line lets the probe go on to power off.
 """
-import os, sys, time
+import os, sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from hostlib import Console, agent_roundtrip, ctl, say  # noqa: E402
+from hostlib import Console, agent_roundtrip, ctl, kumo_pid, say, vcpu_threads  # noqa: E402
 
 con, ctl_path, agent_path, pid = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 pins = [int(p) for p in sys.argv[5].split()]
 console = Console(con)
 KVM_FEATURE_PV_UNHALT, KVM_FEATURE_PV_SEND_IPI = 7, 11
-
-
-def kumo_pid(pid):
-    """pid itself if it is kumo, else its kumo child (timeout runs kumo as a child)."""
-    for _ in range(100):
-        if open(f"/proc/{pid}/comm").read().strip() == "kumo":
-            return pid
-        for p in os.listdir("/proc"):
-            if p.isdigit():
-                try:
-                    stat = open(f"/proc/{p}/stat").read()
-                except OSError:
-                    continue
-                fields = stat[stat.rindex(")") + 2:].split()
-                if int(fields[1]) == pid and "(kumo)" in stat:
-                    return int(p)
-        time.sleep(0.1)
-    return pid
-
-
-def vcpu_threads(pid):
-    out = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            comm = open(f"/proc/{pid}/task/{tid}/comm").read().strip()
-        except OSError:
-            continue
-        if comm.startswith("kumo-vcpu"):
-            out[int(comm[len("kumo-vcpu"):])] = int(tid)
-    return out
 
 
 if not console.wait_line("KUMO-CHECK agent_port="):

@@ -5,6 +5,7 @@
 # resident guest RAM by at least 90% of that (tests/integration/drive-guest.py, mode pss).
 cd "$(dirname "$0")/../.." || exit 2
 . tests/integration/lib.sh
+need_kvm balloon-boots
 KERNEL=${KUMO_TEST_KERNEL:-guest/out/test-bzImage}
 INITRD=${KUMO_TEST_INITRD:-guest/out/initramfs.cpio}
 CON=$OUT/balloon-test.console

@@ -10,6 +10,7 @@
 # and is not a measurement (KUMO_BOOT_TIMEOUT, seconds).
 cd "$(dirname "$0")/../.." || exit 2
 . tests/integration/lib.sh
+need_kvm boot-boots
 KERNEL=${KUMO_TEST_KERNEL:-guest/out/test-bzImage}
 INITRD=${KUMO_TEST_INITRD:-guest/out/initramfs.cpio}
 CON=$OUT/boot-test.console

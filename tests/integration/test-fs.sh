@@ -5,6 +5,7 @@
 # the host with mkfs.ext4: the guest userspace that runs on PVM hosts, kumo-probe, has no mkfs.)
 cd "$(dirname "$0")/../.." || exit 2
 . tests/integration/lib.sh
+need_kvm fs-boots
 KERNEL=${KUMO_TEST_KERNEL:-guest/out/test-bzImage}
 INITRD=${KUMO_TEST_INITRD:-guest/out/initramfs.cpio}
 T=$(mktemp -d)

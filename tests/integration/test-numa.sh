@@ -6,6 +6,7 @@
 # threads' affinity, run-time pinning over the control socket and the topology verb.
 cd "$(dirname "$0")/../.." || exit 2
 . tests/integration/lib.sh
+need_kvm numa-boots
 KERNEL=${KUMO_TEST_KERNEL:-guest/out/test-bzImage}
 INITRD=${KUMO_TEST_INITRD:-guest/out/initramfs.cpio}
 CON=$OUT/numa-test.console
