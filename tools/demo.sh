@@ -8,6 +8,15 @@ cd "$(dirname "$0")/.." || exit 2
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 head -c $((8 * 1024 * 1024)) /dev/urandom > "$T/disk.img"
+if ! [ -c /dev/kvm ] || ! [ -w /dev/kvm ]; then
+	echo "demo: kumo needs /dev/kvm, and this host has none usable."
+	if dmesg 2>/dev/null | grep -q 'kvm-pvm: this kernel is itself a kvm-pvm guest'; then
+		echo "demo: (this host's kernel is itself a PVM guest, where kvm_pvm does not bind)"
+	fi
+	echo "demo: what runs without KVM: make guest-check (the guest image under QEMU TCG) and"
+	echo "demo: sh tests/integration/test-agent-qemu.sh (the guest agent through kumo relay)."
+	exit 1
+fi
 if [ -d /sys/module/kvm_pvm ]; then
 	echo "demo: this host's KVM is PVM: the guest kernel runs in KVM's instruction emulator,"
 	echo "demo: so the boot takes a minute or more (well under a second on a VMX/SVM host)."

@@ -77,7 +77,8 @@ int kvm_init(struct kvm *kvm, unsigned int ncpus)
 	kvm->vm_fd = -1;
 	kvm->sys_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
 	if (kvm->sys_fd < 0) {
-		ret = -errno;
+		/* A host without KVM is a host state (exit 1), not bad input like a missing file. */
+		ret = errno == ENOENT ? -ENODEV : -errno;
 		pr_err("cannot open /dev/kvm: %s", strerror(errno));
 		return ret;
 	}

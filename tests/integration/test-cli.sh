@@ -71,5 +71,15 @@ elif [ "$(cat /proc/sys/vm/nr_hugepages)" = 0 ]; then
 		fail cli-hugepages-none-reserved "exit $rc, stderr: $(head -c 300 "$T/err")"
 	fi
 fi
+# Without /dev/kvm: one line that names it, exit 1 (a host state, not bad input).
+if ! [ -e /dev/kvm ]; then
+	$KUMO run --kernel "$KERNEL" > "$T/out" 2> "$T/err" < /dev/null
+	rc=$?
+	if [ $rc -eq 1 ] && grep -q 'cannot open /dev/kvm' "$T/err" && [ "$(wc -l < "$T/err")" -eq 1 ]; then
+		pass cli-no-kvm
+	else
+		fail cli-no-kvm "exit $rc, stderr: $(head -c 300 "$T/err")"
+	fi
+fi
 # The usage text is there for a person who asks.
 if $KUMO run --help | grep -q -- '--kernel FILE'; then pass cli-help; else fail cli-help; fi
