@@ -81,5 +81,20 @@ if ! [ -e /dev/kvm ]; then
 		fail cli-no-kvm "exit $rc, stderr: $(head -c 300 "$T/err")"
 	fi
 fi
+# kumo relay: both sockets are required; a control socket it cannot create is one line, exit 1.
+$KUMO relay --agent-socket "$T/a.sock" > "$T/out" 2> "$T/err" < /dev/null
+rc=$?
+if [ $rc -eq 2 ] && grep -q 'needs --agent-socket and --control' "$T/err"; then
+	pass cli-relay-needs-both
+else
+	fail cli-relay-needs-both "exit $rc, stderr: $(head -c 300 "$T/err")"
+fi
+$KUMO relay --agent-socket "$T/a.sock" --control "$T/no/such/dir/ctl" > "$T/out" 2> "$T/err" < /dev/null
+rc=$?
+if [ $rc -eq 1 ] && grep -q "control socket $T/no/such/dir/ctl" "$T/err" && [ "$(wc -l < "$T/err")" -eq 1 ]; then
+	pass cli-relay-bad-control-path
+else
+	fail cli-relay-bad-control-path "exit $rc, stderr: $(head -c 300 "$T/err")"
+fi
 # The usage text is there for a person who asks.
 if $KUMO run --help | grep -q -- '--kernel FILE'; then pass cli-help; else fail cli-help; fi
