@@ -1,5 +1,6 @@
 """A client for kumo-agent's port (JSON lines each way, docs/guest.md): requests, replies,
-events. Used by guest/agent-check.py (under QEMU) and tests/bench (under kumo)."""
+events. Used by guest/agent-check.py (under QEMU) and tests/bench (under kumo); kumo's control
+socket speaks the same shape, so tests/integration/hostlib.py's Control is one too."""
 import json
 import socket
 import time
@@ -77,15 +78,17 @@ class Agent:
         return None
 
     def wait_event(self, name, timeout):
+        """The first event (kept or new) called name, or for which name(event) holds."""
+        match = name if callable(name) else (lambda e: e.get("event") == name)
         for i, e in enumerate(self.events):
-            if e.get("event") == name:
+            if match(e):
                 return self.events.pop(i)
         end = time.time() + timeout
         while time.time() < end:
             m = self.line(end - time.time())
             if m is None:
                 break
-            if m.get("event") == name:
+            if "event" in m and match(m):
                 return m
             if "event" in m:
                 self.events.append(m)

@@ -64,6 +64,7 @@ def kumo_cmd(pv, sock, kumo="./kumo"):
 
 
 def kill_group(p):
+    """Kill p and everything it started (strace leaves its tracee running otherwise)."""
     try:
         os.killpg(p.pid, 9)
     except ProcessLookupError:

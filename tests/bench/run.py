@@ -9,6 +9,7 @@ the vNUMA PV-feature section (tests/bench/numa_pv.py) has its own BENCH_OMP_* va
 import os, re, shutil, statistics, subprocess, sys, tempfile, time
 
 import numa_pv  # tests/bench/numa_pv.py: the vNUMA PV-feature benchmark (issue 5)
+from numa_pv import kill_group  # noqa: E402
 
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 BOOT_RUNS = int(os.environ.get("BENCH_BOOT_RUNS", "5"))
@@ -34,15 +35,6 @@ def stats(xs):
 def fmt(xs, unit, scale=1.0, digits=1):
     m, lo, hi = stats([x * scale for x in xs])
     return f"{m:.{digits}f} {unit} ({lo:.{digits}f}–{hi:.{digits}f})"
-
-
-def kill_group(p):
-    """Kill p and everything it started (strace leaves its tracee running otherwise)."""
-    try:
-        os.killpg(p.pid, 9)
-    except ProcessLookupError:
-        pass
-    p.wait()
 
 
 def exec_to_first_kvm_run(cmd):

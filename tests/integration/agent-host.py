@@ -9,7 +9,8 @@ own, or with "qemu" that of `kumo relay` in front of a QEMU guest's agent port (
 QEMU's, its vCPU threads named with -name ...,debug-threads=on). Sizes are small:
 on a PVM host the guest's kernel and its user code after each iret run in KVM's emulator.
 AGENT_PERIOD_MS (default 2000) is the stats period set and checked; PARK_SECONDS (default 5)
-the window over which the parked vCPU's host thread must stay under 5% of one CPU.
+the window over which the parked vCPU's host thread must stay under 5% of one CPU (and each
+busy one above 20%).
 """
 import os, sys, time
 
@@ -52,7 +53,7 @@ def stats_period(c):
     say(bool(r and r.get("period_ms") == PERIOD_MS), "agent-set-period", str(c.last))
     got = []
     while len(got) < 6:
-        e = c.wait_event(lambda e: e.get("event") == "agent-stats", 10 * PERIOD_MS / 1000)
+        e = c.wait_event("agent-stats", 10 * PERIOD_MS / 1000)
         if e is None:
             break
         if e["data"].get("period_ms") == PERIOD_MS:
@@ -104,14 +105,15 @@ def park(c, pid):
     say(bool(r and r.get("allowed") == "0" and r.get("parked") == "1"), "agent-park-cpus",
         str(c.last))
     share = vcpu_busy(c, pid, tids, argv)
-    say(bool(share and share[1] < 0.05 and share[0] > 0.5), "agent-parked-vcpu-idle-on-host",
+    # Busy means a good share of a CPU, not all of one: other host load may take the rest.
+    say(bool(share and share[1] < 0.05 and share[0] > 0.2), "agent-parked-vcpu-idle-on-host",
         f"host CPU share over {PARK_S:.0f} s: " + (
             ", ".join(f"vcpu{v} {s:.1%}" for v, s in sorted(share.items())) if share else "none"))
     r = c.agent("unpark-cpus", {"cpus": [1]})
     say(bool(r and r.get("allowed") == "0-1" and r.get("parked") == ""), "agent-unpark-cpus",
         str(c.last))
     share = vcpu_busy(c, pid, tids, argv)
-    say(bool(share and share[1] > 0.5 and share[0] > 0.5), "agent-unparked-vcpus-busy-on-host",
+    say(bool(share and min(share[0], share[1]) > 0.2), "agent-unparked-vcpus-busy-on-host",
         f"host CPU share over {PARK_S:.0f} s: " + (
             ", ".join(f"vcpu{v} {s:.1%}" for v, s in sorted(share.items())) if share else "none"))
 

@@ -1,7 +1,10 @@
 """Host-side helpers for the integration tests that drive a booting guest: PASS/FAIL lines,
 following the console file, `kumo ctl` calls and a line exchange on the agent port.
 Waits on conditions with a hang guard (KUMO_DRIVE_GUARD seconds); never asserts a time."""
-import json, os, re, socket, subprocess, time
+import json, os, re, socket, subprocess, sys, time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "guest"))
+from agentlib import Agent  # noqa: E402  (guest/agentlib.py)
 
 KUMO = os.environ.get("KUMO", "./kumo")
 GUARD = float(os.environ.get("KUMO_DRIVE_GUARD", "900"))
@@ -113,67 +116,18 @@ def thread_cpu_s(pid, tid):
     return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 
-class Control:
-    """One connection to kumo's control socket: requests by id, events kept as they come."""
+class Control(Agent):
+    """One connection to a kumo control socket (same JSON-lines shape as the agent's port):
+    requests by id, events kept as they come, and the agent verb through kumo's relay."""
 
     def __init__(self, path):
+        super().__init__(path, T0 + GUARD)
         self.sock = socket.socket(socket.AF_UNIX)
         self.sock.connect(path)
-        self.buf = b""
-        self.events = []
-        self.next_id = 1
-
-    def close(self):
-        self.sock.close()
-
-    def _line(self, end):
-        while b"\n" not in self.buf:
-            left = min(end, T0 + GUARD) - time.time()
-            if left <= 0:
-                return None
-            self.sock.settimeout(left)
-            try:
-                chunk = self.sock.recv(65536)
-            except socket.timeout:
-                return None
-            if not chunk:
-                raise EOFError("control socket closed")
-            self.buf += chunk
-        raw, self.buf = self.buf.split(b"\n", 1)
-        return json.loads(raw)
-
-    def request(self, name, /, timeout=60, **args):
-        """The reply line (a dict with ok, and result or error), or None on timeout."""
-        rid = self.next_id
-        self.next_id += 1
-        self.sock.sendall((json.dumps({"id": rid, "verb": name, "args": args}) + "\n").encode())
-        end = time.time() + timeout
-        while True:
-            m = self._line(end)
-            if m is None:
-                return None
-            if "event" in m:
-                self.events.append(m)
-            elif m.get("id") == rid:
-                return m
+        self.last = None
 
     def agent(self, verb, args=None, timeout=60):
         """The agent's result for verb, or None; the whole reply goes to self.last."""
-        self.last = self.request("agent", timeout + 5, verb=verb, args=args or {},
-                                 timeout_ms=int(timeout * 1000))
+        self.last = self.request("agent", {"verb": verb, "args": args or {},
+                                           "timeout_ms": int(timeout * 1000)}, timeout + 5)
         return self.last["result"] if self.last and self.last.get("ok") else None
-
-    def wait_event(self, pred, timeout):
-        """The first event (kept or new) for which pred(event) holds, or None."""
-        for i, e in enumerate(self.events):
-            if pred(e):
-                return self.events.pop(i)
-        end = time.time() + timeout
-        while True:
-            m = self._line(end)
-            if m is None:
-                return None
-            if "event" in m and pred(m):
-                return m
-            if "event" in m:
-                self.events.append(m)
