@@ -11,6 +11,7 @@ class Agent:
         self.path = path
         self.deadline = deadline
         self.events = []
+        self.replies = {}
         self.next_id = 1
         self.sock = None
         self.buf = b""
@@ -59,13 +60,20 @@ class Agent:
     def send_raw(self, data):
         self.sock.sendall(data)
 
-    def request(self, verb, args=None, timeout=60):
+    def send(self, verb, args=None):
+        """Sends a request without waiting; returns its id (for reply())."""
         rid = self.next_id
         self.next_id += 1
         msg = {"id": rid, "verb": verb}
         if args is not None:
             msg["args"] = args
         self.send_raw((json.dumps(msg) + "\n").encode())
+        return rid
+
+    def reply(self, rid, timeout=60):
+        """The reply to request rid, or None; other replies are kept in self.replies."""
+        if rid in self.replies:
+            return self.replies.pop(rid)
         end = time.time() + timeout
         while time.time() < end:
             m = self.line(end - time.time())
@@ -75,7 +83,12 @@ class Agent:
                 self.events.append(m)
             elif m.get("id") == rid:
                 return m
+            elif "id" in m:
+                self.replies[m["id"]] = m
         return None
+
+    def request(self, verb, args=None, timeout=60):
+        return self.reply(self.send(verb, args), timeout)
 
     def wait_event(self, name, timeout):
         """The first event (kept or new) called name, or for which name(event) holds."""

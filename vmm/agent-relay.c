@@ -42,6 +42,9 @@ struct agent_relay {
 	struct timespec stats_at;
 	struct agent_relay_counters n;
 
+	int waiters;			/* callers inside agent_relay_request() */
+	int stopping;			/* agent_relay_stop() began: no new requests */
+
 	char *buf;			/* partial line from the agent */
 	size_t len;
 	int skipping;			/* inside a line that was too long: drop up to its newline */
@@ -324,7 +327,10 @@ void agent_relay_stop(struct agent_relay *r)
 		pr_warn("agent relay: cannot signal its thread");
 	pthread_join(r->thread, NULL);
 	pthread_mutex_lock(&r->lock);
+	r->stopping = 1;
 	fail_pending(r, -ECONNRESET);
+	while (r->waiters)	/* they still hold r: let them leave before it goes */
+		pthread_cond_wait(&r->cond, &r->lock);
 	pthread_mutex_unlock(&r->lock);
 	relay_free(r);
 }
@@ -348,9 +354,9 @@ int agent_relay_request(struct agent_relay *r, const char *verb, struct json_obj
 		until.tv_nsec -= 1000000000L;
 	}
 	pthread_mutex_lock(&r->lock);
-	if (r->fd < 0) {
+	if (r->stopping || r->fd < 0) {
 		pthread_mutex_unlock(&r->lock);
-		return -ENOTCONN;
+		return r->stopping ? -ESHUTDOWN : -ENOTCONN;
 	}
 	for (int i = 0; i < RELAY_MAX_PENDING && !slot; i++)
 		if (!r->pending[i].id)
@@ -372,9 +378,12 @@ int agent_relay_request(struct agent_relay *r, const char *verb, struct json_obj
 	    send(r->fd, "\n", 1, MSG_DONTWAIT | MSG_NOSIGNAL) != 1)
 		ret = errno == EAGAIN || errno == EWOULDBLOCK ? -EAGAIN : -ECONNRESET;
 	json_object_put(req);
+	r->waiters++;
 	while (!ret && !slot->reply && !slot->error)
 		if (pthread_cond_timedwait(&r->cond, &r->lock, &until) == ETIMEDOUT)
 			ret = -ETIMEDOUT;
+	if (--r->waiters == 0 && r->stopping)
+		pthread_cond_broadcast(&r->cond);
 	if (!ret && slot->error)
 		ret = slot->error;
 	if (!ret)
@@ -407,13 +416,76 @@ void agent_relay_counters(struct agent_relay *r, struct agent_relay_counters *c)
 	pthread_mutex_unlock(&r->lock);
 }
 
-/* agent verb=NAME [args={...}] [timeout_ms=N]: one request to the guest agent, its reply. */
+/* One agent request on its own thread, answered through a deferred control reply. */
+struct agent_call {
+	struct agent_relay *r;
+	char *verb;
+	struct json_object *args;	/* may be NULL */
+	int timeout_ms;
+	struct control_pending *reply;
+};
+
+/* The agent's reply as a control verb's outcome: 0 and its result, or -errno and err. */
+static int agent_call_run(struct agent_call *a, struct json_object **result, char *err,
+			  size_t errlen)
+{
+	struct json_object *reply = NULL, *v;
+	int ret = agent_relay_request(a->r, a->verb, a->args, a->timeout_ms, &reply);
+
+	if (ret < 0) {
+		snprintf(err, errlen, "agent: %s", ret == -ENOTCONN ? "the port is not connected" :
+			 ret == -ETIMEDOUT ? "no reply in time" : strerror(-ret));
+		return ret;
+	}
+	if (json_object_object_get_ex(reply, "ok", &v) && !json_object_get_boolean(v)) {
+		struct json_object *e = NULL;
+
+		json_object_object_get_ex(reply, "error", &e);
+		snprintf(err, errlen, "agent: %s", e ? json_object_get_string(e) : "failed");
+		json_object_put(reply);
+		return -EREMOTEIO;
+	}
+	if (json_object_object_get_ex(reply, "result", &v) && v)
+		*result = json_object_get(v);
+	json_object_put(reply);
+	return 0;
+}
+
+static void agent_call_free(struct agent_call *a)
+{
+	if (a->args)
+		json_object_put(a->args);
+	free(a->verb);
+	free(a);
+}
+
+static void *agent_call_thread(void *arg)
+{
+	struct agent_call *a = arg;
+	struct json_object *result = NULL;
+	char err[256] = "";
+	int ret = agent_call_run(a, &result, err, sizeof(err));
+
+	control_complete(a->reply, ret, result, err);
+	agent_call_free(a);
+	return NULL;
+}
+
+/*
+ * agent verb=NAME [args={...}] [timeout_ms=N]: one request to the guest agent. Its reply is
+ * deferred (control_defer) and sent from a thread of its own, so a slow agent (a `run` with
+ * wait) holds up nobody else on the control socket. Outside a control server's verb call it
+ * waits in place.
+ */
 int agent_relay_verb_agent(struct agent_relay *r, struct json_object *args,
 			   struct json_object **result, char *err, size_t errlen)
 {
-	struct json_object *reply = NULL, *a = NULL, *v;
+	struct json_object *a = NULL;
+	struct agent_call *call;
 	const char *verb;
 	int64_t timeout = 30000;
+	pthread_attr_t attr;
+	pthread_t t;
 	int ret;
 
 	if (!r) {
@@ -437,24 +509,30 @@ int agent_relay_verb_agent(struct agent_relay *r, struct json_object *args,
 			return -EINVAL;
 		}
 	}
-	ret = agent_relay_request(r, verb, a, (int)timeout, &reply);
+	call = calloc(1, sizeof(*call));
+	if (!call || !(call->verb = strdup(verb))) {
+		free(call);
+		return -ENOMEM;
+	}
+	call->r = r;
+	call->args = a ? json_object_get(a) : NULL;
+	call->timeout_ms = (int)timeout;
+	ret = control_defer(&call->reply);
 	if (ret < 0) {
-		snprintf(err, errlen, "agent: %s", ret == -ENOTCONN ? "the port is not connected" :
-			 ret == -ETIMEDOUT ? "no reply in time" : strerror(-ret));
+		if (ret == -ESRCH)	/* not called by a control server */
+			ret = agent_call_run(call, result, err, errlen);
+		else if (ret == -EBUSY)
+			snprintf(err, errlen, "too many requests in flight");
+		agent_call_free(call);
 		return ret;
 	}
-	if (json_object_object_get_ex(reply, "ok", &v) && !json_object_get_boolean(v)) {
-		struct json_object *e = NULL;
-
-		json_object_object_get_ex(reply, "error", &e);
-		snprintf(err, errlen, "agent: %s", e ? json_object_get_string(e) : "failed");
-		json_object_put(reply);
-		return -EREMOTEIO;
-	}
-	if (json_object_object_get_ex(reply, "result", &v) && v)
-		*result = json_object_get(v);
-	json_object_put(reply);
-	return 0;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	ret = pthread_create(&t, &attr, agent_call_thread, call);
+	pthread_attr_destroy(&attr);
+	if (ret)	/* no thread: answer in place, still through the handle */
+		agent_call_thread(call);
+	return CONTROL_DEFERRED;
 }
 
 /* The guest agent's latest statistics, with their age and the relay's counters. */

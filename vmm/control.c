@@ -28,6 +28,7 @@
 
 struct client {
 	struct client *next;
+	uint64_t serial;	/* unique per server: deferred replies find their client by it */
 	int fd;
 	uint32_t events;	/* current epoll interest */
 	/* Input: touched by the control thread only. */
@@ -53,7 +54,22 @@ struct control_server {
 	int nclients;
 	int stop;		/* __atomic */
 	bool kick;		/* events queued since the thread last flushed */
+	uint64_t next_serial;	/* under lock */
+	int deferred;		/* replies owed by control_defer() handles; under lock */
+	pthread_cond_t deferred_done;
 };
+
+/* A reply owed to one request, answered later by control_complete() from any thread. */
+struct control_pending {
+	struct control_server *srv;
+	uint64_t client;	/* its client's serial */
+	struct json_object *id;
+};
+
+/* The request the control thread is running a verb for (control_defer() reads it). */
+static __thread struct control_server *cur_srv;
+static __thread struct client *cur_client;
+static __thread struct json_object *cur_id;
 
 /* ---- request parsing ---- */
 
@@ -345,6 +361,87 @@ static void client_reply(struct control_server *srv, struct client *c, struct js
 	json_object_put(r);
 }
 
+/* The reply to a verb that returned ret (0 or -errno) with result or err; takes result. */
+static struct json_object *verb_reply(struct json_object *id, int ret, struct json_object *result,
+				      const char *err)
+{
+	struct json_object *r;
+	char msg[ERRLEN];
+
+	if (ret) {
+		if (result)
+			json_object_put(result);
+		snprintf(msg, sizeof(msg), "%s", err && err[0] ? err :
+			 strerror(ret < 0 ? -ret : ret));
+		return error_reply(id, msg);
+	}
+	r = reply_new(id, true);
+	json_object_object_add(r, "result", result ? result : json_object_new_object());
+	return r;
+}
+
+/* ---- deferred replies ---- */
+
+static void wake(struct control_server *srv);
+
+int control_defer(struct control_pending **out)
+{
+	struct control_server *srv = cur_srv;
+	struct control_pending *p;
+
+	if (!srv)
+		return -ESRCH;
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	pthread_mutex_lock(&srv->lock);
+	if (srv->deferred >= CONTROL_MAX_DEFERRED) {
+		pthread_mutex_unlock(&srv->lock);
+		free(p);
+		return -EBUSY;
+	}
+	srv->deferred++;
+	pthread_mutex_unlock(&srv->lock);
+	p->srv = srv;
+	p->client = cur_client->serial;
+	p->id = cur_id ? json_object_get(cur_id) : NULL;
+	*out = p;
+	return 0;
+}
+
+void control_complete(struct control_pending *p, int ret, struct json_object *result,
+		      const char *err)
+{
+	struct control_server *srv = p->srv;
+	struct json_object *r = verb_reply(p->id, ret, result, err);
+	const char *s;
+	struct client *c;
+	size_t len;
+
+	s = to_line(r, &len);
+	if (len + 1 > CONTROL_MAX_OUTBUF) {
+		json_object_put(r);
+		r = error_reply(p->id, "reply too large");
+		s = to_line(r, &len);
+	}
+	pthread_mutex_lock(&srv->lock);
+	for (c = srv->clients; c; c = c->next)
+		if (c->serial == p->client)
+			break;
+	if (c && !c->dead && !c->closing) {	/* a client that left gets nothing */
+		client_queue(c, s, len);
+		srv->kick = true;
+	}
+	srv->deferred--;
+	pthread_cond_broadcast(&srv->deferred_done);
+	pthread_mutex_unlock(&srv->lock);
+	wake(srv);
+	json_object_put(r);
+	if (p->id)
+		json_object_put(p->id);
+	free(p);
+}
+
 /* ---- verbs ---- */
 
 static int verb_help(struct control_server *srv, struct json_object **result)
@@ -372,7 +469,7 @@ static void handle_line(struct control_server *srv, struct client *c, const char
 			size_t len)
 {
 	struct control_request req;
-	struct json_object *result = NULL, *r;
+	struct json_object *result = NULL;
 	char err[ERRLEN] = "";
 	bool subscribe = false;
 	size_t i;
@@ -406,20 +503,19 @@ static void handle_line(struct control_server *srv, struct client *c, const char
 			control_request_free(&req);
 			return;
 		}
+		cur_srv = srv;
+		cur_client = c;
+		cur_id = req.id;
 		ret = srv->verbs[i].fn(srv->opaque, req.args, &result, err, sizeof(err));
+		cur_srv = NULL;
+		cur_client = NULL;
+		cur_id = NULL;
 	}
-	if (ret) {
-		if (result)
-			json_object_put(result);
-		if (!err[0])
-			snprintf(err, sizeof(err), "%s", strerror(ret < 0 ? -ret : ret));
-		err[sizeof(err) - 1] = '\0';
-		r = error_reply(req.id, err);
-	} else {
-		r = reply_new(req.id, true);
-		json_object_object_add(r, "result", result ? result : json_object_new_object());
+	if (ret == CONTROL_DEFERRED) {	/* the verb took a control_defer() handle */
+		control_request_free(&req);
+		return;
 	}
-	client_reply(srv, c, r, subscribe);
+	client_reply(srv, c, verb_reply(req.id, ret, result, err), subscribe);
 	control_request_free(&req);
 }
 
@@ -525,6 +621,7 @@ static void accept_clients(struct control_server *srv)
 			continue;
 		}
 		pthread_mutex_lock(&srv->lock);
+		c->serial = ++srv->next_serial;
 		c->next = srv->clients;
 		srv->clients = c;
 		srv->nclients++;
@@ -677,6 +774,7 @@ int control_start(struct control_server **out, const char *path, const struct co
 	srv->nverbs = nverbs;
 	srv->opaque = opaque;
 	pthread_mutex_init(&srv->lock, NULL);
+	pthread_cond_init(&srv->deferred_done, NULL);
 	ret = listen_socket(path, &srv->lfd);
 	if (ret)
 		goto err_free;
@@ -719,6 +817,7 @@ err_listen:
 	close(srv->lfd);
 	unlink(srv->path);
 err_free:
+	pthread_cond_destroy(&srv->deferred_done);
 	pthread_mutex_destroy(&srv->lock);
 	free(srv);
 	return ret;
@@ -741,6 +840,11 @@ void control_stop(struct control_server *srv)
 	__atomic_store_n(&srv->stop, 1, __ATOMIC_RELEASE);
 	wake(srv);
 	pthread_join(srv->thread, NULL);
+	/* Owed replies are completed by their owners (stopped first: see control.h). */
+	pthread_mutex_lock(&srv->lock);
+	while (srv->deferred)
+		pthread_cond_wait(&srv->deferred_done, &srv->lock);
+	pthread_mutex_unlock(&srv->lock);
 	/* Last chance for replies (a "quit" reply) to go out; never blocks. */
 	while ((c = srv->clients)) {
 		srv->clients = c->next;
@@ -751,6 +855,7 @@ void control_stop(struct control_server *srv)
 	close(srv->epfd);
 	close(srv->lfd);
 	unlink(srv->path);
+	pthread_cond_destroy(&srv->deferred_done);
 	pthread_mutex_destroy(&srv->lock);
 	free(srv);
 }

@@ -15,6 +15,8 @@ struct control_server;
 #define CONTROL_MAX_LINE	(64 * 1024)	/* a longer request line drops the client */
 #define CONTROL_MAX_OUTBUF	(4 * 1024 * 1024) /* unread output beyond this drops the client */
 #define CONTROL_MAX_CLIENTS	64
+#define CONTROL_MAX_DEFERRED	64	/* replies owed at once (control_defer) */
+#define CONTROL_DEFERRED	1	/* a verb's return: its reply comes via control_complete */
 
 /*
  * A verb. fn runs on the control thread; args is always an object (empty when the request had
@@ -45,6 +47,22 @@ void control_stop(struct control_server *srv);
  * srv NULL is a no-op. Returns the number of clients it was queued for.
  */
 int control_emit_event(struct control_server *srv, const char *name, struct json_object *data);
+
+/*
+ * Deferred replies, for verbs that wait on something else (the guest agent): inside a verb,
+ * control_defer(&handle) takes a handle on the request being run and the verb returns
+ * CONTROL_DEFERRED; later, from any thread, control_complete(handle, ret, result, err) sends the
+ * reply (as the verb would have: ret 0 with result, or -errno with err) and frees the handle.
+ * The control thread goes on serving other requests and clients meanwhile, so replies on one
+ * connection may come out of request order (match them by id). A client gone by then gets
+ * nothing. control_defer() returns 0, -ESRCH when not called from a verb, -EBUSY when
+ * CONTROL_MAX_DEFERRED replies are owed already, or -ENOMEM. control_stop() waits for every
+ * owed reply: complete them (stop their owners) first.
+ */
+struct control_pending;
+int control_defer(struct control_pending **out) __attribute__((warn_unused_result));
+void control_complete(struct control_pending *p, int ret, struct json_object *result,
+		      const char *err);
 
 /* A parsed request. root owns everything; id may be NULL (absent); args is never NULL. */
 struct control_request {

@@ -297,8 +297,8 @@ static int cmd_relay(int argc, char **argv)
 	while (!got_signal)
 		sigsuspend(&old);
 	pr_info("signal %d: relay stopping", (int)got_signal);
+	agent_relay_stop(relay_of_cmd);	/* first: it completes the replies still owed */
 	control_stop(srv);
-	agent_relay_stop(relay_of_cmd);
 	return 0;
 }
 

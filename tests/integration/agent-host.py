@@ -80,6 +80,22 @@ def stats_period(c):
         "agent-stats-verb", str({k: r.get(k) for k in ("connected", "stats_received", "bad_lines")}))
 
 
+def not_blocked(c):
+    """A workload run with wait holds up nothing else on the control socket: agent-stats and
+    an agent ping sent after it are answered before it ends."""
+    rid = c.send("agent", {"verb": "run", "args": {"name": "cpuload", "wait": True,
+                                                   "argv": ["threads=1", "seconds=3", "kinds=int"]},
+                           "timeout_ms": 300000})
+    s = c.request("agent-stats")
+    p = c.agent("ping")
+    early = rid in c.replies
+    r = c.reply(rid, 310)
+    say(bool(s and s.get("ok") and p and p.get("pong") and not early and r and r.get("ok") and
+             r["result"].get("exit") == 0), "agent-run-holds-up-nothing",
+        f"agent-stats {bool(s and s.get('ok'))}, ping {bool(p)}, run answered first {early}, "
+        f"run reply {r.get('ok') if r else None}")
+
+
 def vcpu_busy(c, pid, tids, argv):
     """Host CPU seconds each vCPU thread used over PARK_S while cpuload runs in the guest."""
     r = c.agent("run", {"name": "cpuload", "argv": argv, "wait": False}, 120)
@@ -169,6 +185,7 @@ try:
         say(bool(r and r.get("pong")), "agent-ping-through-relay", str(c.last))
         stats_period(c)
         workloads(c)
+        not_blocked(c)
         ev = [e for e in c.events if e.get("event") == "agent-event"]
         say(any(e["data"].get("event") == "run-exit" for e in ev) and
             any(e["data"].get("event") == "run-progress" for e in ev), "agent-events-relayed",

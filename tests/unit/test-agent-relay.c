@@ -14,6 +14,7 @@
 
 #include "tests/harness.h"
 #include "vmm/agent-relay.h"
+#include "vmm/control.h"
 
 static pthread_mutex_t ev_lock = PTHREAD_MUTEX_INITIALIZER;
 static char last_event[64];
@@ -242,5 +243,185 @@ static void test_relay_parse_line(void)
 	json_object_put(l.obj);
 }
 
+/* ---- the agent verb on a control server: deferred replies ---- */
+
+static struct agent_relay *ctl_relay;
+
+static int ctl_agent(void *opaque, struct json_object *args, struct json_object **result,
+		     char *err, size_t errlen)
+{
+	return agent_relay_verb_agent(ctl_relay, args, result, err, errlen);
+}
+
+static int ctl_agent_stats(void *opaque, struct json_object *args, struct json_object **result,
+			   char *err, size_t errlen)
+{
+	return agent_relay_verb_stats(ctl_relay, args, result, err, errlen);
+}
+
+static void ctl_emit(void *opaque, const char *name, struct json_object *data)
+{
+	control_emit_event(opaque, name, data);
+}
+
+static int ctl_connect(const char *path)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+
+	snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0)
+		return -1;
+	return fd;
+}
+
+/* The next reply line on fd (events skipped), parsed; NULL when the connection ends. */
+static struct json_object *ctl_reply(int fd)
+{
+	for (;;) {
+		char line[8192];
+		size_t n = 0;
+		struct json_object *o;
+
+		while (n < sizeof(line) - 1 && read(fd, line + n, 1) == 1 && line[n] != '\n')
+			n++;
+		if (n == 0)
+			return NULL;
+		line[n] = 0;
+		o = json_tokener_parse(line);
+		if (o && !json_object_object_get_ex(o, "event", NULL))
+			return o;
+		json_object_put(o);
+	}
+}
+
+static long reply_id(struct json_object *o)
+{
+	struct json_object *v;
+
+	return o && json_object_object_get_ex(o, "id", &v) ? (long)json_object_get_int64(v) : -1;
+}
+
+static int reply_ok(struct json_object *o)
+{
+	struct json_object *v;
+
+	return o && json_object_object_get_ex(o, "ok", &v) && json_object_get_boolean(v);
+}
+
+/*
+ * An agent request whose answer is slow holds up nobody: while the stand-in port sits on it,
+ * the same client and another one are answered; the deferred reply then arrives with its id.
+ * A client that leaves before its reply costs nothing; stopping the relay with a request still
+ * owed answers it with an error and lets the control server stop.
+ */
+static void test_agent_verb_deferred(void)
+{
+	static const struct control_verb verbs[] = {
+		{ "agent", ctl_agent, "" }, { "agent-stats", ctl_agent_stats, "" },
+	};
+	struct control_server *srv = NULL;
+	char port[108], ctl[128], verb[64];
+	struct json_object *o, *v;
+	int lfd, pfd, a, b, c;
+	long id;
+
+	lfd = listen_at(port, sizeof(port));
+	CHECK(lfd >= 0);
+	snprintf(ctl, sizeof(ctl), "%s.ctl", port);
+	CHECK_EQ(control_start(&srv, ctl, verbs, 2, NULL), 0);
+	CHECK_EQ(agent_relay_start(&ctl_relay, port, ctl_emit, srv), 0);
+	pfd = accept(lfd, NULL, NULL);
+	CHECK(pfd >= 0);
+	a = ctl_connect(ctl);
+	b = ctl_connect(ctl);
+	CHECK(a >= 0 && b >= 0);
+
+	/* The relay must be connected before it takes requests (hang guard, not a timing check). */
+	for (int i = 0; i < 5000; i++) {
+		struct agent_relay_counters n;
+
+		agent_relay_counters(ctl_relay, &n);
+		if (n.connected)
+			break;
+		usleep(1000);
+	}
+	put(a, "{\"id\":1,\"verb\":\"agent\",\"args\":{\"verb\":\"slow\",\"timeout_ms\":60000}}\n");
+	id = read_request(pfd, verb, sizeof(verb));
+	CHECK(id > 0);
+	CHECK(!strcmp(verb, "slow"));
+	/* Owed a reply, the server still answers the same client and another one. */
+	put(a, "{\"id\":2,\"verb\":\"help\"}\n");
+	o = ctl_reply(a);
+	CHECK_EQ(reply_id(o), 2);
+	CHECK(reply_ok(o));
+	json_object_put(o);
+	put(b, "{\"id\":9,\"verb\":\"agent-stats\"}\n");
+	o = ctl_reply(b);
+	CHECK_EQ(reply_id(o), 9);
+	CHECK(reply_ok(o));
+	json_object_put(o);
+	/* The agent answers: the deferred reply goes to its client with its id and result. */
+	{
+		char line[128];
+
+		snprintf(line, sizeof(line), "{\"id\":%ld,\"ok\":true,\"result\":{\"done\":7}}\n",
+			 id);
+		put(pfd, line);
+	}
+	o = ctl_reply(a);
+	CHECK_EQ(reply_id(o), 1);
+	CHECK(reply_ok(o));
+	CHECK(json_object_object_get_ex(o, "result", &v) &&
+	      json_object_object_get_ex(v, "done", &v) && json_object_get_int(v) == 7);
+	json_object_put(o);
+
+	/* A client that leaves before its reply: the reply is dropped, the server carries on. */
+	c = ctl_connect(ctl);
+	CHECK(c >= 0);
+	put(c, "{\"id\":3,\"verb\":\"agent\",\"args\":{\"verb\":\"ping\"}}\n");
+	id = read_request(pfd, verb, sizeof(verb));
+	CHECK(id > 0);
+	close(c);
+	{
+		char line[128];
+
+		snprintf(line, sizeof(line), "{\"id\":%ld,\"ok\":true,\"result\":{}}\n", id);
+		put(pfd, line);
+	}
+	put(b, "{\"id\":10,\"verb\":\"agent\",\"args\":{\"verb\":\"nope\"}}\n");
+	id = read_request(pfd, verb, sizeof(verb));
+	CHECK(id > 0);
+	{
+		char line[128];
+
+		snprintf(line, sizeof(line), "{\"id\":%ld,\"ok\":false,\"error\":\"unknown\"}\n", id);
+		put(pfd, line);
+	}
+	o = ctl_reply(b);
+	CHECK_EQ(reply_id(o), 10);
+	CHECK(!reply_ok(o));
+	CHECK(json_object_object_get_ex(o, "error", &v) &&
+	      !strcmp(json_object_get_string(v), "agent: unknown"));
+	json_object_put(o);
+
+	/* Stop with a reply still owed: the relay answers it (an error), then the server stops. */
+	put(a, "{\"id\":4,\"verb\":\"agent\",\"args\":{\"verb\":\"never\"}}\n");
+	id = read_request(pfd, verb, sizeof(verb));
+	CHECK(id > 0);
+	agent_relay_stop(ctl_relay);
+	ctl_relay = NULL;
+	o = ctl_reply(a);
+	CHECK_EQ(reply_id(o), 4);
+	CHECK(!reply_ok(o));
+	json_object_put(o);
+	control_stop(srv);
+	close(a);
+	close(b);
+	close(pfd);
+	close(lfd);
+	unlink(port);
+}
+
 TEST_MAIN(TEST(test_relay_parse_line), TEST(test_relay_not_connected),
-	  TEST(test_relay_stand_in))
+	  TEST(test_relay_stand_in), TEST(test_agent_verb_deferred))
