@@ -122,7 +122,10 @@ static void handle_line(struct agent_relay *r, const char *line, size_t len)
 		r->stats = l.data ? json_object_get(l.data) : json_object_new_object();
 		clock_gettime(CLOCK_MONOTONIC, &r->stats_at);
 		r->n.stats++;
-		ev = json_object_get(r->stats);
+		/* Copies, never shared references: json-c's reference counts are not atomic. */
+		ev = NULL;
+		if (json_object_deep_copy(r->stats, &ev, NULL) < 0)
+			ev = NULL;
 		pthread_mutex_unlock(&r->lock);
 		r->emit(r->opaque, "agent-stats", ev);
 		break;
@@ -140,9 +143,11 @@ static void handle_line(struct agent_relay *r, const char *line, size_t len)
 		int found = 0;
 
 		pthread_mutex_lock(&r->lock);
-		for (int i = 0; i < RELAY_MAX_PENDING; i++)
+		for (int i = 0; i < RELAY_MAX_PENDING && !found; i++)
 			if (r->pending[i].id == l.id && !r->pending[i].reply && !r->pending[i].error) {
-				r->pending[i].reply = json_object_get(l.obj);
+				/* Handed over whole: json-c's reference counts are not atomic. */
+				r->pending[i].reply = l.obj;
+				l.obj = NULL;
 				found = 1;
 			}
 		if (found) {
@@ -399,9 +404,9 @@ int agent_relay_stats(struct agent_relay *r, struct json_object **data, double *
 {
 	int ret = -ENODATA;
 
+	*data = NULL;
 	pthread_mutex_lock(&r->lock);
-	if (r->stats) {
-		*data = json_object_get(r->stats);
+	if (r->stats && json_object_deep_copy(r->stats, data, NULL) == 0) {
 		*age_s = since(&r->stats_at);
 		ret = 0;
 	}

@@ -37,7 +37,7 @@ void agent_relay_stop(struct agent_relay *r);
 int agent_relay_request(struct agent_relay *r, const char *verb, struct json_object *args,
 			int timeout_ms, struct json_object **reply);
 
-/* The latest stats data (a new reference) and its age; -ENODATA before the first. */
+/* A copy of the latest stats data (the caller's own) and its age; -ENODATA before the first. */
 int agent_relay_stats(struct agent_relay *r, struct json_object **data, double *age_s);
 
 struct agent_relay_counters {
