@@ -520,7 +520,11 @@ int agent_relay_verb_agent(struct agent_relay *r, struct json_object *args,
 		return -ENOMEM;
 	}
 	call->r = r;
-	call->args = a ? json_object_get(a) : NULL;
+	/* A copy for the other thread (json-c's reference counts are not atomic). */
+	if (a && json_object_deep_copy(a, &call->args, NULL) < 0) {
+		agent_call_free(call);
+		return -ENOMEM;
+	}
 	call->timeout_ms = (int)timeout;
 	ret = control_defer(&call->reply);
 	if (ret < 0) {

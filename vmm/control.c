@@ -335,27 +335,33 @@ static struct json_object *error_reply(struct json_object *id, const char *msg)
 	return r;
 }
 
-/* Sends a reply (and frees it). A reply too big for the output bound becomes an error. */
-static void client_reply(struct control_server *srv, struct client *c, struct json_object *r,
-			 bool subscribe)
+/* Queues a reply line (a reply too big for the output bound becomes an error); false if it
+ * was replaced. Called with srv->lock held. */
+static bool queue_reply(struct client *c, struct json_object *r)
 {
 	size_t len;
 	const char *s = to_line(r, &len);
+	struct json_object *id = NULL, *e;
 
-	pthread_mutex_lock(&srv->lock);
-	if (len + 1 > CONTROL_MAX_OUTBUF) {
-		struct json_object *id = NULL, *e;
-
-		json_object_object_get_ex(r, "id", &id);
-		e = error_reply(id, "reply too large");
-		s = to_line(e, &len);
+	if (len + 1 <= CONTROL_MAX_OUTBUF) {
 		client_queue(c, s, len);
-		json_object_put(e);
-	} else {
-		client_queue(c, s, len);
-		if (subscribe)
-			c->subscribed = true;	/* after the reply, so it precedes any event */
+		return true;
 	}
+	json_object_object_get_ex(r, "id", &id);
+	e = error_reply(id, "reply too large");
+	s = to_line(e, &len);
+	client_queue(c, s, len);
+	json_object_put(e);
+	return false;
+}
+
+/* Sends a reply (and frees it). */
+static void client_reply(struct control_server *srv, struct client *c, struct json_object *r,
+			 bool subscribe)
+{
+	pthread_mutex_lock(&srv->lock);
+	if (queue_reply(c, r) && subscribe)
+		c->subscribed = true;	/* after the reply, so it precedes any event */
 	client_flush(srv, c);
 	pthread_mutex_unlock(&srv->lock);
 	json_object_put(r);
@@ -404,7 +410,15 @@ int control_defer(struct control_pending **out)
 	pthread_mutex_unlock(&srv->lock);
 	p->srv = srv;
 	p->client = cur_client->serial;
-	p->id = cur_id ? json_object_get(cur_id) : NULL;
+	/* A copy: the request is freed on this thread while the handle lives on another, and
+	 * json-c's reference counts are not atomic. */
+	if (cur_id && json_object_deep_copy(cur_id, &p->id, NULL) < 0) {
+		pthread_mutex_lock(&srv->lock);
+		srv->deferred--;
+		pthread_mutex_unlock(&srv->lock);
+		free(p);
+		return -ENOMEM;
+	}
 	*out = p;
 	return 0;
 }
@@ -414,22 +428,14 @@ void control_complete(struct control_pending *p, int ret, struct json_object *re
 {
 	struct control_server *srv = p->srv;
 	struct json_object *r = verb_reply(p->id, ret, result, err);
-	const char *s;
 	struct client *c;
-	size_t len;
 
-	s = to_line(r, &len);
-	if (len + 1 > CONTROL_MAX_OUTBUF) {
-		json_object_put(r);
-		r = error_reply(p->id, "reply too large");
-		s = to_line(r, &len);
-	}
 	pthread_mutex_lock(&srv->lock);
 	for (c = srv->clients; c; c = c->next)
 		if (c->serial == p->client)
 			break;
 	if (c && !c->dead && !c->closing) {	/* a client that left gets nothing */
-		client_queue(c, s, len);
+		queue_reply(c, r);
 		srv->kick = true;
 	}
 	srv->deferred--;
