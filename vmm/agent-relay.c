@@ -39,6 +39,7 @@ struct agent_relay {
 	struct pending pending[RELAY_MAX_PENDING];
 	uint64_t next_id;
 	struct json_object *stats;	/* latest stats data */
+	struct json_object *hello;	/* the agent's hello on this connection (its data) */
 	struct timespec stats_at;
 	struct agent_relay_counters n;
 
@@ -130,6 +131,15 @@ static void handle_line(struct agent_relay *r, const char *line, size_t len)
 		r->emit(r->opaque, "agent-stats", ev);
 		break;
 	case AGENT_LINE_EVENT:
+		if (!strcmp(l.event, "hello")) {	/* kept: a late client can still see it */
+			pthread_mutex_lock(&r->lock);
+			if (r->hello)
+				json_object_put(r->hello);
+			r->hello = NULL;
+			if (!l.data || json_object_deep_copy(l.data, &r->hello, NULL) < 0)
+				r->hello = json_object_new_object();
+			pthread_mutex_unlock(&r->lock);
+		}
 		ev = json_object_new_object();
 		json_object_object_add(ev, "event", json_object_new_string(l.event));
 		if (l.data)
@@ -218,6 +228,9 @@ static void set_connection(struct agent_relay *r, int fd)
 	if (r->fd >= 0 && fd < 0) {
 		close(r->fd);
 		fail_pending(r, -ECONNRESET);
+		if (r->hello)
+			json_object_put(r->hello);
+		r->hello = NULL;
 	}
 	r->fd = fd;
 	r->n.connected = fd >= 0;
@@ -275,6 +288,8 @@ static void relay_free(struct agent_relay *r)
 		close(r->fd);
 	if (r->stats)
 		json_object_put(r->stats);
+	if (r->hello)
+		json_object_put(r->hello);
 	for (int i = 0; i < RELAY_MAX_PENDING; i++)
 		if (r->pending[i].reply)
 			json_object_put(r->pending[i].reply);
@@ -410,6 +425,18 @@ int agent_relay_stats(struct agent_relay *r, struct json_object **data, double *
 		*age_s = since(&r->stats_at);
 		ret = 0;
 	}
+	pthread_mutex_unlock(&r->lock);
+	return ret;
+}
+
+int agent_relay_hello(struct agent_relay *r, struct json_object **data)
+{
+	int ret = -ENODATA;
+
+	*data = NULL;
+	pthread_mutex_lock(&r->lock);
+	if (r->hello && json_object_deep_copy(r->hello, data, NULL) == 0)
+		ret = 0;
 	pthread_mutex_unlock(&r->lock);
 	return ret;
 }
@@ -563,6 +590,9 @@ int agent_relay_verb_stats(struct agent_relay *r, struct json_object *args,
 	json_object_object_add(o, "connected", json_object_new_boolean(c.connected));
 	json_object_object_add(o, "stats_received", json_object_new_int64((int64_t)c.stats));
 	json_object_object_add(o, "bad_lines", json_object_new_int64((int64_t)c.bad_lines));
+	json_object_object_add(o, "connects", json_object_new_int64((int64_t)c.connects));
+	if (agent_relay_hello(r, &data) == 0)
+		json_object_object_add(o, "hello", data);
 	if (agent_relay_stats(r, &data, &age) == 0) {
 		json_object_object_add(o, "age_s", json_object_new_double(age));
 		json_object_object_add(o, "data", data);

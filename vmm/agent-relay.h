@@ -40,6 +40,9 @@ int agent_relay_request(struct agent_relay *r, const char *verb, struct json_obj
 /* A copy of the latest stats data (the caller's own) and its age; -ENODATA before the first. */
 int agent_relay_stats(struct agent_relay *r, struct json_object **data, double *age_s);
 
+/* A copy of the agent's hello data on the current connection; -ENODATA before it. */
+int agent_relay_hello(struct agent_relay *r, struct json_object **data);
+
 struct agent_relay_counters {
 	uint64_t lines, stats, events, replies, bad_lines, orphan_replies, connects;
 	int connected;

@@ -76,8 +76,10 @@ def stats_period(c):
     s = c.request("agent-stats")
     r = s.get("result", {}) if s else {}
     say(r.get("connected") is True and r.get("stats_received", 0) >= 6 and
-        r.get("bad_lines") == 0 and r.get("data", {}).get("seq") is not None,
-        "agent-stats-verb", str({k: r.get(k) for k in ("connected", "stats_received", "bad_lines")}))
+        r.get("bad_lines") == 0 and r.get("data", {}).get("seq") is not None and
+        r.get("connects", 0) >= 1 and str(r.get("hello", {}).get("port", "")).startswith("/dev/vport"),
+        "agent-stats-verb", str({k: r.get(k) for k in ("connected", "connects", "stats_received",
+                                                       "bad_lines", "hello")}))
 
 
 def not_blocked(c):

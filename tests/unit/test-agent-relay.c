@@ -140,6 +140,10 @@ static void test_relay_stand_in(void)
 	CHECK_EQ(wait_events(2), 2);
 	CHECK(!strcmp(last_event, "agent-event"));
 	CHECK(strstr(last_data, "\"event\":\"hello\"") && strstr(last_data, "\"version\":1"));
+	/* The hello is kept for clients that come later. */
+	CHECK_EQ(agent_relay_hello(r, &data), 0);
+	CHECK(json_object_object_get_ex(data, "version", &v) && json_object_get_int(v) == 1);
+	json_object_put(data);
 
 	/* Hostile lines are dropped and counted; what follows them still gets through. */
 	put(cfd, "not json\n[1,2]\n{\"event\":7}\n{\"id\":-1,\"ok\":true}\n{\"id\":3}\n\n");
@@ -197,8 +201,12 @@ static void test_relay_stand_in(void)
 		usleep(1000);
 	}
 	CHECK_EQ(cnt.connects, 2);
+	CHECK_EQ(agent_relay_hello(r, &data), -ENODATA);	/* the old connection's is gone */
 	put(cfd, "{\"event\":\"hello\"}\n");
 	CHECK_EQ(wait_events(4), 4);
+	CHECK_EQ(agent_relay_hello(r, &data), 0);
+	CHECK(json_object_is_type(data, json_type_object));
+	json_object_put(data);
 	agent_relay_stop(r);
 	close(cfd);
 	close(lfd);
