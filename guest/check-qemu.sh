@@ -58,8 +58,14 @@ check() {
 boot test-kernel "$OUT/test-bzImage" "$OUT/initramfs.cpio"
 check guest-qemu-test-kernel
 
-boot stock-kernel "$OUT/stock-vmlinuz" "$OUT/initramfs-stock.cpio"
-check guest-qemu-stock-kernel
+# The stock kernel under TCG (2 vCPUs) has once stalled for good here (RCU stall: a vCPU's
+# timer never fired; 1 run in 7 in one session), so make check (tests/integration/test-guest-qemu.sh)
+# sets KUMO_QEMU_STOCK=0 and leaves it to make guest-check.
+STOCK=${KUMO_QEMU_STOCK:-1}
+if [ "$STOCK" = 1 ]; then
+	boot stock-kernel "$OUT/stock-vmlinuz" "$OUT/initramfs-stock.cpio"
+	check guest-qemu-stock-kernel
+fi
 
 VIRTIO_DEVS="-drive file=$disk,format=raw,if=none,id=d0 -device virtio-blk-pci,drive=d0,disable-legacy=on
 	-device virtio-balloon-pci,disable-legacy=on -device virtio-serial-pci,disable-legacy=on
@@ -72,11 +78,13 @@ check guest-qemu-test-kernel-virtio 'virtio_blk virtio[0-9]+: .*\[vda\]' \
 	'KUMO-CHECK virtio=virtio[0-9]+ device_id=0x0001 driver=virtio_net' \
 	'KUMO-CHECK block=vda sectors=32768'
 
-# shellcheck disable=SC2086
-boot stock-kernel-virtio "$OUT/stock-vmlinuz" "$OUT/initramfs-stock.cpio" $VIRTIO_DEVS
-check guest-qemu-stock-kernel-virtio 'virtio_blk virtio[0-9]+: .*\[vda\]' \
-	'KUMO-CHECK virtio=virtio[0-9]+ device_id=0x0005 driver=virtio_balloon' \
-	'KUMO-CHECK block=vda sectors=32768'
+if [ "$STOCK" = 1 ]; then
+	# shellcheck disable=SC2086
+	boot stock-kernel-virtio "$OUT/stock-vmlinuz" "$OUT/initramfs-stock.cpio" $VIRTIO_DEVS
+	check guest-qemu-stock-kernel-virtio 'virtio_blk virtio[0-9]+: .*\[vda\]' \
+		'KUMO-CHECK virtio=virtio[0-9]+ device_id=0x0005 driver=virtio_balloon' \
+		'KUMO-CHECK block=vda sectors=32768'
+fi
 
 rm -f "$disk"
 
