@@ -59,7 +59,7 @@ boot test-kernel "$OUT/test-bzImage" "$OUT/initramfs.cpio"
 check guest-qemu-test-kernel
 
 # The stock kernel under TCG (2 vCPUs) has once stalled for good here (RCU stall: a vCPU's
-# timer never fired; 1 run in 7 in one session), so make check (tests/integration/test-guest-qemu.sh)
+# timer never fired; 1 run in 11 in one session), so make check (tests/integration/test-guest-qemu.sh)
 # sets KUMO_QEMU_STOCK=0 and leaves it to make guest-check.
 STOCK=${KUMO_QEMU_STOCK:-1}
 if [ "$STOCK" = 1 ]; then
