@@ -44,7 +44,7 @@ struct agent_relay {
 	struct agent_relay_counters n;
 
 	int waiters;			/* callers inside agent_relay_request() */
-	int stopping;			/* agent_relay_stop() began: no new requests */
+	int stopping;			/* agent_relay_shutdown() ran: no new requests */
 
 	char *buf;			/* partial line from the agent */
 	size_t len;
@@ -337,11 +337,11 @@ int agent_relay_start(struct agent_relay **out, const char *sock_path, agent_rel
 	return 0;
 }
 
-void agent_relay_stop(struct agent_relay *r)
+void agent_relay_shutdown(struct agent_relay *r)
 {
 	uint64_t one = 1;
 
-	if (!r)
+	if (!r || r->stopping)	/* stopping: written by this (the owner's) thread only */
 		return;
 	if (write(r->stop_fd, &one, sizeof(one)) != sizeof(one))
 		pr_warn("agent relay: cannot signal its thread");
@@ -349,9 +349,16 @@ void agent_relay_stop(struct agent_relay *r)
 	pthread_mutex_lock(&r->lock);
 	r->stopping = 1;
 	fail_pending(r, -ECONNRESET);
-	while (r->waiters)	/* they still hold r: let them leave before it goes */
+	while (r->waiters)	/* they still hold r: let them leave before it can go */
 		pthread_cond_wait(&r->cond, &r->lock);
 	pthread_mutex_unlock(&r->lock);
+}
+
+void agent_relay_stop(struct agent_relay *r)
+{
+	if (!r)
+		return;
+	agent_relay_shutdown(r);
 	relay_free(r);
 }
 

@@ -25,7 +25,14 @@ typedef void (*agent_relay_emit_fn)(void *opaque, const char *name, struct json_
 /* Start relaying the agent port served at sock_path. 0 or -errno. */
 int agent_relay_start(struct agent_relay **out, const char *sock_path, agent_relay_emit_fn emit,
 		      void *opaque) __attribute__((warn_unused_result));
-/* Stop the thread, fail waiting requests, free everything. NULL is a no-op. */
+/*
+ * Stop the thread, fail waiting requests (-ECONNRESET) and refuse new ones (-ESHUTDOWN); returns
+ * once no caller is inside agent_relay_request(). The relay stays readable (counters, stats,
+ * the verbs answer). With a control server serving the verbs: agent_relay_shutdown(), then
+ * control_stop() (its owed agent replies are answered by then), then agent_relay_stop().
+ */
+void agent_relay_shutdown(struct agent_relay *r);
+/* Shut down (if not yet) and free everything. NULL is a no-op. */
 void agent_relay_stop(struct agent_relay *r);
 
 /*

@@ -219,25 +219,24 @@ static const char relay_usage[] =
 	"  through a control socket with the verbs agent and agent-stats, as kumo run --agent\n"
 	"  does for its own VMs. Runs until SIGINT/SIGTERM.\n";
 
-static struct agent_relay *relay_of_cmd;
-
 static void relay_emit(void *opaque, const char *name, struct json_object *data)
 {
 	control_emit_event(opaque, name, data);
 }
 
+/* opaque: where cmd_relay publishes its relay once started. */
 static int relay_verb_agent(void *opaque, struct json_object *args, struct json_object **result,
 			    char *err, size_t errlen)
 {
-	(void)opaque;
-	return agent_relay_verb_agent(relay_of_cmd, args, result, err, errlen);
+	return agent_relay_verb_agent(__atomic_load_n((struct agent_relay **)opaque,
+						      __ATOMIC_ACQUIRE), args, result, err, errlen);
 }
 
 static int relay_verb_stats(void *opaque, struct json_object *args, struct json_object **result,
 			    char *err, size_t errlen)
 {
-	(void)opaque;
-	return agent_relay_verb_stats(relay_of_cmd, args, result, err, errlen);
+	return agent_relay_verb_stats(__atomic_load_n((struct agent_relay **)opaque,
+						      __ATOMIC_ACQUIRE), args, result, err, errlen);
 }
 
 static const struct control_verb relay_verbs[] = {
@@ -255,6 +254,7 @@ static int cmd_relay(int argc, char **argv)
 	};
 	struct sigaction sa = { .sa_handler = on_signal };
 	const char *agent = NULL, *ctl = NULL;
+	struct agent_relay *relay = NULL, *r;
 	struct control_server *srv = NULL;
 	sigset_t mask, old;
 	int c, ret;
@@ -283,22 +283,24 @@ static int cmd_relay(int argc, char **argv)
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGHUP, &sa, NULL);
 	ret = control_start(&srv, ctl, relay_verbs, sizeof(relay_verbs) / sizeof(relay_verbs[0]),
-			    NULL);
+			    &relay);
 	if (ret < 0) {
 		pr_err("control socket %s: %s", ctl, strerror(-ret));
 		return KUMO_EXIT_ERROR;
 	}
-	ret = agent_relay_start(&relay_of_cmd, agent, relay_emit, srv);
+	ret = agent_relay_start(&r, agent, relay_emit, srv);
 	if (ret < 0) {
 		pr_err("agent relay on %s: %s", agent, strerror(-ret));
 		control_stop(srv);
 		return KUMO_EXIT_ERROR;
 	}
+	__atomic_store_n(&relay, r, __ATOMIC_RELEASE);
 	while (!got_signal)
 		sigsuspend(&old);
 	pr_info("signal %d: relay stopping", (int)got_signal);
-	agent_relay_stop(relay_of_cmd);	/* first: it completes the replies still owed */
+	agent_relay_shutdown(r);	/* answers the agent replies still owed */
 	control_stop(srv);
+	agent_relay_stop(r);
 	return 0;
 }
 

@@ -395,13 +395,15 @@ static int verb_topology(void *opaque, struct json_object *args, struct json_obj
 static int verb_agent(void *opaque, struct json_object *args, struct json_object **result,
 		      char *err, size_t errlen)
 {
-	return agent_relay_verb_agent(((struct vm *)opaque)->relay, args, result, err, errlen);
+	return agent_relay_verb_agent(__atomic_load_n(&((struct vm *)opaque)->relay,
+						      __ATOMIC_ACQUIRE), args, result, err, errlen);
 }
 
 static int verb_agent_stats(void *opaque, struct json_object *args,
 			    struct json_object **result, char *err, size_t errlen)
 {
-	return agent_relay_verb_stats(((struct vm *)opaque)->relay, args, result, err, errlen);
+	return agent_relay_verb_stats(__atomic_load_n(&((struct vm *)opaque)->relay,
+						      __ATOMIC_ACQUIRE), args, result, err, errlen);
 }
 
 static const struct control_verb vm_verbs[] = {
@@ -433,7 +435,11 @@ int vm_control_start(struct vm *vm, const char *path)
 		return ret;
 	}
 	if (vm->cfg.agent_relay) {
-		ret = agent_relay_start(&vm->relay, vm->cfg.agent_socket, relay_emit, vm);
+		struct agent_relay *r;
+
+		ret = agent_relay_start(&r, vm->cfg.agent_socket, relay_emit, vm);
+		if (ret == 0)	/* the control thread may be reading it already */
+			__atomic_store_n(&vm->relay, r, __ATOMIC_RELEASE);
 		if (ret < 0) {
 			pr_err("agent relay on %s: %s", vm->cfg.agent_socket, strerror(-ret));
 			vm_control_stop(vm);
@@ -444,11 +450,14 @@ int vm_control_start(struct vm *vm, const char *path)
 
 void vm_control_stop(struct vm *vm)
 {
-	agent_relay_stop(vm->relay);
-	vm->relay = NULL;
+	/* Relay first (it answers the agent replies still owed), control next, then free the
+	 * relay, which the control thread could use until it stopped. */
+	agent_relay_shutdown(vm->relay);
 	if (vm->ctl)
 		control_stop(vm->ctl);
 	vm->ctl = NULL;
+	agent_relay_stop(vm->relay);
+	vm->relay = NULL;
 }
 
 void vm_control_event(struct vm *vm, const char *name, struct json_object *data)

@@ -417,13 +417,20 @@ static void test_agent_verb_deferred(void)
 	put(a, "{\"id\":4,\"verb\":\"agent\",\"args\":{\"verb\":\"never\"}}\n");
 	id = read_request(pfd, verb, sizeof(verb));
 	CHECK(id > 0);
-	agent_relay_stop(ctl_relay);
-	ctl_relay = NULL;
+	agent_relay_shutdown(ctl_relay);
 	o = ctl_reply(a);
 	CHECK_EQ(reply_id(o), 4);
 	CHECK(!reply_ok(o));
 	json_object_put(o);
+	/* Shut down, the relay still answers its verbs: a new request is refused at once. */
+	put(b, "{\"id\":11,\"verb\":\"agent\",\"args\":{\"verb\":\"ping\"}}\n");
+	o = ctl_reply(b);
+	CHECK_EQ(reply_id(o), 11);
+	CHECK(!reply_ok(o));
+	json_object_put(o);
 	control_stop(srv);
+	agent_relay_stop(ctl_relay);
+	ctl_relay = NULL;
 	close(a);
 	close(b);
 	close(pfd);
