@@ -81,8 +81,11 @@ deps:
 guest: deps
 	@sh guest/build.sh
 
-guest-check: guest
-	@sh guest/check-qemu.sh
+# The guest image under QEMU TCG, then its agent and workloads through `kumo relay`.
+guest-check: guest kumo
+	@st=0; sh guest/check-qemu.sh || st=1; \
+	sh tests/integration/test-agent-qemu.sh | tee guest/out/qemu-relay-check.log; \
+	if grep -q '^FAIL' guest/out/qemu-relay-check.log; then st=1; fi; exit $$st
 
 check: deps
 	$(MAKE) tests

@@ -70,22 +70,27 @@ class Agent:
         self.send_raw((json.dumps(msg) + "\n").encode())
         return rid
 
-    def reply(self, rid, timeout=60):
-        """The reply to request rid, or None; other replies are kept in self.replies."""
-        if rid in self.replies:
-            return self.replies.pop(rid)
+    def _wait(self, want, timeout):
+        """The first new line for which want(line) holds, or None; the others are kept:
+        events in self.events, replies in self.replies."""
         end = time.time() + timeout
         while time.time() < end:
             m = self.line(end - time.time())
             if m is None:
                 break
+            if want(m):
+                return m
             if "event" in m:
                 self.events.append(m)
-            elif m.get("id") == rid:
-                return m
             elif "id" in m:
                 self.replies[m["id"]] = m
         return None
+
+    def reply(self, rid, timeout=60):
+        """The reply to request rid, or None."""
+        if rid in self.replies:
+            return self.replies.pop(rid)
+        return self._wait(lambda m: "event" not in m and m.get("id") == rid, timeout)
 
     def request(self, verb, args=None, timeout=60):
         return self.reply(self.send(verb, args), timeout)
@@ -96,31 +101,18 @@ class Agent:
         for i, e in enumerate(self.events):
             if match(e):
                 return self.events.pop(i)
-        end = time.time() + timeout
-        while time.time() < end:
-            m = self.line(end - time.time())
-            if m is None:
-                break
-            if "event" in m and match(m):
-                return m
-            if "event" in m:
-                self.events.append(m)
-        return None
+        return self._wait(lambda m: "event" in m and match(m), timeout)
 
     def stats_for(self, seconds):
         """Every stats event that arrives within seconds (plus those already queued)."""
         out = [e for e in self.events if e.get("event") == "stats"]
         self.events = [e for e in self.events if e.get("event") != "stats"]
         end = time.time() + seconds
-        while time.time() < end:
-            m = self.line(end - time.time())
+        while True:
+            m = self._wait(lambda m: m.get("event") == "stats", end - time.time())
             if m is None:
-                break
-            if m.get("event") == "stats":
-                out.append(m)
-            elif "event" in m:
-                self.events.append(m)
-        return out
+                return out
+            out.append(m)
 
     def run(self, name, argv, timeout=120):
         r = self.request("run", {"name": name, "argv": argv, "wait": True}, timeout)

@@ -1,7 +1,7 @@
 #!/bin/sh
 # `make guest-check`: boots the guest images under QEMU TCG (no KVM needed) and checks that
 # /init runs, the boot-check script completes, virtio devices probe, and the guest powers off;
-# then kumo-agent and every workload (guest/agent-check.py, log guest/out/qemu-agent.log).
+# then kumo-agent on its port (guest/agent-check.py, log guest/out/qemu-agent.log).
 # Prints PASS:/FAIL: lines; exits 1 on any failure. Console logs: guest/out/qemu-*.log.
 set -u
 
@@ -88,8 +88,9 @@ fi
 
 rm -f "$disk"
 
-# kumo-agent and the workloads: kumo-probe (info,data,agentd) as init, the agent's port on a
-# Unix socket, the data disk read through snapshot=on; guest/agent-check.py drives the agent.
+# kumo-agent on its port: kumo-probe (info,data,agentd) as init, the agent's port on a Unix
+# socket, the data disk read through snapshot=on; guest/agent-check.py talks to the agent.
+# (Its stats, workloads and park-cpus: tests/integration/test-agent-qemu.sh, via kumo relay.)
 if [ -s "$OUT/data.ext4" ]; then
 	python3 "$GUEST_DIR/agent-check.py" "$OUT/test-bzImage" "$OUT/initramfs.cpio" \
 		"$OUT/data.ext4" "$OUT/qemu-agent.log" "$((TIMEOUT * 3))" || fail=1

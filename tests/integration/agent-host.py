@@ -161,8 +161,13 @@ def workloads(c):
     res = run(c, "membench", ["mb=4,2", "hold_ms=100"])
     say(bool(res and res.get("mismatches") == 0 and res.get("verified_mb") == 6),
         "agent-membench-pattern", str(res))
-    res = run(c, "ompbench", ["threads=2", "kb=16", "iters=2", "barriers=20", "spin=0"])
-    say(bool(res and res.get("triad", {}).get("bad") == 0), "agent-ompbench", str(res))
+    # The paper's GOMP_SPINCOUNT values: a barrier that sleeps at once, after 300k spins, never.
+    for spin in ("0", "300000", "30000000000"):
+        res = run(c, "ompbench", ["threads=2", "kb=16", "iters=2", "barriers=20", "spin=" + spin])
+        say(bool(res and res.get("triad", {}).get("bad") == 0 and res.get("spin") == int(spin) and
+                 (spin != "30000000000" or res.get("futex_waits") == 0) and
+                 res.get("barrier", {}).get("ns_per_iter", 0) > 0), f"agent-ompbench-spin-{spin}",
+            str(res))
 
 
 if not console.wait_line("KUMO-CHECK agentd=exec"):

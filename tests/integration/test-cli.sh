@@ -5,11 +5,14 @@ cd "$(dirname "$0")/../.." || exit 2
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 
-bad() { # name, expected-message-regex, kumo args...
-	name=$1; re=$2; shift 2
-	$KUMO run "$@" > "$T/out" 2> "$T/err" < /dev/null
+# refused NAME STATUS REGEX LINES COMMAND...: COMMAND exits STATUS with stderr matching REGEX,
+# in exactly LINES lines ("any": the usage text may follow).
+refused() {
+	name=$1; want=$2; re=$3; lines=$4; shift 4
+	"$@" > "$T/out" 2> "$T/err" < /dev/null
 	rc=$?
-	if [ $rc -eq 2 ] && grep -Eq -- "$re" "$T/err"; then
+	if [ $rc -eq "$want" ] && grep -Eq -- "$re" "$T/err" &&
+	   { [ "$lines" = any ] || [ "$(wc -l < "$T/err")" -eq "$lines" ]; }; then
 		pass "$name"
 	elif ! have_kvm && grep -q 'cannot open /dev/kvm' "$T/err"; then
 		# kumo reads the kernel into guest memory, which it creates after the VM.
@@ -17,6 +20,10 @@ bad() { # name, expected-message-regex, kumo args...
 	else
 		fail "$name" "exit $rc, stderr: $(head -c 300 "$T/err")"
 	fi
+}
+bad() { # name, expected-message-regex, kumo run args...: bad input, exit 2
+	name=$1; re=$2; shift 2
+	refused "$name" 2 "$re" any $KUMO run "$@"
 }
 
 head -c 100 /dev/urandom > "$T/random"
@@ -59,42 +66,18 @@ bad cli-numa-distance 'must be 11 to 254' --kernel "$KERNEL" --cpus 2 \
 	--numa node=0,cpus=0 --numa node=1,cpus=1 --numa-distance 0:1=10
 bad cli-cpu-pin-no-cpu 'host CPU 4095 does not exist' --kernel "$KERNEL" --cpu-pin 0=4095
 # --hugepages with none reserved: one line that says what to reserve (exit 1: a host state).
-if [ "$(cat /proc/sys/vm/nr_hugepages)" = 0 ] && ! have_kvm; then
-	echo "SKIP: cli-hugepages-none-reserved ($(no_kvm_reason))"
-elif [ "$(cat /proc/sys/vm/nr_hugepages)" = 0 ]; then
-	$KUMO run --kernel "$KERNEL" --mem 64M --hugepages > "$T/out" 2> "$T/err" < /dev/null
-	rc=$?
-	if [ $rc -eq 1 ] && grep -q 'fewer than 32 free 2 MiB huge pages' "$T/err" &&
-	   [ "$(wc -l < "$T/err")" -eq 1 ]; then
-		pass cli-hugepages-none-reserved
-	else
-		fail cli-hugepages-none-reserved "exit $rc, stderr: $(head -c 300 "$T/err")"
-	fi
+if [ "$(cat /proc/sys/vm/nr_hugepages)" = 0 ]; then
+	refused cli-hugepages-none-reserved 1 'fewer than 32 free 2 MiB huge pages' 1 \
+		$KUMO run --kernel "$KERNEL" --mem 64M --hugepages
 fi
 # Without /dev/kvm: one line that names it, exit 1 (a host state, not bad input).
 if ! [ -e /dev/kvm ]; then
-	$KUMO run --kernel "$KERNEL" > "$T/out" 2> "$T/err" < /dev/null
-	rc=$?
-	if [ $rc -eq 1 ] && grep -q 'cannot open /dev/kvm' "$T/err" && [ "$(wc -l < "$T/err")" -eq 1 ]; then
-		pass cli-no-kvm
-	else
-		fail cli-no-kvm "exit $rc, stderr: $(head -c 300 "$T/err")"
-	fi
+	refused cli-no-kvm 1 'cannot open /dev/kvm' 1 $KUMO run --kernel "$KERNEL"
 fi
 # kumo relay: both sockets are required; a control socket it cannot create is one line, exit 1.
-$KUMO relay --agent-socket "$T/a.sock" > "$T/out" 2> "$T/err" < /dev/null
-rc=$?
-if [ $rc -eq 2 ] && grep -q 'needs --agent-socket and --control' "$T/err"; then
-	pass cli-relay-needs-both
-else
-	fail cli-relay-needs-both "exit $rc, stderr: $(head -c 300 "$T/err")"
-fi
-$KUMO relay --agent-socket "$T/a.sock" --control "$T/no/such/dir/ctl" > "$T/out" 2> "$T/err" < /dev/null
-rc=$?
-if [ $rc -eq 1 ] && grep -q "control socket $T/no/such/dir/ctl" "$T/err" && [ "$(wc -l < "$T/err")" -eq 1 ]; then
-	pass cli-relay-bad-control-path
-else
-	fail cli-relay-bad-control-path "exit $rc, stderr: $(head -c 300 "$T/err")"
-fi
+refused cli-relay-needs-both 2 'needs --agent-socket and --control' any \
+	$KUMO relay --agent-socket "$T/a.sock"
+refused cli-relay-bad-control-path 1 "control socket $T/no/such/dir/ctl" 1 \
+	$KUMO relay --agent-socket "$T/a.sock" --control "$T/no/such/dir/ctl"
 # The usage text is there for a person who asks.
 if $KUMO run --help | grep -q -- '--kernel FILE'; then pass cli-help; else fail cli-help; fi
