@@ -9,7 +9,6 @@ GUEST_DIR=$(cd "$(dirname "$0")" && pwd)
 OUT="$GUEST_DIR/out"
 KUMO_CACHE=${KUMO_CACHE:-/var/cache/kumo}
 JOBS=${JOBS:-$(nproc)}
-FRAGMENT="$GUEST_DIR/test-kernel.config"
 LINUX_TARBALL=${LINUX_TARBALL:-/usr/src/linux-source-6.1.tar.xz}
 LINUX_PKG=${LINUX_PKG:-linux-source-6.1}
 STOCK_META=${STOCK_META:-linux-image-cloud-amd64}
@@ -47,8 +46,12 @@ install_if_changed() {
 	fi
 }
 
-# ---------------------------------------------------------------- test kernel
-build_test_kernel() {
+# ------------------------------------------------------------ our own kernels
+# build_kernel NAME FRAGMENT: allnoconfig + FRAGMENT from linux-source with guest/patches/,
+# cached in $KUMO_CACHE/NAME-kernel/<key>; installs $OUT/NAME-{bzImage,vmlinux,config,version}.
+# NAME is "test" (the guest kernel) or "box" (the KVM box's host kernel, tests/box/).
+build_kernel() {
+	name=$1 FRAGMENT=$2
 	[ -r "$LINUX_TARBALL" ] || die "$LINUX_TARBALL missing (run make deps: linux-source)"
 	src_ver=$(dpkg-query -W -f='${Version}' "$LINUX_PKG" 2>/dev/null) || src_ver=unknown
 	[ -n "$src_ver" ] || src_ver=unknown
@@ -56,26 +59,26 @@ build_test_kernel() {
 	patches=$(ls "$GUEST_DIR"/patches/*.patch 2>/dev/null)
 	patch_id=$(cat $patches /dev/null | sha256sum | cut -c1-16)
 	key=$( { cat "$FRAGMENT"; echo "linux-source=$LINUX_PKG $src_ver patches=$patch_id"; } | sha256sum | cut -c1-16)
-	kdir="$KUMO_CACHE/test-kernel/$key"
+	kdir="$KUMO_CACHE/$name-kernel/$key"
 	if [ -s "$kdir/bzImage" ] && [ -s "$kdir/vmlinux" ] && [ -s "$kdir/config" ]; then
-		say "test kernel: cached ($key)"
+		say "$name kernel: cached ($key)"
 	else
 		src="$KUMO_CACHE/src/$(basename "$LINUX_TARBALL" .tar.xz)"
 		if [ "$(cat "$src/.kumo-version" 2>/dev/null)" != "$src_ver $patch_id" ]; then
-			say "test kernel: extracting $LINUX_TARBALL ($src_ver) into $KUMO_CACHE/src/"
+			say "$name kernel: extracting $LINUX_TARBALL ($src_ver) into $KUMO_CACHE/src/"
 			rm -rf "$src"
 			mkdir -p "$KUMO_CACHE/src"
 			tar -C "$KUMO_CACHE/src" -xf "$LINUX_TARBALL"
 			[ -f "$src/Makefile" ] || die "unexpected tarball layout: no $src/Makefile"
 			for p in $patches; do
-				say "test kernel: applying $(basename "$p")"
+				say "$name kernel: applying $(basename "$p")"
 				patch -s -p1 -d "$src" <"$p" || die "patch $p does not apply"
 			done
 			echo "$src_ver $patch_id" >"$src/.kumo-version"
 		fi
-		bdir="$KUMO_CACHE/test-kernel/build-$key"
+		bdir="$KUMO_CACHE/$name-kernel/build-$key"
 		mkdir -p "$bdir"
-		say "test kernel: configuring ($key): allnoconfig + $(basename "$FRAGMENT")"
+		say "$name kernel: configuring ($key): allnoconfig + $(basename "$FRAGMENT")"
 		make -s -C "$src" O="$bdir" ARCH=x86_64 KCONFIG_ALLCONFIG="$FRAGMENT" allnoconfig >"$bdir/config.log" 2>&1 ||
 			{ cat "$bdir/config.log" >&2; die "kernel configuration failed"; }
 		# Every line of the fragment must be in .config ("is not set" = not enabled).
@@ -96,12 +99,12 @@ build_test_kernel() {
 				fi ;;
 			esac
 		done >"$bdir/config.check"
-		[ -s "$bdir/config.check" ] && die "test kernel config: options of $FRAGMENT did not make it into .config (see above)"
-		say "test kernel: building with -j$JOBS (log: $bdir/build.log)"
+		[ -s "$bdir/config.check" ] && die "$name kernel config: options of $FRAGMENT did not make it into .config (see above)"
+		say "$name kernel: building with -j$JOBS (log: $bdir/build.log)"
 		t0=$(date +%s)
 		if ! make -C "$src" O="$bdir" ARCH=x86_64 -j"$JOBS" bzImage >"$bdir/build.log" 2>&1; then
 			tail -40 "$bdir/build.log" >&2
-			die "test kernel build failed"
+			die "$name kernel build failed"
 		fi
 		t1=$(date +%s)
 		mkdir -p "$kdir.tmp"
@@ -111,13 +114,13 @@ build_test_kernel() {
 		make -s -C "$src" O="$bdir" ARCH=x86_64 kernelrelease >"$kdir.tmp/release"
 		echo "$((t1 - t0))" >"$kdir.tmp/build-seconds"
 		rm -rf "$kdir"; mv "$kdir.tmp" "$kdir"
-		say "test kernel: built in $((t1 - t0)) s"
+		say "$name kernel: built in $((t1 - t0)) s"
 	fi
-	install_if_changed "$kdir/bzImage" "$OUT/test-bzImage"
-	install_if_changed "$kdir/vmlinux" "$OUT/test-vmlinux"
-	install_if_changed "$kdir/config" "$OUT/test-config"
-	install_if_changed "$kdir/release" "$OUT/test-version"
-	say "test kernel: $(cat "$kdir/release"), bzImage $(stat -c %s "$kdir/bzImage") B, vmlinux $(stat -c %s "$kdir/vmlinux") B"
+	install_if_changed "$kdir/bzImage" "$OUT/$name-bzImage"
+	install_if_changed "$kdir/vmlinux" "$OUT/$name-vmlinux"
+	install_if_changed "$kdir/config" "$OUT/$name-config"
+	install_if_changed "$kdir/release" "$OUT/$name-version"
+	say "$name kernel: $(cat "$kdir/release"), bzImage $(stat -c %s "$kdir/bzImage") B, vmlinux $(stat -c %s "$kdir/vmlinux") B"
 }
 
 # --------------------------------------------------------------- stock kernel
@@ -351,13 +354,14 @@ build_initramfs() {
 
 case "${1:-all}" in
 all)
-	build_test_kernel
+	build_kernel test "$GUEST_DIR/test-kernel.config"
 	fetch_stock_kernel
 	fetch_busybox
 	build_initramfs
 	build_data_disk
 	;;
-test-kernel) build_test_kernel ;;
+test-kernel) build_kernel test "$GUEST_DIR/test-kernel.config" ;;
+box-kernel) build_kernel box "$GUEST_DIR/../tests/box/box-kernel.config" ;;
 stock|initramfs)
 	fetch_stock_kernel
 	fetch_busybox
@@ -365,6 +369,6 @@ stock|initramfs)
 	build_data_disk
 	;;
 data) build_data_disk ;;
-*) die "usage: build.sh [all|test-kernel|initramfs|data]" ;;
+*) die "usage: build.sh [all|test-kernel|box-kernel|initramfs|data]" ;;
 esac
 say "done: outputs in $OUT"
