@@ -1,10 +1,10 @@
 /*
  * Parsers of kumo-agent: /proc and sysfs text, cpu lists, request lines from the host.
  *
- * Pure C without system calls or libc, so the same file builds into the freestanding 32-bit
- * agent and into host unit tests and fuzzers. Every input is untrusted and bounded by its
- * length (it need not be NUL-terminated): truncated or garbage text yields partial results or
- * an error, never a read past the end.
+ * Pure C without system calls or libc, so the same file builds into the freestanding agent
+ * (32- and 64-bit) and into host unit tests and fuzzers. Every input is untrusted and bounded
+ * by its length (it need not be NUL-terminated): truncated or garbage text yields partial
+ * results or an error, never a read past the end.
  */
 #ifndef KUMO_AGENT_PARSE_H
 #define KUMO_AGENT_PARSE_H

@@ -6,7 +6,7 @@
  * {"id":..,"ok":false,"error":".."}; the agent also sends events {"event":..,"data":{..},"ts":..}:
  * "hello" when a host connects, "stats" every period, "run-progress"/"run-exit" for workloads.
  *
- * Freestanding 32-bit like every guest program (guest/rt/rt.h explains why). Single-threaded,
+ * Freestanding, 64-bit and 32-bit, like every guest program (guest/rt/rt.h). Single-threaded,
  * one poll loop. The port is opened non-blocking: Linux's virtio_console reports POLLHUP and
  * reads return 0 while no host is connected, writes fail with EAGAIN, and ENODEV when the port
  * is unplugged; the agent then stops sending stats, polls the port every 200 ms and resumes

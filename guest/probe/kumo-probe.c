@@ -3,9 +3,9 @@
  *
  * On PVM hosts the guest's user code runs in KVM's emulator right after every return from
  * the kernel, and that emulator has no SSE: glibc-based programs die (docs/pvm.md). This
- * program is freestanding 32-bit C with general-purpose registers only and makes its system
- * calls with int $0x80, so it runs there (with the test kernel's int $0x80 fix-up), and
- * anywhere else too. It is /init (rdinit=/sbin/kumo-probe) and runs the checks named on the
+ * program is freestanding C with general-purpose registers only; its 32-bit build
+ * (initramfs-pvm.cpio) makes its system calls with int $0x80, so it runs there (with the test
+ * kernel's int $0x80 fix-up), and the 64-bit build (initramfs.cpio) everywhere else. It is /init (rdinit=/sbin/kumo-probe) and runs the checks named on the
  * kernel command line, printing "KUMO-CHECK key=value" lines the host tests read:
  *
  *   kumo.probe=info,blk,agent,touch,balloon,poweroff   (in that order, any subset)
@@ -28,7 +28,7 @@
  *   agentd    becomes the guest agent: execve /sbin/kumo-agent (stays PID 1; steps after it
  *             never run). kumo.agent_period_ms=N sets its stats period
  *   poweroff  reboot(POWER_OFF): ACPI S5, kumo exits 0
- * Build: gcc -m32 -ffreestanding -nostdlib -static -mgeneral-regs-only with guest/rt
+ * Build: gcc -m32 or -m64 -ffreestanding -nostdlib -static -mgeneral-regs-only with guest/rt
  * (guest/build.sh).
  */
 #include "../rt/rt.h"

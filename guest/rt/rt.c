@@ -1,9 +1,70 @@
-/* guest/rt: freestanding i386 runtime for kumo's guest programs (see rt.h for why). */
+/* guest/rt: freestanding i386 and x86_64 runtime for kumo's guest programs (see rt.h for why). */
 #include "rt.h"
 
 /* ------------------------------------------------------------------ entry and syscalls */
 
-/* The kernel starts us with argc, argv[], NULL, envp[], NULL on the stack. */
+/*
+ * The kernel starts us with argc, argv[], NULL, envp[], NULL on the stack (words of the
+ * native size); _start hands that address to rt_start_c on a 16-byte aligned stack.
+ *
+ * rt_clone_thread(flags, stack_top, tidptr): the child starts on stack_top, where the caller
+ * stored the struct rt_thread pointer, and calls rt_thread_entry(t). tidptr is both the
+ * parent's and the child's tid pointer (CLONE_PARENT_SETTID, CLONE_CHILD_CLEARTID); the clone
+ * arguments are (flags, stack, parent_tid, tls, child_tid) on i386 but
+ * (flags, stack, parent_tid, child_tid, tls) on x86_64.
+ */
+#ifdef __x86_64__
+__asm__(".text\n"
+	".globl _start\n"
+	"_start:\n"
+	"	xorl %ebp, %ebp\n"
+	"	movq %rsp, %rdi\n"
+	"	andq $-16, %rsp\n"
+	"	call rt_start_c\n"
+	"	hlt\n"
+
+	".globl rt_clone_thread\n"
+	"rt_clone_thread:\n"
+	"	movq %rdx, %r10\n"		/* child_tid; flags, stack, parent_tid in place */
+	"	xorl %r8d, %r8d\n"		/* tls */
+	"	movl $56, %eax\n"		/* SYS_clone */
+	"	syscall\n"
+	"	testq %rax, %rax\n"
+	"	jz 1f\n"
+	"	ret\n"
+	"1:	xorl %ebp, %ebp\n"
+	"	movq (%rsp), %rdi\n"
+	"	call rt_thread_entry\n"
+	"	hlt\n");
+
+long rt_syscall6(long n, long a, long b, long c, long d, long e, long f)
+{
+	register long r10 __asm__("r10") = d;
+	register long r8 __asm__("r8") = e;
+	register long r9 __asm__("r9") = f;
+	long r;
+
+	__asm__ volatile("syscall"
+			 : "=a"(r)
+			 : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
+			 : "rcx", "r11", "memory");
+	return r;
+}
+
+long rt_sys5(long n, long a, long b, long c, long d, long e)
+{
+	return rt_syscall6(n, a, b, c, d, e, 0);
+}
+
+/* A 64-bit file offset is one argument (the second, "high", one is ignored or unused). */
+#define OFF64_ARGS(off) (long)(off), 0L
+
+/* The plain calls already take a byte offset and a 64-bit time_t. */
+#define SYS_MMAP SYS_mmap
+#define SYS_CLOCK_GETTIME SYS_clock_gettime
+#define SYS_CLOCK_NANOSLEEP SYS_clock_nanosleep
+#define SYS_FUTEX SYS_futex
+#else
 __asm__(".text\n"
 	".globl _start\n"
 	"_start:\n"
@@ -36,10 +97,6 @@ __asm__(".text\n"
 	"	popl %ebp\n"
 	"	ret\n"
 
-	/*
-	 * long rt_clone_thread(flags, stack_top, tidptr): the child starts on stack_top, where
-	 * the caller stored the struct rt_thread pointer, and calls rt_thread_entry(t).
-	 */
 	".globl rt_clone_thread\n"
 	"rt_clone_thread:\n"
 	"	pushl %ebx\n"
@@ -50,7 +107,7 @@ __asm__(".text\n"
 	"	movl 24(%esp), %edx\n"
 	"	xorl %esi, %esi\n"
 	"	movl 24(%esp), %edi\n"
-	"	movl $120, %eax\n"
+	"	movl $120, %eax\n"		/* SYS_clone */
 	"	int $0x80\n"
 	"	testl %eax, %eax\n"
 	"	jz 1f\n"
@@ -59,20 +116,8 @@ __asm__(".text\n"
 	"	popl %ebx\n"
 	"	ret\n"
 	"1:	xorl %ebp, %ebp\n"
-	"	call rt_thread_entry\n"
+	"	call rt_thread_entry\n"	/* its argument: the pointer at stack_top */
 	"	hlt\n");
-
-void rt_start_c(long *sp);
-long rt_clone_thread(u32 flags, void *stack_top, volatile u32 *tid);
-void rt_thread_entry(struct rt_thread *t);
-
-void rt_start_c(long *sp)
-{
-	int argc = (int)sp[0];
-	char **argv = (char **)(sp + 1);
-
-	rt_exit(main(argc, argv, argv + argc + 1));
-}
 
 long rt_sys5(long n, long a, long b, long c, long d, long e)
 {
@@ -81,6 +126,28 @@ long rt_sys5(long n, long a, long b, long c, long d, long e)
 	__asm__ volatile("int $0x80" : "=a"(r) : "a"(n), "b"(a), "c"(b), "d"(c), "S"(d), "D"(e)
 			 : "memory");
 	return r;
+}
+
+/* A 64-bit file offset is two registers: low, high. */
+#define OFF64_ARGS(off) (long)(u32)(off), (long)(u32)((off) >> 32)
+
+/* mmap (90) takes a struct; the test kernel has no COMPAT_32BIT_TIME: *_time64 only. */
+#define SYS_MMAP SYS_mmap2
+#define SYS_CLOCK_GETTIME SYS_clock_gettime64
+#define SYS_CLOCK_NANOSLEEP SYS_clock_nanosleep_time64
+#define SYS_FUTEX SYS_futex_time64
+#endif
+
+void rt_start_c(long *sp);
+long rt_clone_thread(unsigned long flags, void *stack_top, volatile u32 *tid);
+void rt_thread_entry(struct rt_thread *t);
+
+void rt_start_c(long *sp)
+{
+	int argc = (int)sp[0];
+	char **argv = (char **)(sp + 1);
+
+	rt_exit(main(argc, argv, argv + argc + 1));
 }
 
 long rt_open(const char *path, int flags, int mode)
@@ -120,22 +187,19 @@ long rt_write_all(long fd, const void *buf, u32 len)
 	return done;
 }
 
-/* pread64/pwrite64/preadv2 take a 64-bit offset as two registers (low, high). */
 long rt_pread(long fd, void *buf, u32 len, u64 off)
 {
-	return rt_sys5(SYS_pread64, fd, (long)buf, (long)len, (long)(u32)off, (long)(u32)(off >> 32));
+	return rt_sys5(SYS_pread64, fd, (long)buf, (long)len, OFF64_ARGS(off));
 }
 
 long rt_pwrite(long fd, const void *buf, u32 len, u64 off)
 {
-	return rt_sys5(SYS_pwrite64, fd, (long)buf, (long)len, (long)(u32)off,
-		       (long)(u32)(off >> 32));
+	return rt_sys5(SYS_pwrite64, fd, (long)buf, (long)len, OFF64_ARGS(off));
 }
 
 long rt_preadv2(long fd, const struct rt_iovec *iov, int n, u64 off, int flags)
 {
-	return rt_syscall6(SYS_preadv2, fd, (long)iov, n, (long)(u32)off, (long)(u32)(off >> 32),
-			   flags);
+	return rt_syscall6(SYS_preadv2, fd, (long)iov, n, OFF64_ARGS(off), flags);
 }
 
 long rt_poll(struct rt_pollfd *fds, u32 n, int timeout_ms)
@@ -156,7 +220,7 @@ long rt_wait4(long pid, int *status, int options)
 
 void *rt_mmap(u32 len)
 {
-	long p = rt_syscall6(SYS_mmap2, 0, (long)len, 3 /* RW */, 0x22 /* PRIVATE|ANON */, -1, 0);
+	long p = rt_syscall6(SYS_MMAP, 0, (long)len, 3 /* RW */, 0x22 /* PRIVATE|ANON */, -1, 0);
 
 	return rt_is_err(p) ? NULL : (void *)p;
 }
@@ -170,7 +234,7 @@ u64 rt_now_ns(void)
 {
 	s64 ts[2] = { 0, 0 };
 
-	rt_sys2(SYS_clock_gettime64, CLOCK_MONOTONIC, ts);
+	rt_sys2(SYS_CLOCK_GETTIME, CLOCK_MONOTONIC, ts);
 	return (u64)ts[0] * 1000000000ULL + (u64)ts[1];
 }
 
@@ -178,7 +242,7 @@ void rt_sleep_ms(u32 ms)
 {
 	s64 ts[2] = { ms / 1000, (s64)(ms % 1000) * 1000000 };
 
-	while (rt_sys4(SYS_clock_nanosleep_time64, CLOCK_MONOTONIC, 0, ts, ts) == -EINTR)
+	while (rt_sys4(SYS_CLOCK_NANOSLEEP, CLOCK_MONOTONIC, 0, ts, ts) == -EINTR)
 		;
 }
 
@@ -186,12 +250,12 @@ long rt_futex_wait(volatile u32 *addr, u32 val, u32 timeout_ms)
 {
 	s64 ts[2] = { timeout_ms / 1000, (s64)(timeout_ms % 1000) * 1000000 };
 
-	return rt_sys4(SYS_futex_time64, addr, FUTEX_WAIT, val, timeout_ms ? ts : NULL);
+	return rt_sys4(SYS_FUTEX, addr, FUTEX_WAIT, val, timeout_ms ? ts : NULL);
 }
 
 long rt_futex_wake(volatile u32 *addr, u32 n)
 {
-	return rt_sys3(SYS_futex_time64, addr, FUTEX_WAKE, n);
+	return rt_sys3(SYS_FUTEX, addr, FUTEX_WAKE, n);
 }
 
 void rt_exit(int code)
@@ -202,8 +266,11 @@ void rt_exit(int code)
 
 void rt_ignore_sigpipe(void)
 {
-	/* struct sigaction (rt): handler, flags, restorer, mask[2]. */
-	u32 act[5] = { 1 /* SIG_IGN */, 0, 0, 0, 0 };
+	/*
+	 * The kernel's struct sigaction: handler, flags, restorer, then an 8-byte mask (two words
+	 * on i386, one on x86_64). SIG_IGN runs no handler, so no restorer is needed.
+	 */
+	unsigned long act[5] = { 1 /* SIG_IGN */, 0, 0, 0, 0 };
 
 	rt_sys4(SYS_rt_sigaction, SIGPIPE, act, 0, 8);
 }
@@ -260,6 +327,7 @@ u64 rt_udivmod64(u64 n, u64 d, u64 *rem)
 	return q;
 }
 
+#ifndef __x86_64__
 /* What gcc calls for 64-bit '/' and '%' on i386. */
 u64 __udivdi3(u64 a, u64 b);
 u64 __umoddi3(u64 a, u64 b);
@@ -300,6 +368,7 @@ s64 __moddi3(s64 a, s64 b)
 	rt_udivmod64(a < 0 ? -(u64)a : (u64)a, b < 0 ? -(u64)b : (u64)b, &r);
 	return a < 0 ? -(s64)r : (s64)r;
 }
+#endif
 
 /* ------------------------------------------------------------------- strings, memory */
 
@@ -656,7 +725,7 @@ void rt_thread_entry(struct rt_thread *t)
 
 int rt_thread_start(struct rt_thread *t, void (*fn)(void *), void *arg)
 {
-	u32 *top;
+	void **top;
 	long r;
 
 	t->stack_size = 256 * 1024;
@@ -666,8 +735,8 @@ int rt_thread_start(struct rt_thread *t, void (*fn)(void *), void *arg)
 	t->fn = fn;
 	t->arg = arg;
 	t->tid = 0;
-	top = (u32 *)((u8 *)t->stack + t->stack_size) - 4;	/* 16-byte aligned */
-	top[0] = (u32)t;
+	top = (void **)((u8 *)t->stack + t->stack_size - 16);	/* 16-byte aligned */
+	top[0] = t;
 	r = rt_clone_thread(CLONE_THREAD_FLAGS, top, &t->tid);
 	if (r < 0) {
 		rt_munmap(t->stack, t->stack_size);

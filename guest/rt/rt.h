@@ -1,15 +1,17 @@
 /*
  * guest/rt: the freestanding runtime of kumo's guest programs (kumo-probe, kumo-agent, the
- * workloads).
+ * workloads), built for i386 and for x86_64 from this one source.
  *
  * Why: on PVM hosts guest user code runs in KVM's instruction emulator right after every return
- * from the kernel, and that emulator has no SSE/x87, so libc programs die (docs/pvm.md). These
- * programs are 32-bit, built with -ffreestanding -nostdlib -mgeneral-regs-only, and make their
- * system calls with int $0x80; there is no floating point anywhere (integers, fixed point, ppm).
- * The test kernel has no COMPAT_32BIT_TIME, so only the *_time64 calls exist for time.
+ * from the kernel, and that emulator has no SSE/x87, so libc programs die (docs/pvm.md). The
+ * i386 build (initramfs-pvm.cpio) is for those hosts: -mgeneral-regs-only, system calls with
+ * int $0x80, and since the test kernel has no COMPAT_32BIT_TIME only the *_time64 time calls.
+ * On SVM/VMX hosts and QEMU the same programs run as ordinary x86_64 binaries (syscall
+ * instruction; initramfs.cpio). There is no floating point anywhere (integers, fixed point, ppm).
+ * What differs between the two is in the #ifdef __x86_64__ blocks here and in rt.c.
  *
  * A program defines main(argc, argv, envp); rt's _start calls it and exits with its value.
- * Build: gcc -m32 -ffreestanding -nostdlib -static -fno-pic -no-pie -mgeneral-regs-only
+ * Build: gcc -m32 or -m64 -ffreestanding -nostdlib -static -fno-pic -no-pie -mgeneral-regs-only
  *        -fno-stack-protector -fno-builtin (guest/build.sh).
  */
 #ifndef KUMO_GUEST_RT_H
@@ -24,6 +26,21 @@ typedef int32_t s32;
 typedef uint64_t u64;
 typedef int64_t s64;
 
+#ifdef __x86_64__
+/* x86_64 system call numbers (arch/x86/entry/syscalls/syscall_64.tbl). */
+enum {
+	SYS_read = 0, SYS_write = 1, SYS_open = 2, SYS_close = 3, SYS_poll = 7, SYS_lseek = 8,
+	SYS_mmap = 9, SYS_munmap = 11, SYS_rt_sigaction = 13, SYS_pread64 = 17,
+	SYS_pwrite64 = 18, SYS_pipe = 22, SYS_madvise = 28, SYS_dup2 = 33, SYS_pause = 34,
+	SYS_getpid = 39, SYS_clone = 56, SYS_fork = 57, SYS_execve = 59, SYS_exit = 60,
+	SYS_wait4 = 61, SYS_kill = 62, SYS_fsync = 74, SYS_mkdir = 83, SYS_unlink = 87,
+	SYS_getppid = 110, SYS_sync = 162, SYS_mount = 165, SYS_umount2 = 166, SYS_reboot = 169,
+	SYS_gettid = 186, SYS_futex = 202, SYS_sched_setaffinity = 203,
+	SYS_sched_getaffinity = 204, SYS_getdents64 = 217, SYS_clock_gettime = 228,
+	SYS_clock_nanosleep = 230, SYS_exit_group = 231, SYS_openat = 257, SYS_pipe2 = 293,
+	SYS_preadv2 = 327,
+};
+#else
 /* i386 system call numbers (arch/x86/entry/syscalls/syscall_32.tbl). */
 enum {
 	SYS_exit = 1, SYS_fork = 2, SYS_read = 3, SYS_write = 4, SYS_open = 5, SYS_close = 6,
@@ -37,6 +54,7 @@ enum {
 	SYS_preadv2 = 378, SYS_clock_gettime64 = 403, SYS_clock_nanosleep_time64 = 407,
 	SYS_futex_time64 = 422,
 };
+#endif
 
 #define O_RDONLY 0
 #define O_WRONLY 1
@@ -81,7 +99,7 @@ struct rt_pollfd {
 
 struct rt_iovec {
 	void *base;
-	u32 len;
+	size_t len;
 };
 
 /* Raw system calls: the return value is the result or -errno. */
@@ -93,9 +111,10 @@ long rt_sys5(long n, long a, long b, long c, long d, long e);
 #define rt_sys3(n, a, b, c) rt_sys5(n, (long)(a), (long)(b), (long)(c), 0, 0)
 #define rt_sys4(n, a, b, c, d) rt_sys5(n, (long)(a), (long)(b), (long)(c), (long)(d), 0)
 
+/* -4095..-1 are errors; anything else (an address from mmap too) is a result. */
 static inline int rt_is_err(long r)
 {
-	return (unsigned long)r > 0xfffff000UL;
+	return (unsigned long)r > -4096UL;
 }
 
 long rt_open(const char *path, int flags, int mode);
