@@ -91,10 +91,9 @@ static int map_node(struct mm_node *n, int index, int hugepages)
 	return ret;
 }
 
-int mm_init_nodes(struct guest_mem *m, const struct mm_node_spec *spec, int nr, int hugepages)
+int mm_layout_nodes(struct guest_mem *m, const struct mm_node_spec *spec, int nr, int hugepages)
 {
 	uint64_t gpa = 0, align = hugepages ? 2ULL << 20 : 1ULL << 20;
-	int ret;
 
 	memset(m, 0, sizeof(*m));
 	if (nr < 1 || nr > MM_MAX_NODES)
@@ -109,31 +108,45 @@ int mm_init_nodes(struct guest_mem *m, const struct mm_node_spec *spec, int nr, 
 	}
 	m->nr_nodes = nr;
 	m->hugepages = hugepages;
-	if (m->ram_size < (16ULL << 20)) {
-		ret = -EINVAL;
-		goto err;
-	}
+	if (m->ram_size < (16ULL << 20))
+		return -EINVAL;
 	for (int i = 0; i < nr; i++) {
-		struct mm_node *n = &m->nodes[i];
 		uint64_t off = 0;
 
-		if (!n->size)
-			continue;
-		ret = map_node(n, i, hugepages);
-		if (ret < 0)
-			goto err;
 		/* Place the node's RAM from gpa on, skipping the 32-bit hole. */
-		while (off < n->size) {
-			uint64_t len = n->size - off;
+		while (off < spec[i].size) {
+			uint64_t len = spec[i].size - off;
 
 			if (gpa >= MEM_32BIT_HOLE_START && gpa < MEM_4G)
 				gpa = MEM_4G;
 			if (gpa < MEM_32BIT_HOLE_START && len > MEM_32BIT_HOLE_START - gpa)
 				len = MEM_32BIT_HOLE_START - gpa;
-			add_region(m, gpa, len, n->hva + off, n->memfd, off, i);
+			add_region(m, gpa, len, NULL, -1, off, i);
 			gpa += len;
 			off += len;
 		}
+	}
+	return 0;
+}
+
+int mm_init_nodes(struct guest_mem *m, const struct mm_node_spec *spec, int nr, int hugepages)
+{
+	int ret = mm_layout_nodes(m, spec, nr, hugepages);
+
+	if (ret < 0)
+		goto err;
+	for (int i = 0; i < nr; i++) {
+		if (!m->nodes[i].size)
+			continue;
+		ret = map_node(&m->nodes[i], i, hugepages);
+		if (ret < 0)
+			goto err;
+	}
+	for (int i = 0; i < m->nr_regions; i++) {
+		struct mm_region *r = &m->regions[i];
+
+		r->hva = m->nodes[r->node].hva + r->fd_offset;
+		r->memfd = m->nodes[r->node].memfd;
 	}
 	return 0;
 err:

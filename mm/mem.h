@@ -56,6 +56,12 @@ int mm_init(struct guest_mem *m, uint64_t ram_size) __attribute__((warn_unused_r
  */
 int mm_init_nodes(struct guest_mem *m, const struct mm_node_spec *nodes, int nr, int hugepages)
 	__attribute__((warn_unused_result));
+/*
+ * Only the layout mm_init_nodes() would make (regions and nodes, no memory behind them: hva
+ * NULL, memfd -1), for checking what goes where before the memory exists. 0 or -EINVAL.
+ */
+int mm_layout_nodes(struct guest_mem *m, const struct mm_node_spec *nodes, int nr, int hugepages)
+	__attribute__((warn_unused_result));
 void mm_free(struct guest_mem *m);
 
 /* Host pointer for [gpa, gpa+len) if the whole range is RAM inside one region, else NULL. */
