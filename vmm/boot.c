@@ -141,8 +141,9 @@ static int ram_ranges(const struct guest_mem *m, struct range *out)
 }
 
 /*
- * Copy src (or zeros when src is NULL, or nothing when dry) to [gpa, gpa+len), which may span
- * adjacent regions; each piece goes through mm_gpa_to_hva(). Returns 0 or -EFAULT.
+ * Copy src (or zeros when src is NULL) to [gpa, gpa+len), which may span adjacent regions; each
+ * piece goes through mm_gpa_to_hva(). When dry, only check that the range is RAM: m may then be
+ * a layout without memory (mm_layout_nodes). Returns 0 or -EFAULT.
  */
 static int guest_put(const struct guest_mem *m, uint64_t gpa, const uint8_t *src, uint64_t len,
 		     int dry)
@@ -163,10 +164,10 @@ static int guest_put(const struct guest_mem *m, uint64_t gpa, const uint8_t *src
 			return -EFAULT;
 		if (chunk > len)
 			chunk = len;
-		dst = mm_gpa_to_hva(m, gpa, chunk);
-		if (!dst)
-			return -EFAULT;
 		if (!dry) {
+			dst = mm_gpa_to_hva(m, gpa, chunk);
+			if (!dst)
+				return -EFAULT;
 			if (src) {
 				memcpy(dst, src, chunk);
 				src += chunk;
@@ -186,12 +187,11 @@ static int read_phdr(const uint8_t *img, const Elf64_Ehdr *eh, int i, Elf64_Phdr
 	return ph->p_type == PT_LOAD && ph->p_memsz;
 }
 
-/* Validate every PT_LOAD first, then copy: a bad image leaves guest RAM untouched. */
-static int load_elf(const struct guest_mem *m, const uint8_t *img, size_t len,
-		    struct boot_kernel *k)
+/* Check the ELF and its PT_LOAD segments and find its entry and extent: no guest RAM needed. */
+static int parse_elf(const uint8_t *img, size_t len, struct boot_kernel *k)
 {
 	uint64_t lo = UINT64_MAX, hi = 0, entry = 0;
-	int nloads = 0, have_entry = 0, ret;
+	int nloads = 0, have_entry = 0;
 	Elf64_Ehdr eh;
 	Elf64_Phdr ph, other;
 
@@ -217,9 +217,6 @@ static int load_elf(const struct guest_mem *m, const uint8_t *img, size_t len,
 		/* Below 1 MiB live the zero page, page tables, command line and ACPI tables. */
 		if (ph.p_paddr < HIGH_MEM_START || ph.p_memsz > UINT64_MAX - ph.p_paddr)
 			return -EFAULT;
-		ret = guest_put(m, ph.p_paddr, NULL, ph.p_memsz, 1);
-		if (ret)
-			return ret;
 		for (int j = 0; j < i; j++) {
 			if (read_phdr(img, &eh, j, &other) && ph.p_paddr < other.p_paddr + other.p_memsz &&
 			    other.p_paddr < ph.p_paddr + ph.p_memsz)
@@ -250,8 +247,31 @@ static int load_elf(const struct guest_mem *m, const uint8_t *img, size_t len,
 	}
 	if (!have_entry)
 		return -ENOEXEC;
+	k->entry = entry;
+	k->load_start = lo;
+	k->load_end = hi;
+	return 0;
+}
 
+/*
+ * Check that every PT_LOAD of a parsed ELF lies in guest RAM, then (unless dry) copy it and zero
+ * its bss: a bad placement leaves guest RAM untouched.
+ */
+static int place_elf(const struct guest_mem *m, const uint8_t *img, int dry)
+{
+	Elf64_Ehdr eh;
+	Elf64_Phdr ph;
+	int ret;
+
+	memcpy(&eh, img, sizeof(eh));
 	for (int i = 0; i < eh.e_phnum; i++) {
+		if (!read_phdr(img, &eh, i, &ph))
+			continue;
+		ret = guest_put(m, ph.p_paddr, NULL, ph.p_memsz, 1);
+		if (ret)
+			return ret;
+	}
+	for (int i = 0; i < eh.e_phnum && !dry; i++) {
 		if (!read_phdr(img, &eh, i, &ph))
 			continue;
 		ret = guest_put(m, ph.p_paddr, img + ph.p_offset, ph.p_filesz, 0);
@@ -260,9 +280,6 @@ static int load_elf(const struct guest_mem *m, const uint8_t *img, size_t len,
 		if (ret)
 			return ret;
 	}
-	k->entry = entry;
-	k->load_start = lo;
-	k->load_end = hi;
 	return 0;
 }
 
@@ -305,15 +322,15 @@ static const char *bz_format(const char *comp)
 	return "bzImage";
 }
 
-static int load_bzimage(const struct guest_mem *m, const uint8_t *img, size_t len,
-			struct boot_kernel *k)
+static int parse_bzimage(const uint8_t *img, size_t len, uint64_t ram_size,
+			 struct boot_image *bi)
 {
+	struct boot_kernel *k = &bi->k;
 	uint64_t hdr_end, pm_start, start, plen, max_out;
 	uint32_t initrd_addr_max;
 	const uint8_t *payload;
 	const char *comp;
 	struct timespec t0, t1;
-	uint8_t *out;
 	size_t out_len;
 	int ret;
 
@@ -351,7 +368,9 @@ static int load_bzimage(const struct guest_mem *m, const uint8_t *img, size_t le
 	/* CONFIG_KERNEL_UNCOMPRESSED: the payload is the ELF itself. */
 	if (plen >= SELFMAG && !memcmp(payload, ELFMAG, SELFMAG)) {
 		k->format = "bzImage/none";
-		return load_elf(m, payload, plen, k);
+		bi->elf = payload;
+		bi->elf_len = plen;
+		return parse_elf(payload, plen, k);
 	}
 	comp = boot_compression_name(payload, plen);
 	k->format = comp ? bz_format(comp) : "bzImage";
@@ -359,9 +378,9 @@ static int load_bzimage(const struct guest_mem *m, const uint8_t *img, size_t le
 		pr_debug("bzImage: unsupported compression %s", comp ? comp : "(unknown)");
 		return -EBADMSG;
 	}
-	max_out = m->ram_size < DECOMPRESS_MAX ? m->ram_size : DECOMPRESS_MAX;
+	max_out = ram_size < DECOMPRESS_MAX ? ram_size : DECOMPRESS_MAX;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	ret = boot_decompress(payload, plen, max_out, &out, &out_len);
+	ret = boot_decompress(payload, plen, max_out, &bi->buf, &out_len);
 	if (ret) {
 		pr_debug("bzImage: %s payload: %s", comp, boot_strerror(ret));
 		return ret;
@@ -370,36 +389,37 @@ static int load_bzimage(const struct guest_mem *m, const uint8_t *img, size_t le
 	pr_debug("bzImage: %s payload %zu -> %zu bytes in %ld ms", comp, (size_t)plen, out_len,
 		 (long)((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000));
 	/* The decompressed vmlinux.bin may be followed by relocation data: ignored. */
-	ret = load_elf(m, out, out_len, k);
-	free(out);
-	return ret;
+	bi->elf = bi->buf;
+	bi->elf_len = out_len;
+	return parse_elf(bi->buf, out_len, k);
 }
 
-int boot_load_kernel(const struct guest_mem *m, const void *img, size_t len,
-		     struct boot_kernel *k)
+int boot_parse_kernel(const void *img, size_t len, uint64_t ram_size, struct boot_image *bi)
 {
 	const uint8_t *p = img;
 	int ret;
 
-	memset(k, 0, sizeof(*k));
+	memset(bi, 0, sizeof(*bi));
 	if (!p)
 		return -ENOEXEC;
 	if (len >= SELFMAG && !memcmp(p, ELFMAG, SELFMAG)) {
-		ret = load_elf(m, p, len, k);
+		ret = parse_elf(p, len, &bi->k);
 		if (ret)
 			return ret;
-		k->format = "vmlinux";
-		synth_header(k);
+		bi->elf = p;
+		bi->elf_len = len;
+		bi->k.format = "vmlinux";
+		synth_header(&bi->k);
 		return 0;
 	}
 	if (len >= 0x206 && rd16(p + HDR_OFF(boot_flag)) == BOOT_FLAG_MAGIC &&
 	    rd32(p + HDR_OFF(header)) == HDRS_MAGIC) {
-		ret = load_bzimage(m, p, len, k);
+		ret = parse_bzimage(p, len, ram_size, bi);
 		if (ret) {
-			const char *fmt = k->format;
+			const char *fmt = bi->k.format;
 
-			memset(k, 0, sizeof(*k));
-			k->format = fmt;
+			boot_image_free(bi);
+			bi->k.format = fmt;
 		}
 		return ret;
 	}
@@ -410,11 +430,40 @@ int boot_load_kernel(const struct guest_mem *m, const void *img, size_t len,
 	return -ENOEXEC;
 }
 
-int boot_load_initrd(const struct guest_mem *m, const struct boot_kernel *k, const void *data,
-		     size_t len, uint64_t *gpa_out)
+void boot_image_free(struct boot_image *bi)
+{
+	free(bi->buf);
+	memset(bi, 0, sizeof(*bi));
+}
+
+int boot_check_kernel(const struct guest_mem *m, const struct boot_image *bi)
+{
+	return place_elf(m, bi->elf, 1);
+}
+
+int boot_place_kernel(const struct guest_mem *m, const struct boot_image *bi)
+{
+	return place_elf(m, bi->elf, 0);
+}
+
+int boot_load_kernel(const struct guest_mem *m, const void *img, size_t len,
+		     struct boot_kernel *k)
+{
+	struct boot_image bi;
+	int ret = boot_parse_kernel(img, len, m->ram_size, &bi);
+
+	if (!ret)
+		ret = boot_place_kernel(m, &bi);
+	*k = ret ? (struct boot_kernel){ .format = bi.k.format } : bi.k;
+	boot_image_free(&bi);
+	return ret;
+}
+
+int boot_initrd_gpa(const struct guest_mem *m, const struct boot_kernel *k, uint64_t len,
+		    uint64_t *gpa_out)
 {
 	struct range r[MM_MAX_REGIONS];
-	uint64_t limit, floor, gpa;
+	uint64_t limit, floor;
 	int n = ram_ranges(m, r), i;
 
 	*gpa_out = 0;
@@ -437,10 +486,21 @@ int boot_load_initrd(const struct guest_mem *m, const struct boot_kernel *k, con
 		limit = r[i].end;
 	if (len > limit || ((limit - len) & ~(PAGE_SIZE_4K - 1)) < floor)
 		return -E2BIG;
-	gpa = (limit - len) & ~(PAGE_SIZE_4K - 1);
-	if (guest_put(m, gpa, data, len, 0))
+	*gpa_out = (limit - len) & ~(PAGE_SIZE_4K - 1);
+	return 0;
+}
+
+int boot_load_initrd(const struct guest_mem *m, const struct boot_kernel *k, const void *data,
+		     size_t len, uint64_t *gpa_out)
+{
+	int ret = boot_initrd_gpa(m, k, len, gpa_out);
+
+	if (ret || !len)
+		return ret;
+	if (guest_put(m, *gpa_out, data, len, 0)) {
+		*gpa_out = 0;
 		return -EFAULT;
-	*gpa_out = gpa;
+	}
 	return 0;
 }
 
@@ -479,6 +539,13 @@ int boot_build_e820(const struct guest_mem *m, struct e820_entry *tab, int max)
 	return ret ? ret : n;
 }
 
+int boot_check_cmdline(const struct boot_kernel *k, const char *cmdline)
+{
+	size_t len = cmdline ? strlen(cmdline) : 0;
+
+	return len > k->cmdline_max || len >= BOOT_CMDLINE_MAX ? -E2BIG : 0;
+}
+
 int boot_setup_params(const struct guest_mem *m, const struct boot_kernel *k, const char *cmdline,
 		      uint64_t initrd_gpa, uint64_t initrd_size, uint64_t rsdp_gpa)
 {
@@ -490,8 +557,9 @@ int boot_setup_params(const struct guest_mem *m, const struct boot_kernel *k, co
 	if (!cmdline)
 		cmdline = "";
 	cmdlen = strlen(cmdline);
-	if (cmdlen > k->cmdline_max || cmdlen >= BOOT_CMDLINE_MAX)
-		return -E2BIG;
+	ret = boot_check_cmdline(k, cmdline);
+	if (ret)
+		return ret;
 	if (initrd_size && guest_put(m, initrd_gpa, NULL, initrd_size, 1))
 		return -EFAULT;
 	n = boot_build_e820(m, tab, E820_MAX_ENTRIES);

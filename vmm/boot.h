@@ -42,16 +42,54 @@ struct boot_kernel {
 	const char *format;	/* "bzImage/lz4", "bzImage/gzip", ..., "vmlinux" for messages */
 };
 
-/* Load a bzImage or vmlinux from memory into guest RAM. Returns 0 or -errno. */
+/*
+ * A kernel image checked on the host before any guest memory exists: the setup header read,
+ * the payload decompressed, the ELF's segments and entry checked. Placing it needs only RAM.
+ */
+struct boot_image {
+	struct boot_kernel k;	/* all of it, entry and load range included */
+	const uint8_t *elf;	/* the vmlinux: inside the caller's image (kept alive) or buf */
+	size_t elf_len;
+	uint8_t *buf;		/* the decompressed payload, or NULL */
+};
+
+/*
+ * Parse a bzImage or vmlinux in memory; a compressed payload may grow to at most ram_size
+ * (and 512 MiB). Returns 0 or -errno; on failure bi->k.format may still say what it was.
+ */
+int boot_parse_kernel(const void *img, size_t len, uint64_t ram_size, struct boot_image *bi)
+	__attribute__((warn_unused_result));
+void boot_image_free(struct boot_image *bi);
+
+/* Check that the image's segments lie in m's RAM; m may be a layout only. 0 or -EFAULT. */
+int boot_check_kernel(const struct guest_mem *m, const struct boot_image *bi)
+	__attribute__((warn_unused_result));
+
+/* The same check, then copy the segments into guest RAM and zero their bss. 0 or -EFAULT. */
+int boot_place_kernel(const struct guest_mem *m, const struct boot_image *bi)
+	__attribute__((warn_unused_result));
+
+/* Parse and place in one go. Returns 0 or -errno (k then zero but for its format). */
 int boot_load_kernel(const struct guest_mem *m, const void *img, size_t len,
 		     struct boot_kernel *k) __attribute__((warn_unused_result));
 
-/* Place the initrd as high as allowed below k->initrd_max, page aligned, above the kernel. */
+/*
+ * Where an initrd of len bytes goes: as high as allowed below k->initrd_max, page aligned,
+ * above the kernel; m may be a layout only. 0 (gpa 0 for len 0) or -E2BIG.
+ */
+int boot_initrd_gpa(const struct guest_mem *m, const struct boot_kernel *k, uint64_t len,
+		    uint64_t *gpa_out) __attribute__((warn_unused_result));
+
+/* Copy the initrd to where boot_initrd_gpa() puts it. 0 or -errno. */
 int boot_load_initrd(const struct guest_mem *m, const struct boot_kernel *k, const void *data,
 		     size_t len, uint64_t *gpa_out) __attribute__((warn_unused_result));
 
 /* Fill e820 from the RAM layout of m (low memory, EBDA/BIOS hole, RAM, RAM above 4 GiB). */
 int boot_build_e820(const struct guest_mem *m, struct e820_entry *tab, int max);
+
+/* A command line the kernel takes (no longer than k->cmdline_max): 0 or -E2BIG. */
+int boot_check_cmdline(const struct boot_kernel *k, const char *cmdline)
+	__attribute__((warn_unused_result));
 
 /*
  * Write the zero page at BOOT_ZERO_PAGE_GPA (setup header, e820, cmdline pointer, initrd,

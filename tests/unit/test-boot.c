@@ -761,6 +761,93 @@ static void test_initrd(void)
 	free(data);
 }
 
+/* mm_layout_nodes() lays RAM out as mm_init_nodes() does, with nothing behind it. */
+static void test_layout_only(void)
+{
+	static const struct mm_node_spec nodes[] = { { 64 * MiB, -1 }, { 0, -1 }, { 6 * GiB, -1 } };
+	static const struct mm_node_spec too_small = { 8 * MiB, -1 }, odd = { 65 * MiB, -1 };
+	struct guest_mem layout;
+
+	CHECK_EQ(mm_layout_nodes(&layout, nodes, 3, 0), 0);
+	mm_free(&g_mem);
+	CHECK_EQ(mm_init_nodes(&g_mem, nodes, 3, 0), 0);
+	CHECK_EQ(layout.ram_size, g_mem.ram_size);
+	CHECK_EQ(layout.nr_regions, g_mem.nr_regions);
+	for (int i = 0; i < layout.nr_regions; i++) {
+		const struct mm_region *a = &layout.regions[i], *b = &g_mem.regions[i];
+
+		CHECK(a->gpa == b->gpa && a->size == b->size && a->node == b->node &&
+		      a->fd_offset == b->fd_offset);
+		CHECK(!a->hva && a->memfd == -1 && b->hva && b->memfd >= 0);
+	}
+	mm_free(&layout);
+	CHECK_EQ(mm_layout_nodes(&layout, nodes, 0, 0), -EINVAL);
+	CHECK_EQ(mm_layout_nodes(&layout, &too_small, 1, 0), -EINVAL);
+	CHECK_EQ(mm_layout_nodes(&layout, &odd, 1, 1), -EINVAL);	/* not in 2M pages */
+}
+
+/*
+ * Parse, then check against a layout without memory: what boot_place_kernel() and
+ * boot_load_initrd() then do in real memory is decided before that memory exists.
+ */
+static void test_parse_then_place(void)
+{
+	struct mm_node_spec one = { 256 * MiB, -1 }, small = { 16 * MiB, -1 };
+	struct guest_mem layout, tiny;
+	uint8_t *initrd = calloc(1, MiB + 123);
+	struct boot_image bi;
+	uint64_t planned, gpa;
+	struct elf_img e;
+	struct blob z, bz;
+
+	build_elf(&e, 0x3000);
+	z = compress_gzip(e.buf, e.len);
+	bz = build_bzimage(&z, 0x020f);
+	CHECK_EQ(boot_parse_kernel(bz.p, bz.len, 256 * MiB, &bi), 0);
+	free(bz.p);	/* the decompressed ELF is all that is needed now */
+	free(z.p);
+	CHECK(!strcmp(bi.k.format, "bzImage/gzip"));
+	CHECK(bi.buf && bi.elf == bi.buf);
+	CHECK_EQ(bi.k.entry, TEXT_PADDR + ENTRY_OFF);
+	CHECK_EQ(bi.k.load_start, TEXT_PADDR);
+	CHECK_EQ(bi.k.load_end, e.data_paddr + DATA_MEMSZ);
+
+	CHECK_EQ(mm_layout_nodes(&layout, &one, 1, 0), 0);
+	CHECK_EQ(mm_layout_nodes(&tiny, &small, 1, 0), 0);
+	CHECK_EQ(boot_check_kernel(&layout, &bi), 0);
+	/* 16 MiB of RAM end where the kernel starts. */
+	CHECK_EQ(boot_check_kernel(&tiny, &bi), -EFAULT);
+	CHECK_EQ(boot_initrd_gpa(&layout, &bi.k, MiB + 123, &planned), 0);
+	CHECK_EQ(boot_initrd_gpa(&layout, &bi.k, 256 * MiB, &gpa), -E2BIG);
+	CHECK_EQ(boot_initrd_gpa(&layout, &bi.k, 0, &gpa), 0);
+	CHECK_EQ(gpa, 0);
+
+	CHECK_EQ(guest(256 * MiB), 0);
+	dirty_bss(&g_mem, &e);
+	CHECK_EQ(boot_place_kernel(&g_mem, &bi), 0);
+	CHECK(elf_loaded(&g_mem, &bi.k, &e));
+	CHECK_EQ(boot_load_initrd(&g_mem, &bi.k, initrd, MiB + 123, &gpa), 0);
+	CHECK_EQ(gpa, planned);
+	boot_image_free(&bi);
+	CHECK(!bi.buf && !bi.elf);
+
+	/* A vmlinux is used where it lies: nothing is copied. */
+	CHECK_EQ(boot_parse_kernel(e.buf, e.len, 256 * MiB, &bi), 0);
+	CHECK(!bi.buf && bi.elf == e.buf && bi.elf_len == e.len);
+	CHECK_EQ(boot_check_kernel(&layout, &bi), 0);
+	boot_image_free(&bi);
+	/* A failed parse leaves nothing to free but says what the image was. */
+	z = compress_gzip(e.buf, e.len);
+	z.len /= 2;
+	bz = build_bzimage(&z, 0x020f);
+	CHECK(boot_parse_kernel(bz.p, bz.len, 256 * MiB, &bi) < 0);
+	CHECK(!bi.buf && !bi.elf && !strcmp(bi.k.format, "bzImage/gzip"));
+	free(bz.p);
+	free(z.p);
+	free(e.buf);
+	free(initrd);
+}
+
 static int e820_is(const struct e820_entry *t, uint64_t addr, uint64_t size, uint32_t type)
 {
 	if (t->addr == addr && t->size == size && t->type == type)
@@ -1133,7 +1220,8 @@ static void test_cleanup(void)
 TEST_MAIN(TEST(test_elf_load), TEST(test_bz_gzip), TEST(test_bz_xz), TEST(test_bz_zstd),
 	  TEST(test_bz_lz4), TEST(test_bz_lz4_variants), TEST(test_bz_corrupt),
 	  TEST(test_bz_unsupported), TEST(test_bz_truncated), TEST(test_not_kernel),
-	  TEST(test_elf_hostile), TEST(test_bz_bomb), TEST(test_initrd), TEST(test_e820),
+	  TEST(test_elf_hostile), TEST(test_bz_bomb), TEST(test_initrd), TEST(test_layout_only),
+	  TEST(test_parse_then_place), TEST(test_e820),
 	  TEST(test_zero_page), TEST(test_cmdline_too_long), TEST(test_pagetables),
 	  TEST(test_strerror), TEST(test_real_bzimage), TEST(test_real_vmlinux),
 	  TEST(test_real_pair), TEST(test_write_seeds), TEST(test_cleanup))
