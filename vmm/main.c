@@ -160,7 +160,8 @@ static int cmd_run(int argc, char **argv)
 	struct vm_config cfg;
 	struct run_options opts;
 	struct sigaction sa = { .sa_handler = on_signal };
-	char err[256];
+	struct vm_boot boot;
+	char err[512];
 	struct vm vm;
 	int ret, status;
 
@@ -177,6 +178,12 @@ static int cmd_run(int argc, char **argv)
 		log_level = LOG_DEBUG;
 	if (opts.quiet)
 		log_level = LOG_ERR;
+	/* All input is checked before /dev/kvm is opened: bad input is status 2 on any host. */
+	ret = vm_boot_load(&boot, &cfg, err, sizeof(err));
+	if (ret < 0) {
+		pr_err("%s", err);
+		return ret == -ENOMEM ? KUMO_EXIT_ERROR : KUMO_EXIT_USAGE;
+	}
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGHUP, &sa, NULL);
@@ -184,17 +191,23 @@ static int cmd_run(int argc, char **argv)
 
 	for (;;) {
 		ret = vm_create(&vm, &cfg);
-		if (ret < 0)
-			return ret == -ENOENT || ret == -EACCES || ret == -ENOTSUP ? KUMO_EXIT_USAGE
-										   : KUMO_EXIT_ERROR;
-		ret = vm_load_linux(&vm);
 		if (ret < 0) {
-			vm_destroy(&vm);
-			return ret == -ENOMEM ? KUMO_EXIT_ERROR : KUMO_EXIT_USAGE;
+			status = ret == -ENOENT || ret == -EACCES || ret == -ENOTSUP ?
+				 KUMO_EXIT_USAGE : KUMO_EXIT_ERROR;
+			break;
 		}
+		ret = vm_load_linux(&vm, &boot);
+		if (ret < 0) {	/* not the input's fault: vm_boot_load() checked it */
+			vm_destroy(&vm);
+			status = KUMO_EXIT_ERROR;
+			break;
+		}
+		if (!cfg.restart_on_reboot)
+			vm_boot_free(&boot);	/* in guest RAM now; kept only for a restart */
 		if (cfg.control && vm_control_start(&vm, cfg.control) < 0) {
 			vm_destroy(&vm);
-			return KUMO_EXIT_USAGE;
+			status = KUMO_EXIT_USAGE;
+			break;
 		}
 		raw_terminal();
 		if (vm_start(&vm) == 0) {
@@ -207,9 +220,11 @@ static int cmd_run(int argc, char **argv)
 		print_summary(&vm, status);
 		vm_destroy(&vm);
 		if (status != KUMO_EXIT_REBOOT || !cfg.restart_on_reboot)
-			return status;
+			break;
 		pr_info("guest rebooted: restarting (--on-reboot=restart)");
 	}
+	vm_boot_free(&boot);
+	return status;
 }
 
 static const char relay_usage[] =

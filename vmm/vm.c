@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -151,21 +150,33 @@ static void destroy_virtio_devices(struct vm *vm)
 	}
 }
 
-/* The fixed legacy devices every kumo VM has. */
+/* The guest RAM the config asks for, node by node; returns the number of nodes. */
+static int ram_spec(const struct vm_config *cfg, struct mm_node_spec *spec)
+{
+	const struct numa_config *n = &cfg->numa;
+
+	_Static_assert(NUMA_MAX_NODES <= MM_MAX_NODES, "node limits");
+	spec[0] = (struct mm_node_spec){ .size = cfg->mem_size, .host_node = -1 };
+	for (unsigned int i = 0; i < n->nnodes; i++)
+		spec[i] = (struct mm_node_spec){ .size = n->nodes[i].mem,
+						 .host_node = n->nodes[i].host_node };
+	return n->nnodes ? (int)n->nnodes : 1;
+}
+
+/* PVM handling: on a PVM host unless --no-pvm-quirks. */
+static int pvm_on(const struct vm_config *cfg)
+{
+	return cfg->pvm_quirks && pvm_detect();
+}
+
 /* Guest RAM, one memfd per virtual node, bound to its host node. */
 static int create_memory(struct vm *vm)
 {
 	const struct numa_config *n = &vm->cfg.numa;
 	struct mm_node_spec spec[MM_MAX_NODES];
-	unsigned int nr = n->nnodes ? n->nnodes : 1;
-	int ret;
+	int nr = ram_spec(&vm->cfg, spec), ret;
 
-	_Static_assert(NUMA_MAX_NODES <= MM_MAX_NODES, "node limits");
-	spec[0] = (struct mm_node_spec){ .size = vm->cfg.mem_size, .host_node = -1 };
-	for (unsigned int i = 0; i < n->nnodes; i++)
-		spec[i] = (struct mm_node_spec){ .size = n->nodes[i].mem,
-						 .host_node = n->nodes[i].host_node };
-	ret = mm_init_nodes(&vm->mem, spec, (int)nr, vm->cfg.hugepages);
+	ret = mm_init_nodes(&vm->mem, spec, nr, vm->cfg.hugepages);
 	if (ret == -ENOMEM && vm->cfg.hugepages)
 		pr_err("--hugepages: the host has fewer than %llu free 2 MiB huge pages for the "
 		       "guest (reserve them in /proc/sys/vm/nr_hugepages or per node in "
@@ -223,6 +234,7 @@ void vm_cpu_topo(const struct vm *vm, unsigned int id, struct cpu_topo *t)
 	t->pkg_shift = cpuid_order_base_2(widest);
 }
 
+/* The fixed legacy devices every kumo VM has. */
 static int register_devices(struct vm *vm)
 {
 	struct irq_line com1_irq = { vm_irq_set, vm, SERIAL_COM1_IRQ };
@@ -256,7 +268,7 @@ int vm_create(struct vm *vm, const struct vm_config *cfg)
 	pthread_cond_init(&vm->cond, NULL);
 	bus_init(&vm->pio, "pio");
 	bus_init(&vm->mmio, "mmio");
-	vm->pvm = cfg->pvm_quirks && pvm_detect();
+	vm->pvm = pvm_on(cfg);
 
 	ret = kvm_init(&vm->kvm, cfg->ncpus);
 	if (ret < 0)
@@ -348,38 +360,61 @@ int vm_setup_boot_cpu(struct vm *vm, uint64_t entry, uint64_t rsi)
 	return vcpu_setup_long_mode(vm->vcpus[0], entry, rsi);
 }
 
-/* Read a whole file into a private mapping. Returns 0 or -errno. */
-static int map_file(const char *path, void **data, size_t *len)
+/* Open path, which must be a regular file, for reading: its fd and size, or -errno. */
+static int open_input(const char *path, int *fd, size_t *len)
 {
 	struct stat st;
-	int fd = open(path, O_RDONLY | O_CLOEXEC), ret = 0;
+	int ret = 0;
 
-	if (fd < 0)
+	/* O_NONBLOCK: a FIFO is refused below instead of waiting for a writer. */
+	*fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	if (*fd < 0)
 		return -errno;
-	if (fstat(fd, &st) < 0) {
+	if (fstat(*fd, &st) < 0)
 		ret = -errno;
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode)) {
+	else if (!S_ISREG(st.st_mode))
 		ret = -EINVAL;
-		goto out;
+	if (ret) {
+		close(*fd);
+		return ret;
 	}
 	*len = (size_t)st.st_size;
-	*data = NULL;
-	if (*len) {
-		*data = mmap(NULL, *len, PROT_READ, MAP_PRIVATE, fd, 0);
-		if (*data == MAP_FAILED)
+	return 0;
+}
+
+/* Read len bytes from fd into a new buffer: what is checked is what is used, even later. */
+static int read_input(int fd, size_t len, uint8_t **out)
+{
+	uint8_t *buf = malloc(len ? len : 1);
+	size_t got = 0;
+	int ret = buf ? 0 : -ENOMEM;
+
+	while (!ret && got < len) {
+		ssize_t n = read(fd, buf + got, len - got);
+
+		if (n < 0 && errno != EINTR)
 			ret = -errno;
+		else if (n == 0)
+			ret = -EIO;	/* it shrank since fstat */
+		else if (n > 0)
+			got += (size_t)n;
 	}
-out:
-	close(fd);
+	if (ret)
+		free(buf);
+	else
+		*out = buf;
 	return ret;
 }
 
-static char *build_cmdline(const struct vm *vm)
+static const char *input_strerror(int ret)
 {
-	const char *user = vm->cfg.cmdline ? vm->cfg.cmdline : "";
-	const char *quirks = vm->pvm ? pvm_cmdline_quirks : "";
+	return ret == -EINVAL ? "not a regular file" : boot_strerror(ret);
+}
+
+static char *build_cmdline(const struct vm_config *cfg)
+{
+	const char *user = cfg->cmdline ? cfg->cmdline : "";
+	const char *quirks = pvm_on(cfg) ? pvm_cmdline_quirks : "";
 	/* Ours first so the user's own parameters win, and nothing lands after a "--". */
 	size_t n = strlen("console=ttyS0 ") + strlen(quirks) + strlen(user) + 4;
 	char *s = malloc(n);
@@ -390,47 +425,91 @@ static char *build_cmdline(const struct vm *vm)
 	return s;
 }
 
-int vm_load_linux(struct vm *vm)
+int vm_boot_load(struct vm_boot *b, const struct vm_config *cfg, char *err, size_t errlen)
 {
-	struct boot_kernel k;
+	struct mm_node_spec spec[MM_MAX_NODES];
+	struct guest_mem layout;
+	uint64_t gpa;
+	int fd, ret;
+
+	memset(b, 0, sizeof(*b));
+	/* Where guest RAM will be, without the memory: what goes in is checked against it. */
+	ret = mm_layout_nodes(&layout, spec, ram_spec(cfg, spec), cfg->hugepages);
+	if (ret) {	/* config_parse_run() has refused what would get here */
+		snprintf(err, errlen, "guest RAM layout: %s", strerror(-ret));
+		return ret;
+	}
+	ret = open_input(cfg->kernel, &fd, &b->kernel_len);
+	if (!ret) {
+		ret = read_input(fd, b->kernel_len, &b->kernel_file);
+		close(fd);
+	}
+	if (!ret)
+		ret = boot_parse_kernel(b->kernel_file, b->kernel_len, layout.ram_size, &b->kernel);
+	if (!ret)
+		ret = boot_check_kernel(&layout, &b->kernel);
+	if (ret) {
+		snprintf(err, errlen, "kernel %s: %s", cfg->kernel, input_strerror(ret));
+		goto err;
+	}
+	b->cmdline = build_cmdline(cfg);
+	ret = b->cmdline ? boot_check_cmdline(&b->kernel.k, b->cmdline) : -ENOMEM;
+	if (ret) {
+		snprintf(err, errlen, "--cmdline: %s", ret == -E2BIG ? "too long for the kernel" :
+			 boot_strerror(ret));
+		goto err;
+	}
+	if (!cfg->initrd)
+		return 0;
+	ret = open_input(cfg->initrd, &fd, &b->initrd_len);
+	if (ret) {
+		snprintf(err, errlen, "initrd %s: %s", cfg->initrd, input_strerror(ret));
+		goto err;
+	}
+	/* Placed before it is read: a file far too big is refused as it is. */
+	ret = boot_initrd_gpa(&layout, &b->kernel.k, b->initrd_len, &gpa);
+	if (!ret)
+		ret = read_input(fd, b->initrd_len, &b->initrd);
+	close(fd);
+	if (ret) {
+		snprintf(err, errlen, "initrd %s (%zu bytes): %s", cfg->initrd, b->initrd_len,
+			 input_strerror(ret));
+		goto err;
+	}
+	return 0;
+err:
+	vm_boot_free(b);
+	return ret;
+}
+
+void vm_boot_free(struct vm_boot *b)
+{
+	boot_image_free(&b->kernel);
+	free(b->kernel_file);
+	free(b->initrd);
+	free(b->cmdline);
+	memset(b, 0, sizeof(*b));
+}
+
+int vm_load_linux(struct vm *vm, const struct vm_boot *b)
+{
+	const struct boot_kernel *k = &b->kernel.k;
 	uint32_t *apic_ids, *cpu_node = NULL;
 	struct acpi_mem_affinity mem_aff[MM_MAX_REGIONS];
 	uint8_t dist[NUMA_MAX_NODES * NUMA_MAX_NODES];
 	struct acpi_config acfg;
-	void *img = NULL, *initrd = NULL, *tables;
-	size_t img_len = 0, initrd_len = 0;
+	void *tables;
 	uint64_t initrd_gpa = 0, rsdp = 0;
-	char *cmdline = NULL;
 	long used;
 	int ret;
 
-	ret = map_file(vm->cfg.kernel, &img, &img_len);
+	/* Checked against this very layout by vm_boot_load(): these cannot fail. */
+	ret = boot_place_kernel(&vm->mem, &b->kernel);
+	if (!ret)
+		ret = boot_load_initrd(&vm->mem, k, b->initrd, b->initrd_len, &initrd_gpa);
 	if (ret < 0) {
-		pr_err("kernel %s: %s", vm->cfg.kernel, ret == -EINVAL ? "not a regular file" :
-		       strerror(-ret));
+		pr_err("loading the kernel and initrd: %s", boot_strerror(ret));
 		return ret;
-	}
-	ret = boot_load_kernel(&vm->mem, img, img_len, &k);
-	if (img_len)
-		munmap(img, img_len);
-	if (ret < 0) {
-		pr_err("kernel %s: %s", vm->cfg.kernel, boot_strerror(ret));
-		return ret;
-	}
-	if (vm->cfg.initrd) {
-		ret = map_file(vm->cfg.initrd, &initrd, &initrd_len);
-		if (ret < 0) {
-			pr_err("initrd %s: %s", vm->cfg.initrd, strerror(-ret));
-			return ret;
-		}
-		ret = boot_load_initrd(&vm->mem, &k, initrd, initrd_len, &initrd_gpa);
-		if (initrd_len)
-			munmap(initrd, initrd_len);
-		if (ret < 0) {
-			pr_err("initrd %s (%zu bytes): %s", vm->cfg.initrd, initrd_len,
-			       boot_strerror(ret));
-			return ret;
-		}
 	}
 
 	apic_ids = calloc(vm->ncpus, sizeof(*apic_ids));
@@ -471,30 +550,24 @@ int vm_load_linux(struct vm *vm)
 		pr_err("ACPI tables do not fit in guest memory");
 		goto out;
 	}
-	cmdline = build_cmdline(vm);
-	if (!cmdline) {
-		ret = -ENOMEM;
-		goto out;
-	}
 	ret = boot_setup_pagetables(&vm->mem);
 	if (ret == 0)
-		ret = boot_setup_params(&vm->mem, &k, cmdline, initrd_gpa, initrd_len, rsdp);
+		ret = boot_setup_params(&vm->mem, k, b->cmdline, initrd_gpa, b->initrd_len, rsdp);
 	if (ret < 0) {
 		pr_err("setting up boot parameters: %s", boot_strerror(ret));
 		goto out;
 	}
-	ret = vm_setup_boot_cpu(vm, k.entry, BOOT_ZERO_PAGE_GPA);
+	ret = vm_setup_boot_cpu(vm, k->entry, BOOT_ZERO_PAGE_GPA);
 	if (ret < 0)
 		goto out;
 	pr_info("booting %s (%s, entry 0x%llx), %u vCPU%s, %llu MiB%s%s%s",
-		vm->cfg.kernel, k.format ? k.format : "?", (unsigned long long)k.entry, vm->ncpus,
-		vm->ncpus == 1 ? "" : "s", (unsigned long long)(vm->mem.ram_size >> 20),
+		vm->cfg.kernel, k->format ? k->format : "?", (unsigned long long)k->entry,
+		vm->ncpus, vm->ncpus == 1 ? "" : "s", (unsigned long long)(vm->mem.ram_size >> 20),
 		vm->cfg.initrd ? ", initrd " : "", vm->cfg.initrd ? vm->cfg.initrd : "",
 		vm->pvm ? "; PVM host: the guest kernel runs in KVM's emulator (slow boot), "
 		"emulation-failure handling and PVM kernel parameters on" : "");
-	pr_debug("command line: %s", cmdline);
+	pr_debug("command line: %s", b->cmdline);
 out:
-	free(cmdline);
 	free(tables);
 	free(apic_ids);
 	free(cpu_node);

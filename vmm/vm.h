@@ -12,6 +12,7 @@
 #include "devices/rtc.h"
 #include "devices/serial.h"
 #include "mm/mem.h"
+#include "vmm/boot.h"
 #include "vmm/bus.h"
 #include "vmm/cpuid.h"
 #include "vmm/numa.h"
@@ -119,8 +120,28 @@ struct vm {
 int vm_create(struct vm *vm, const struct vm_config *cfg) __attribute__((warn_unused_result));
 void vm_destroy(struct vm *vm);
 
-/* Load kernel/initrd/cmdline, build ACPI and boot structures, set the boot vCPU's registers. */
-int vm_load_linux(struct vm *vm) __attribute__((warn_unused_result));
+/* What the guest boots, read and checked before any KVM object exists; kept for restarts. */
+struct vm_boot {
+	uint8_t *kernel_file;	/* --kernel's bytes (a vmlinux's ELF is in them) */
+	size_t kernel_len;
+	struct boot_image kernel;
+	uint8_t *initrd;	/* --initrd's bytes, NULL without one */
+	size_t initrd_len;
+	char *cmdline;		/* the kernel command line, kumo's additions included */
+};
+
+/*
+ * Read --kernel and --initrd, parse the kernel, build the command line, and check that they
+ * fit the guest RAM the config lays out and the kernel's limits. No KVM, no guest memory.
+ * Returns 0, or -errno (-ENOMEM: a host problem, else bad input) with a one-line reason in err.
+ */
+int vm_boot_load(struct vm_boot *b, const struct vm_config *cfg, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+void vm_boot_free(struct vm_boot *b);
+
+/* Put kernel, initrd and command line in guest RAM, build ACPI and boot structures, set the
+ * boot vCPU's registers. */
+int vm_load_linux(struct vm *vm, const struct vm_boot *b) __attribute__((warn_unused_result));
 
 /* Start all vCPU threads. */
 int vm_start(struct vm *vm) __attribute__((warn_unused_result));

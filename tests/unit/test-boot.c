@@ -5,6 +5,7 @@
  */
 #include <elf.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -18,7 +19,9 @@
 #include "mm/mem.h"
 #include "tests/harness.h"
 #include "vmm/boot.h"
+#include "vmm/config.h"
 #include "vmm/layout.h"
+#include "vmm/vm.h"
 
 #define MiB (1ULL << 20)
 #define GiB (1ULL << 30)
@@ -848,6 +851,117 @@ static void test_parse_then_place(void)
 	free(initrd);
 }
 
+static int write_file(const char *path, const void *p, size_t len, uint64_t size)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644), ret;
+
+	if (fd < 0)
+		return -1;
+	ret = write(fd, p, len) == (ssize_t)len && !ftruncate(fd, (off_t)size) ? 0 : -1;
+	close(fd);
+	return ret;
+}
+
+/* vm_boot_load(): each bad input refused with -errno and one line naming it (@: the files'
+ * directory); no KVM here. */
+static void test_vm_boot_load(void)
+{
+	static const struct {
+		const char *kernel, *initrd, *mem;
+		int long_cmdline, ret;
+		const char *msg;
+	} cases[] = {
+		{ "vmlinux", NULL, "256M", 0, 0, NULL },
+		{ "vmlinux", "initrd", "64M", 0, 0, NULL },
+		{ "missing", NULL, "256M", 0, -ENOENT,
+		  "kernel @/missing: No such file or directory" },
+		{ "", NULL, "256M", 0, -EINVAL, "kernel @/: not a regular file" },
+		{ "garbage", NULL, "256M", 0, -ENOEXEC,
+		  "kernel @/garbage: not an x86-64 Linux kernel (bzImage or vmlinux ELF)" },
+		{ "cut", NULL, "256M", 0, -ENODATA, "kernel @/cut: kernel image is truncated" },
+		{ "vmlinux", NULL, "16M", 0, -EFAULT,
+		  "kernel @/vmlinux: image lands outside guest RAM" },
+		{ "vmlinux", NULL, "256M", 1, -E2BIG, "--cmdline: too long for the kernel" },
+		{ "vmlinux", "missing", "256M", 0, -ENOENT,
+		  "initrd @/missing: No such file or directory" },
+		{ "vmlinux", "", "256M", 0, -EINVAL, "initrd @/: not a regular file" },
+		{ "vmlinux", "big", "64M", 0, -E2BIG,
+		  "initrd @/big (209715200 bytes): does not fit in guest memory or exceeds its "
+		  "limit" },
+	};
+	char dir[] = "/tmp/kumo-test-boot.XXXXXX", kernel[128], initrd[128], err[512], want[512];
+	char *cmdline = malloc(3000);
+	uint8_t data[5000];
+	struct elf_img e;
+
+	CHECK(mkdtemp(dir));
+	build_elf(&e, 0x3000);
+	for (size_t i = 0; i < sizeof(data); i++)
+		data[i] = (uint8_t)(i * 7);
+	memset(cmdline, 'x', 2999);
+	cmdline[2999] = 0;
+#define FILE_IN(name, p, len, size) \
+	(snprintf(kernel, sizeof(kernel), "%s/" name, dir), write_file(kernel, p, len, size))
+	CHECK_EQ(FILE_IN("vmlinux", e.buf, e.len, e.len), 0);
+	CHECK_EQ(FILE_IN("initrd", data, sizeof(data), sizeof(data)), 0);
+	CHECK_EQ(FILE_IN("garbage", data, 100, 100), 0);
+	CHECK_EQ(FILE_IN("cut", "MZ", 2, 2), 0);
+	CHECK_EQ(FILE_IN("big", "", 0, 200 * MiB), 0);	/* sparse: refused by its size */
+#undef FILE_IN
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *argv[12] = { "run", "--kernel", kernel, "--mem", (char *)cases[i].mem,
+				   "--no-pvm-quirks" };
+		struct run_options o;
+		struct vm_config cfg;
+		struct vm_boot b;
+		int argc = 6, ret;
+
+		snprintf(kernel, sizeof(kernel), "%s/%s", dir, cases[i].kernel);
+		if (cases[i].initrd) {
+			snprintf(initrd, sizeof(initrd), "%s/%s", dir, cases[i].initrd);
+			argv[argc++] = "--initrd";
+			argv[argc++] = initrd;
+		}
+		if (cases[i].long_cmdline) {
+			argv[argc++] = "--cmdline";
+			argv[argc++] = cmdline;
+		}
+		CHECK_EQ(config_parse_run(argc, argv, &cfg, &o, err, sizeof(err)), 0);
+		err[0] = 0;
+		ret = vm_boot_load(&b, &cfg, err, sizeof(err));
+		if (ret != cases[i].ret)
+			fprintf(stderr, "  case %zu: %d (%s)\n", i, ret, err);
+		CHECK_EQ(ret, cases[i].ret);
+		if (ret) {
+			const char *at = strchr(cases[i].msg, '@');
+
+			snprintf(want, sizeof(want), "%.*s%s%s", at ? (int)(at - cases[i].msg) : 0,
+				 cases[i].msg, at ? dir : "", at ? at + 1 : cases[i].msg);
+			if (strcmp(err, want))
+				fprintf(stderr, "  case %zu: '%s', want '%s'\n", i, err, want);
+			CHECK(!strcmp(err, want));
+			CHECK(!b.kernel_file && !b.initrd && !b.cmdline && !b.kernel.buf);
+			continue;
+		}
+		CHECK(!strcmp(b.kernel.k.format, "vmlinux"));
+		CHECK(b.kernel_len == e.len && !memcmp(b.kernel_file, e.buf, e.len));
+		CHECK(b.kernel.elf == b.kernel_file);
+		CHECK(!strcmp(b.cmdline, "console=ttyS0 "));
+		CHECK_EQ(b.initrd_len, cases[i].initrd ? sizeof(data) : 0);
+		CHECK(!cases[i].initrd || !memcmp(b.initrd, data, sizeof(data)));
+		vm_boot_free(&b);
+		CHECK(!b.kernel_file && !b.initrd && !b.cmdline);
+	}
+	for (const char *const *n = (const char *const[]){ "vmlinux", "initrd", "garbage", "cut",
+							   "big", NULL }; *n; n++) {
+		snprintf(kernel, sizeof(kernel), "%s/%s", dir, *n);
+		unlink(kernel);
+	}
+	rmdir(dir);
+	free(cmdline);
+	free(e.buf);
+}
+
 static int e820_is(const struct e820_entry *t, uint64_t addr, uint64_t size, uint32_t type)
 {
 	if (t->addr == addr && t->size == size && t->type == type)
@@ -1221,7 +1335,7 @@ TEST_MAIN(TEST(test_elf_load), TEST(test_bz_gzip), TEST(test_bz_xz), TEST(test_b
 	  TEST(test_bz_lz4), TEST(test_bz_lz4_variants), TEST(test_bz_corrupt),
 	  TEST(test_bz_unsupported), TEST(test_bz_truncated), TEST(test_not_kernel),
 	  TEST(test_elf_hostile), TEST(test_bz_bomb), TEST(test_initrd), TEST(test_layout_only),
-	  TEST(test_parse_then_place), TEST(test_e820),
+	  TEST(test_parse_then_place), TEST(test_vm_boot_load), TEST(test_e820),
 	  TEST(test_zero_page), TEST(test_cmdline_too_long), TEST(test_pagetables),
 	  TEST(test_strerror), TEST(test_real_bzimage), TEST(test_real_vmlinux),
 	  TEST(test_real_pair), TEST(test_write_seeds), TEST(test_cleanup))
