@@ -87,9 +87,22 @@ guest-check: guest kumo
 	sh tests/integration/test-agent-qemu.sh | tee guest/out/qemu-relay-check.log; \
 	if grep -q '^FAIL' guest/out/qemu-relay-check.log; then st=1; fi; exit $$st
 
+# The KVM box (tests/box/, docs/box.md): built where KVM work has to run in it.
+box: deps
+	$(MAKE) kumo tests
+	$(MAKE) guest
+	@bash tests/box/box build
+
+box-if-needed:
+	@if bash tests/box/box want >/dev/null; then bash tests/box/box build; fi
+
+box-shell: box
+	@bash tests/box/box shell
+
 check: deps
 	$(MAKE) tests
 	$(MAKE) guest
+	@$(MAKE) -s box-if-needed || echo "box: the box did not build (its tests will FAIL)"
 	@sh tests/run.sh
 
 check-unit: tests
@@ -98,16 +111,19 @@ check-unit: tests
 check-slow: deps
 	$(MAKE) tests
 	$(MAKE) guest
+	@$(MAKE) -s box-if-needed
 	@KUMO_TIERS=slow sh tests/run.sh
 
 demo: deps
 	$(MAKE) kumo
 	$(MAKE) guest
+	@$(MAKE) -s box-if-needed
 	@sh tools/demo.sh
 
 bench: deps
 	$(MAKE) kumo tests $(BENCH_BINS)
 	$(MAKE) guest
+	@$(MAKE) -s box-if-needed
 	@sh tests/bench/run.sh
 
 clean:
@@ -118,7 +134,7 @@ clean:
 fuzz: deps
 	FUZZ_RUNS=$${FUZZ_RUNS:-2000000} sh tests/fuzz/run.sh
 
-.PHONY: fuzz all deps guest guest-check check check-unit check-slow demo bench clean tests
+.PHONY: fuzz all deps guest guest-check box box-if-needed box-shell check check-unit check-slow demo bench clean tests
 .SECONDARY:
 
 -include $(shell find . -name '*.d' 2>/dev/null)

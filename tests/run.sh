@@ -3,14 +3,37 @@
 #   KUMO_TIERS="unit kvm fuzz integration" (default), "slow" for the stock-kernel boot, or
 #   "pending" for boots written but not yet run on a host with KVM (tests/integration/pending-*).
 # Every test prints PASS:/FAIL:/SKIP: lines; this script only counts and summarises them.
+# Tests that need KVM (tests/kvm/*, integration scripts calling need_kvm) run in the KVM box
+# (tests/box/box, docs/box.md) where the host's /dev/kvm is missing or PVM: all of them in one
+# box boot, after the host's own tests, their results counted here under "box/".
+# KUMO_BOX=auto|1|0 (tests/box/box want); KUMO_BOX_TIMEOUT (s) bounds that boot.
 cd "$(dirname "$0")/.." || exit 2
 TIERS=${KUMO_TIERS:-unit kvm fuzz integration}
 LOG=${KUMO_TEST_LOG:-tests/out}
 mkdir -p "$LOG"
 : > "$LOG/results"
 
+# WHERE: all (native), host (KVM tests deferred to the box), kvm (inside the box: only those).
+if [ -n "${KUMO_IN_BOX:-}" ]; then
+	WHERE=kvm
+elif why=$(bash tests/box/box want); then
+	WHERE=host
+	echo "== KVM tests run in the box: $why"
+else
+	WHERE=all
+fi
+deferred=0
+needs_kvm() { case $1 in tests/kvm/*) return 0;; esac; [ -f "$1" ] && grep -q '^need_kvm ' "$1"; }
+
 run() { # name, command...
 	name=$1; shift
+	# The test's file is the first argument that names one.
+	for a in "$@"; do [ -f "$a" ] && break; done
+	if needs_kvm "$a"; then
+		[ "$WHERE" = host ] && { deferred=$((deferred + 1)); return; }
+	else
+		[ "$WHERE" = kvm ] && return
+	fi
 	printf '== %s\n' "$name"
 	"$@" > "$LOG/$name.out" 2>&1
 	rc=$?
@@ -50,6 +73,23 @@ for tier in $TIERS; do
 		done ;;
 	esac
 done
+
+if [ "$deferred" -gt 0 ]; then
+	printf '== box: %d tests that need KVM, in one box boot\n' "$deferred"
+	rm -rf "$LOG/box"
+	KUMO_TEST_LOG=$LOG/box KUMO_TIERS=$TIERS bash tests/box/box run --numa "${KUMO_BOX_NUMA:-0}" \
+		--out "$LOG" --timeout "${KUMO_BOX_TIMEOUT:-2700}" -- sh tests/run.sh > "$LOG/box.out" 2>&1
+	rc=$?
+	tail -n 3 "$LOG/box.out"
+	sed -n 's|^\([^ :]*\): \(PASS\|FAIL\|SKIP\): |box/\1: \2: |p' "$LOG/box/results" 2>/dev/null >> "$LOG/results"
+	if [ $rc -ge 124 ]; then
+		echo "box: FAIL: $(sed -n 's/^box: FAIL: //p' "$LOG/box.out" | tail -1)" | tee -a "$LOG/results"
+	elif [ $rc -ne 0 ] && ! grep -q '^box/.*: FAIL: ' "$LOG/results"; then
+		echo "box: FAIL: tests/run.sh in the box exited with status $rc" | tee -a "$LOG/results"
+	fi
+	grep '^box/' "$LOG/results"
+	echo "box: $(grep -c '^box/' "$LOG/results") results from the box; boots: $(wc -l < "$LOG/box-boots.log") so far ($LOG/box-boots.log)"
+fi
 
 # The failures again, last, where a log that keeps only its tail still shows them.
 if grep -q ': FAIL: ' "$LOG/results"; then

@@ -8,6 +8,7 @@ cd "$(dirname "$0")/../.." || exit 2
 . tests/integration/lib.sh
 CON=$OUT/stock-boot.console
 ERR=$OUT/stock-boot.stderr
+need_kvm stock-boot
 [ -f guest/out/stock-vmlinuz ] || { fail stock-guest-image "run make guest"; exit 1; }
 start=$(date +%s)
 timeout "${KUMO_SLOW_TIMEOUT:-3600}" $KUMO run --kernel guest/out/stock-vmlinuz \
