@@ -7,6 +7,7 @@ as virtio-blk (snapshot=on: the image is not modified), then talks to the agent 
 (see checks()) and prints PASS:/FAIL: lines. Exit status 1 when anything failed.
 
 usage: agent-check.py KERNEL INITRD DATA_DISK LOG [TIMEOUT_S]
+Results are named agent-qemu-* (KUMO_AGENT_CHECK_NAME sets the prefix).
 """
 import os
 import subprocess
@@ -17,13 +18,14 @@ import time
 from agentlib import Agent
 
 QEMU = os.environ.get("QEMU", "qemu-system-x86_64")
+NAME = os.environ.get("KUMO_AGENT_CHECK_NAME", "agent-qemu")  # the results' prefix
 failed = 0
 
 
 def result(ok, name, detail=""):
     global failed
-    print("%s: %s%s" % ("PASS" if ok else "FAIL", name, (" (" + detail + ")") if detail else ""),
-          flush=True)
+    print("%s: %s-%s%s" % ("PASS" if ok else "FAIL", NAME, name,
+                           (" (" + detail + ")") if detail else ""), flush=True)
     if not ok:
         failed = 1
     return ok
@@ -50,7 +52,7 @@ def main():
     try:
         checks(agent, log)
     except (EOFError, OSError) as e:
-        result(False, "agent-qemu-connection", str(e))
+        result(False, "connection", str(e))
     finally:
         agent.close()
         try:
@@ -76,15 +78,15 @@ def checks(agent, log):
     tests/integration/test-agent-qemu.sh (agent-host.py), which make guest-check runs too."""
     agent.connect()
     hello = agent.wait_event("hello", 150)
-    if not result(hello is not None, "agent-qemu-hello", "no hello event" if hello is None else
+    if not result(hello is not None, "hello", "no hello event" if hello is None else
                   "port %s" % hello["data"].get("port")):
         return
     r = agent.request("ping")
-    result(bool(r and r.get("ok") and r["result"].get("pong")), "agent-qemu-ping", str(r))
+    result(bool(r and r.get("ok") and r["result"].get("pong")), "ping", str(r))
     agent.send_raw(b'this is not json\n{"id":"x","verb":"nosuch"}\n{"id":"y","verb":"run",'
                    b'"args":{"name":"../sbin/kumo-agent"}}\n')
     bad = [agent.reply(i, 20) for i in (None, "x", "y")]
-    result(all(b and b.get("ok") is False for b in bad), "agent-qemu-bad-requests",
+    result(all(b and b.get("ok") is False for b in bad), "bad-requests",
            " / ".join(str(b) for b in bad))
 
     # The host side goes away and comes back: the agent says hello again and keeps reporting.
@@ -94,11 +96,11 @@ def checks(agent, log):
     agent.connect()
     hello = agent.wait_event("hello", 20)
     st = [s for s in agent.stats_for(2.5) if hello and s["ts"] >= hello["ts"]]
-    result(hello is not None and len(st) >= 2, "agent-qemu-reconnect",
+    result(hello is not None and len(st) >= 2, "reconnect",
            "hello %s, %d fresh stats after reconnecting" % (hello is not None, len(st)))
 
     r = agent.request("poweroff", timeout=20)
-    result(bool(r and r.get("ok")), "agent-qemu-poweroff", str(r))
+    result(bool(r and r.get("ok")), "poweroff", str(r))
 
 
 if __name__ == "__main__":

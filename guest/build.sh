@@ -209,26 +209,34 @@ stage_stock_modules() {
 }
 
 # ------------------------------------------------------------------ busybox
-# Sets BUSYBOX (an i386 static busybox).
+# ELF class byte of $1: 01 (32-bit), 02 (64-bit), or empty when it is not an ELF file.
+elf_class() {
+	[ "$(head -c4 "$1" | od -An -tx1 | tr -d ' ')" = 7f454c46 ] || return 0
+	od -An -tx1 -j4 -N1 "$1" | tr -d ' '
+}
+
+# fetch_busybox ARCH (i386 or amd64): sets BUSYBOX to Debian's busybox-static for ARCH,
+# cached in $KUMO_CACHE/busybox-ARCH.
 fetch_busybox() {
-	bdir="$KUMO_CACHE/busybox-i386"
+	arch=$1
+	bdir="$KUMO_CACHE/busybox-$arch"
 	mkdir -p "$bdir"
-	deb=$(ls "$bdir"/busybox-static_*_i386.deb 2>/dev/null | head -1 || true)
+	deb=$(ls "$bdir"/busybox-static_*_"$arch".deb 2>/dev/null | head -1 || true)
 	if [ -z "$deb" ]; then
-		say "busybox: downloading busybox-static:i386"
-		apt_download busybox-static:i386 "$bdir" || die "apt-get download busybox-static:i386 failed"
-		deb=$(ls "$bdir"/busybox-static_*_i386.deb | head -1)
+		say "busybox: downloading busybox-static:$arch"
+		apt_download "busybox-static:$arch" "$bdir" || die "apt-get download busybox-static:$arch failed"
+		deb=$(ls "$bdir"/busybox-static_*_"$arch".deb | head -1)
 	fi
 	root="$bdir/$(basename "$deb" .deb)"
 	if [ ! -x "$root/bin/busybox" ]; then
 		rm -rf "$root"; mkdir -p "$root"; dpkg-deb -x "$deb" "$root"
 	fi
 	BUSYBOX="$root/bin/busybox"
-	file "$BUSYBOX" 2>/dev/null | grep -q 'ELF 32-bit' || [ "$(od -An -tx1 -j4 -N1 "$BUSYBOX" | tr -d ' ')" = 01 ] ||
-		die "$BUSYBOX is not a 32-bit ELF"
+	case "$arch" in i386) want=01 ;; *) want=02 ;; esac
+	[ "$(elf_class "$BUSYBOX")" = "$want" ] || die "$BUSYBOX is not a $arch ELF"
 }
 
-# Applet list: run the i386 binary if the host can, else ask the host's busybox.
+# Applet list: run $BUSYBOX if the host can, else ask the host's busybox.
 busybox_applets() {
 	"$BUSYBOX" --list-full 2>/dev/null && return 0
 	if command -v busybox >/dev/null; then busybox --list-full; return 0; fi
@@ -236,33 +244,36 @@ busybox_applets() {
 }
 
 # ------------------------------------------------------- freestanding programs
-# kumo-probe, kumo-agent and the workloads: freestanding 32-bit C on guest/rt, no SSE/x87,
-# int $0x80 only: the userspace that runs on PVM hosts (guest/rt/rt.h, docs/guest.md).
-GUEST_CFLAGS="-m32 -ffreestanding -nostdlib -static -fno-pic -no-pie -mgeneral-regs-only
+# kumo-probe, kumo-agent and the workloads: freestanding C on guest/rt, built twice: 64-bit
+# (syscall instruction) for the ordinary image, and 32-bit (int $0x80, no SSE/x87) for the
+# one that runs on PVM hosts (guest/rt/rt.h, docs/guest.md).
+GUEST_CFLAGS="-ffreestanding -nostdlib -static -fno-pic -no-pie -mgeneral-regs-only
 	-fno-stack-protector -fno-builtin -fno-tree-loop-distribute-patterns -O2 -g0
 	-Wall -Wextra -Wno-unused-parameter -Werror"
 WORKLOADS="filereader webload cpuload membench ompbench"
 
-# gcc_guest OUT SOURCES...
+# gcc_guest BITS OUT SOURCES...
 gcc_guest() {
-	o=$1; shift
+	bits=$1 o=$2; shift 2
 	# shellcheck disable=SC2086
-	gcc $GUEST_CFLAGS -o "$o" "$@" || die "building $o failed"
+	gcc -m"$bits" $GUEST_CFLAGS -o "$o" "$@" || die "building $o ($bits-bit) failed"
 }
 
+# build_guest_programs STAGE BITS (32 or 64)
 build_guest_programs() {
-	stage=$1
+	stage=$1 bits=$2
 	obj="$stage.obj"
 	rm -rf "$obj"; mkdir -p "$obj"
-	gcc_guest "$obj/rt.o" -c "$GUEST_DIR/rt/rt.c"
-	gcc_guest "$obj/wl.o" -c "$GUEST_DIR/workloads/wl.c"
-	gcc_guest "$stage/sbin/kumo-probe" "$GUEST_DIR/probe/kumo-probe.c" "$obj/rt.o"
-	gcc_guest "$stage/sbin/kumo-agent" "$GUEST_DIR/agent/kumo-agent.c" \
+	gcc_guest "$bits" "$obj/rt.o" -c "$GUEST_DIR/rt/rt.c"
+	gcc_guest "$bits" "$obj/wl.o" -c "$GUEST_DIR/workloads/wl.c"
+	gcc_guest "$bits" "$stage/sbin/kumo-probe" "$GUEST_DIR/probe/kumo-probe.c" "$obj/rt.o"
+	gcc_guest "$bits" "$stage/sbin/kumo-agent" "$GUEST_DIR/agent/kumo-agent.c" \
 		"$GUEST_DIR/agent/agent-parse.c" "$obj/rt.o"
 	for w in $WORKLOADS; do
-		gcc_guest "$stage/bin/$w" "$GUEST_DIR/workloads/$w.c" "$obj/wl.o" "$obj/rt.o"
+		gcc_guest "$bits" "$stage/bin/$w" "$GUEST_DIR/workloads/$w.c" "$obj/wl.o" "$obj/rt.o"
 	done
 	rm -rf "$obj"
+	[ "$bits" = 32 ] || return 0
 	# No SSE/x87 may slip in (PVM's emulator cannot run them after a return to user mode).
 	for f in "$stage/sbin/kumo-probe" "$stage/sbin/kumo-agent" $(for w in $WORKLOADS; do echo "$stage/bin/$w"; done); do
 		if objdump -d "$f" | grep -Eq '%xmm|%st[(0-9]|%mm[0-9]|\sf(ld|st|add|mul|div)'; then
@@ -301,8 +312,9 @@ build_data_disk() {
 }
 
 # ---------------------------------------------------------------- initramfs
+# stage_base STAGE BITS: /init, scripts, $BUSYBOX and our programs built for BITS.
 stage_base() {
-	stage=$1
+	stage=$1 bits=$2
 	rm -rf "$stage"; mkdir -p "$stage"
 	for d in bin sbin usr/bin usr/sbin dev proc sys tmp run mnt root etc scripts lib/modules; do
 		mkdir -p "$stage/$d"
@@ -317,7 +329,7 @@ stage_base() {
 	mknod "$stage/dev/null" c 1 3
 	chmod 1777 "$stage/tmp"
 	cp "$GUEST_DIR/init" "$stage/init"; chmod 755 "$stage/init"
-	build_guest_programs "$stage"
+	build_guest_programs "$stage" "$bits"
 	for s in "$GUEST_DIR"/scripts/*; do
 		[ -f "$s" ] || continue
 		cp "$s" "$stage/scripts/"; chmod 755 "$stage/scripts/$(basename "$s")"
@@ -335,28 +347,31 @@ pack_cpio() {
 	say "initramfs: $(basename "$dst") $(stat -c %s "$dst") B"
 }
 
+# initramfs.cpio, initramfs-stock.cpio: the ordinary userspace (amd64 busybox, 64-bit programs)
+# for SVM/VMX hosts and QEMU; initramfs-pvm.cpio: 32-bit only, for PVM hosts, where 64-bit
+# system calls and SSE in user code do not work (docs/pvm.md).
 build_initramfs() {
 	[ "$(id -u)" = 0 ] || die "building the initramfs needs root (mknod /dev/console)"
 	work="$KUMO_CACHE/initramfs-stage"
-	stage_base "$work/test"
-	# Userspace must be 32-bit only: 64-bit syscalls do not work on PVM hosts.
-	find "$work/test" -type f | while read -r f; do
-		if [ "$(head -c4 "$f" | od -An -tx1 | tr -d ' ')" = 7f454c46 ] &&
-			[ "$(od -An -tx1 -j4 -N1 "$f" | tr -d ' ')" = 02 ]; then
-			die "64-bit ELF in the initramfs: $f"
-		fi
-	done
+	fetch_busybox amd64
+	stage_base "$work/test" 64
 	pack_cpio "$work/test" "$OUT/initramfs.cpio"
 	rm -rf "$work/stock"; cp -a "$work/test" "$work/stock"
 	stage_stock_modules "$work/stock"
 	pack_cpio "$work/stock" "$OUT/initramfs-stock.cpio"
+
+	fetch_busybox i386
+	stage_base "$work/pvm" 32
+	find "$work/pvm" -type f | while read -r f; do
+		[ "$(elf_class "$f")" != 02 ] || die "64-bit ELF in the PVM initramfs: $f"
+	done
+	pack_cpio "$work/pvm" "$OUT/initramfs-pvm.cpio"
 }
 
 case "${1:-all}" in
 all)
 	build_kernel test "$GUEST_DIR/test-kernel.config"
 	fetch_stock_kernel
-	fetch_busybox
 	build_initramfs
 	build_data_disk
 	;;
@@ -364,7 +379,6 @@ test-kernel) build_kernel test "$GUEST_DIR/test-kernel.config" ;;
 box-kernel) build_kernel box "$GUEST_DIR/../tests/box/box-kernel.config" ;;
 stock|initramfs)
 	fetch_stock_kernel
-	fetch_busybox
 	build_initramfs
 	build_data_disk
 	;;

@@ -1,7 +1,8 @@
 #!/bin/sh
-# `make guest-check`: boots the guest images under QEMU TCG (no KVM needed) and checks that
-# /init runs, the boot-check script completes, virtio devices probe, and the guest powers off;
-# then kumo-agent on its port (guest/agent-check.py, log guest/out/qemu-agent.log).
+# `make guest-check`: boots the guest images under QEMU TCG (no KVM needed; the 64-bit ones and
+# the 32-bit initramfs-pvm.cpio) and checks that /init runs, the boot-check script completes,
+# virtio devices probe, and the guest powers off; then kumo-agent on its port
+# (guest/agent-check.py, log guest/out/qemu-agent.log).
 # Prints PASS:/FAIL: lines; exits 1 on any failure. Console logs: guest/out/qemu-*.log.
 set -u
 
@@ -58,6 +59,10 @@ check() {
 boot test-kernel "$OUT/test-bzImage" "$OUT/initramfs.cpio"
 check guest-qemu-test-kernel
 
+# The 32-bit image for PVM hosts (i386 busybox and programs) under TCG: /init and the script.
+boot test-kernel-pvm "$OUT/test-bzImage" "$OUT/initramfs-pvm.cpio"
+check guest-qemu-test-kernel-pvm
+
 # The stock kernel under TCG (2 vCPUs) has once stalled for good here (RCU stall: a vCPU's
 # timer never fired; 1 run in 11 in one session), so make check (tests/integration/test-guest-qemu.sh)
 # sets KUMO_QEMU_STOCK=0 and leaves it to make guest-check.
@@ -91,9 +96,13 @@ rm -f "$disk"
 # kumo-agent on its port: kumo-probe (info,data,agentd) as init, the agent's port on a Unix
 # socket, the data disk read through snapshot=on; guest/agent-check.py talks to the agent.
 # (Its stats, workloads and park-cpus: tests/integration/test-agent-qemu.sh, via kumo relay.)
+# The same with the 32-bit kumo-probe and kumo-agent of initramfs-pvm.cpio (agent-qemu-pvm-*).
 if [ -s "$OUT/data.ext4" ]; then
 	python3 "$GUEST_DIR/agent-check.py" "$OUT/test-bzImage" "$OUT/initramfs.cpio" \
 		"$OUT/data.ext4" "$OUT/qemu-agent.log" "$((TIMEOUT * 3))" || fail=1
+	KUMO_AGENT_CHECK_NAME=agent-qemu-pvm python3 "$GUEST_DIR/agent-check.py" \
+		"$OUT/test-bzImage" "$OUT/initramfs-pvm.cpio" "$OUT/data.ext4" \
+		"$OUT/qemu-agent-pvm.log" "$((TIMEOUT * 3))" || fail=1
 else
 	echo "FAIL: agent-qemu (missing $OUT/data.ext4: sh guest/build.sh data)"
 	fail=1
