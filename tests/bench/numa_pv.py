@@ -1,6 +1,6 @@
 """vNUMA PV-feature benchmark for `make bench` (issue 5, paper 004): ompbench (a memory-bound
 triad and a barrier-heavy kernel with libgomp-style spin-then-futex barriers) in a 2-node guest
-under kumo, one boot per `--pv` combination, and the same static i386 binary on the host.
+under kumo, one boot per `--pv` combination, and the same static binary on the host.
 
 Scale (environment): BENCH_OMP_RUNS (runs per spin value, default 5), BENCH_OMP_KB (size of
 each triad array in KiB, default 32; the paper's sizes are MiB: 8192 = ompbench's default
@@ -29,7 +29,11 @@ IDLE_S = int(os.environ.get("BENCH_OMP_IDLE_S", "5"))
 # slice per iteration: the host row would measure thread placement (ms instead of µs).
 PIN = int(os.environ.get("BENCH_OMP_PIN", "1"))
 GUARD = float(os.environ.get("BENCH_OMP_GUARD", "600"))
-KERNEL, INITRD, DATA = "guest/out/test-bzImage", "guest/out/initramfs.cpio", "guest/out/data.ext4"
+KERNEL, DATA = "guest/out/test-bzImage", "guest/out/data.ext4"
+# The guest image kumo boots: the ordinary 64-bit one, or on a PVM host (where 64-bit system
+# calls and SSE in user code do not work, docs/pvm.md) the 32-bit one.
+PVM = os.path.isdir("/sys/module/kvm_pvm")
+INITRD = "guest/out/initramfs-pvm.cpio" if PVM else "guest/out/initramfs.cpio"
 
 # (name in the table, --pv value or None). The default is what kumo ships: every PV feature
 # KVM offers, KVM's own halt polling.
@@ -312,11 +316,11 @@ def section(res):
     """The Markdown section for docs/benchmarks.md."""
     p = res["params"]
     s = summary(res)
-    pvm = os.path.isdir("/sys/module/kvm_pvm")
     L = ["## vNUMA PV features: ompbench in a 2-node guest", ""]
     L.append(f"`ompbench threads=2 kernels=triad,barrier kb={p['kb']} iters={p['iters']} "
              f"barriers={p['barriers']} spin=S pin={p.get('pin', 0)}` (`guest/workloads/ompbench.c`, "
-             "a static freestanding i386 binary) run by kumo-agent's `run` verb with `wait:true`, "
+             f"a static freestanding {'i386' if PVM else 'x86_64'} binary) run by kumo-agent's "
+             "`run` verb with `wait:true`, "
              f"{p['runs']} runs per spin value, in one boot of the test kernel per `--pv` "
              "combination: `kumo run --cpus 2 --mem 512M --numa node=0,cpus=0,mem=256M,host-node=0 "
              "--numa node=1,cpus=1,mem=256M,host-node=0 --numa-distance 0:1=21 --cpu-pin 0=0,1=1 "
@@ -365,7 +369,7 @@ def section(res):
                      f"{o['wall_s']:.0f} s (exit status {o['exit']}{again}) |")
     L.append("")
 
-    if pvm:
+    if PVM:
         note = ("- **On this host these numbers measure KVM's instruction emulator more than the "
                 "PV features.** Its KVM is PVM: every guest-kernel path ompbench reaches — the "
                 "futex wait and wake behind each sleeping barrier, the scheduler, the idle loop "
@@ -412,7 +416,7 @@ def section(res):
                  (". With the caveat above: on PVM that says only that switching these features "
                   "off buys nothing measurable through the emulator, not that they help on a "
                   "VMX/SVM host; re-run `make bench` there before changing the default."
-                  if pvm else "."))
+                  if PVM else "."))
     else:
         what = "; ".join(f"`{pv}` " + " and ".join(
             w for w, f in (("is faster in both kernels at every spin value", fa),
@@ -421,7 +425,7 @@ def section(res):
                  "spread" + (". On PVM that is the emulator's cost of those paths, not the "
                              "features' effect, so the table does not justify another default "
                              "here: kumo keeps what it ships until `make bench` on a VMX/SVM "
-                             "host agrees." if pvm else "; the table supports that setting."))
+                             "host agrees." if PVM else "; the table supports that setting."))
     L.append("- Scale: BENCH_OMP_RUNS, BENCH_OMP_KB, BENCH_OMP_ITERS, BENCH_OMP_BARRIERS, "
              "BENCH_OMP_GUARD (hang guard per boot) in `tests/bench/numa_pv.py`; at this size the "
              "triad's arrays fit in the host's caches, so its host row is not memory-bound (the "

@@ -9,7 +9,7 @@ the vNUMA PV-feature section (tests/bench/numa_pv.py) has its own BENCH_OMP_* va
 import os, re, shutil, statistics, subprocess, sys, tempfile, time
 
 import numa_pv  # tests/bench/numa_pv.py: the vNUMA PV-feature benchmark (issue 5)
-from numa_pv import kill_group  # noqa: E402
+from numa_pv import INITRD, kill_group  # noqa: E402  (INITRD: the image for this host)
 
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 BOOT_RUNS = int(os.environ.get("BENCH_BOOT_RUNS", "5"))
@@ -19,7 +19,7 @@ BLK_SECONDS = float(os.environ.get("BENCH_BLK_SECONDS", "2"))
 BALLOON_GIB = int(os.environ.get("BENCH_BALLOON_GIB", "1"))
 GUEST_RUNS = int(os.environ.get("BENCH_GUEST_RUNS", "3"))
 SETTLE = float(os.environ.get("BENCH_SETTLE", "3"))
-KERNEL, INITRD = "guest/out/test-bzImage", "guest/out/initramfs.cpio"
+KERNEL = "guest/out/test-bzImage"
 MEM_MB = 256
 QEMU = shutil.which("qemu-system-x86_64")
 KUMO_CMD = ["./kumo", "run", "-q", "--kernel", KERNEL, "--initrd", INITRD, "--mem", f"{MEM_MB}M"]

@@ -36,3 +36,14 @@ need_kvm() {
 	echo "SKIP: $1 ($(no_kvm_reason))"
 	exit 0
 }
+
+# The guest image for boots in kumo on this host (KUMO_TEST_INITRD overrides): the ordinary
+# 64-bit userspace, or on a PVM host, where 64-bit system calls and SSE in user code do not
+# work (docs/pvm.md), the 32-bit one. Boots under QEMU TCG use initramfs.cpio on every host.
+if [ -n "${KUMO_TEST_INITRD:-}" ]; then
+	KUMO_INITRD=$KUMO_TEST_INITRD
+elif [ -d /sys/module/kvm_pvm ]; then
+	KUMO_INITRD=guest/out/initramfs-pvm.cpio
+else
+	KUMO_INITRD=guest/out/initramfs.cpio
+fi

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/../.." || exit 2
 . tests/integration/lib.sh
 need_kvm agent-boot
 KERNEL=${KUMO_TEST_KERNEL:-guest/out/test-bzImage}
-INITRD=${KUMO_TEST_INITRD:-guest/out/initramfs.cpio}
+INITRD=$KUMO_INITRD
 DATA=${KUMO_TEST_DATA:-guest/out/data.ext4}
 CON=$OUT/agent-test.console
 ERR=$OUT/agent-test.stderr

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/../.." || exit 2
 . tests/integration/lib.sh
 need_kvm balloon-boots
 KERNEL=${KUMO_TEST_KERNEL:-guest/out/test-bzImage}
-INITRD=${KUMO_TEST_INITRD:-guest/out/initramfs.cpio}
+INITRD=$KUMO_INITRD
 CON=$OUT/balloon-test.console
 ERR=$OUT/balloon-test.stderr
 T=$(mktemp -d)

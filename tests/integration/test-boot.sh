@@ -4,15 +4,15 @@
 # two virtio-blk disks (a partition table written on the host is read by the guest kernel;
 # data both ways byte for byte; one disk read-only), virtio-console's agent port both ways,
 # virtio-balloon driven through the control socket, MSI-X, and power-off through ACPI S5.
-# Guest userspace is guest/probe/kumo-probe (freestanding 32-bit, no SSE, int $0x80), the one
-# userspace that runs on PVM hosts too (docs/pvm.md); the host side is drive-guest.py.
+# Guest userspace is guest/probe/kumo-probe (freestanding; 32-bit, no SSE, int $0x80 in the PVM
+# image, lib.sh picks it on PVM hosts: docs/pvm.md); the host side is drive-guest.py.
 # On PVM hosts the guest kernel is emulated: this takes a few minutes; the timeout is generous
 # and is not a measurement (KUMO_BOOT_TIMEOUT, seconds).
 cd "$(dirname "$0")/../.." || exit 2
 . tests/integration/lib.sh
 need_kvm boot-boots
 KERNEL=${KUMO_TEST_KERNEL:-guest/out/test-bzImage}
-INITRD=${KUMO_TEST_INITRD:-guest/out/initramfs.cpio}
+INITRD=$KUMO_INITRD
 CON=$OUT/boot-test.console
 ERR=$OUT/boot-test.stderr
 for f in "$KERNEL" "$INITRD"; do

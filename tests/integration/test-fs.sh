@@ -7,7 +7,7 @@ cd "$(dirname "$0")/../.." || exit 2
 . tests/integration/lib.sh
 need_kvm fs-boots
 KERNEL=${KUMO_TEST_KERNEL:-guest/out/test-bzImage}
-INITRD=${KUMO_TEST_INITRD:-guest/out/initramfs.cpio}
+INITRD=$KUMO_INITRD
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 truncate -s 64M "$T/fs.img"

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/../.." || exit 2
 . tests/integration/lib.sh
 need_kvm numa-boots
 KERNEL=${KUMO_TEST_KERNEL:-guest/out/test-bzImage}
-INITRD=${KUMO_TEST_INITRD:-guest/out/initramfs.cpio}
+INITRD=$KUMO_INITRD
 CON=$OUT/numa-test.console
 ERR=$OUT/numa-test.stderr
 T=$(mktemp -d)
