@@ -81,7 +81,7 @@ if [ "$deferred" -gt 0 ]; then
 		--out "$LOG" --timeout "${KUMO_BOX_TIMEOUT:-2700}" -- sh tests/run.sh > "$LOG/box.out" 2>&1
 	rc=$?
 	tail -n 3 "$LOG/box.out"
-	sed -n 's|^\([^ :]*\): \(PASS\|FAIL\|SKIP\): |box/\1: \2: |p' "$LOG/box/results" 2>/dev/null >> "$LOG/results"
+	sed -n 's#^\([^ :]*\): \(PASS\|FAIL\|SKIP\): #box/\1: \2: #p' "$LOG/box/results" 2>/dev/null >> "$LOG/results"
 	if [ $rc -ge 124 ]; then
 		echo "box: FAIL: $(sed -n 's/^box: FAIL: //p' "$LOG/box.out" | tail -1)" | tee -a "$LOG/results"
 	elif [ $rc -ne 0 ] && ! grep -q '^box/.*: FAIL: ' "$LOG/results"; then
