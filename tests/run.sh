@@ -1,7 +1,8 @@
 #!/bin/sh
 # Runs kumo's test tiers and ends with "N passed, N failed".
-#   KUMO_TIERS="unit kvm fuzz integration" (default), "slow" for the stock-kernel boot, or
-#   "pending" for boots written but not yet run on a host with KVM (tests/integration/pending-*).
+#   KUMO_TIERS="unit kvm fuzz integration" (default), "slow" for the bigger stock-kernel boot
+#   (tests/integration/slow-*), or "pending" for tests written but not yet run
+#   (tests/integration/pending-*).
 # Every test prints PASS:/FAIL:/SKIP: lines; this script only counts and summarises them.
 # Tests that need KVM (tests/kvm/*, integration scripts calling need_kvm) run in the KVM box
 # (tests/box/box, docs/box.md) where the host's /dev/kvm is missing or PVM: all of them in one

@@ -124,7 +124,10 @@ def park(c, pid):
         str(c.last))
     share = vcpu_busy(c, pid, tids, argv)
     # Busy means a good share of a CPU, not all of one: other host load may take the rest.
-    say(bool(share and share[1] < 0.05 and share[0] > 0.2), "agent-parked-vcpu-idle-on-host",
+    # Idle is not zero: the parked vCPU still takes its timer ticks, and in the KVM box every
+    # VM exit costs tens of microseconds of TCG (7.6% of a CPU measured there, 1.6% under
+    # plain QEMU TCG); a vCPU that was not parked runs the spinning load at > 20%.
+    say(bool(share and share[1] < 0.15 and share[0] > 0.2), "agent-parked-vcpu-idle-on-host",
         f"host CPU share over {PARK_S:.0f} s: " + (
             ", ".join(f"vcpu{v} {s:.1%}" for v, s in sorted(share.items())) if share else "none"))
     r = c.agent("unpark-cpus", {"cpus": [1]})

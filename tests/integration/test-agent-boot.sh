@@ -1,6 +1,4 @@
 #!/bin/sh
-# Not yet run (written in a session whose host had no /dev/kvm): `KUMO_TIERS=pending make check`
-# or `sh tests/integration/pending-agent-boot.sh`; move it to test-agent-boot.sh once it passed.
 # One test-kernel boot with 2 vCPUs, the workloads' data disk and the guest agent relayed
 # through the control socket (kumo run --agent): kumo-probe mounts the disk and execs
 # kumo-agent; agent-host.py then drives the agent only through kumo's control socket
