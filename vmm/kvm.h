@@ -10,6 +10,8 @@
 
 struct guest_mem;
 struct kvm_irq_routing;
+struct kvm_vcpu_state;
+struct kvm_vm_state;
 
 struct kvm {
 	int sys_fd;
@@ -51,5 +53,22 @@ int kvm_msi_route(struct kvm *kvm, uint32_t *gsi, uint64_t addr, uint32_t data);
 int kvm_irqfd(struct kvm *kvm, int fd, uint32_t gsi, int assign);
 /* Make a guest MMIO write at addr (len 0 = any) signal fd without an exit. */
 int kvm_ioeventfd(struct kvm *kvm, int fd, uint64_t addr, uint32_t len, int assign);
+
+/*
+ * The whole state of the vCPU whose fd is given (vmm/kvm-state.h), read or loaded in the order
+ * KVM needs. The vCPU must be outside KVM_RUN, and an exit it stopped in completed: save a vCPU
+ * with vcpu_save_state(). 0 or -errno; the message names the failing ioctl, the missing
+ * capability or the refused MSR.
+ */
+int kvm_vcpu_state_get(struct kvm *kvm, int vcpu_fd, struct kvm_vcpu_state *s)
+	__attribute__((warn_unused_result));
+int kvm_vcpu_state_set(struct kvm *kvm, int vcpu_fd, const struct kvm_vcpu_state *s)
+	__attribute__((warn_unused_result));
+
+/* The in-kernel PICs, IOAPIC and PIT, and kvmclock. Loaded last, once the vCPUs are, so the
+ * clock goes on close to when they run. 0 or -errno. */
+int kvm_vm_state_get(struct kvm *kvm, struct kvm_vm_state *s) __attribute__((warn_unused_result));
+int kvm_vm_state_set(struct kvm *kvm, const struct kvm_vm_state *s)
+	__attribute__((warn_unused_result));
 
 #endif
