@@ -433,3 +433,49 @@ int vcpu_set_runnable(struct vcpu *vcpu)
 
 	return (int)kvm_ioctl(vcpu->fd, KVM_SET_MP_STATE, &mp);
 }
+
+/*
+ * KVM finishes a PIO or MMIO read (our data into the register, RIP past the instruction) only
+ * on the next KVM_RUN, and holds that pending step in no state we can read. With immediate_exit
+ * set, KVM_RUN does that step and returns -EINTR before running any guest instruction (KVM API:
+ * such an operation is complete "only after userspace has re-entered the kernel with KVM_RUN").
+ */
+static int complete_exit(struct vcpu *vcpu)
+{
+	uint8_t old = __atomic_load_n(&vcpu->run->immediate_exit, __ATOMIC_SEQ_CST);
+	long ret;
+
+	__atomic_store_n(&vcpu->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+	/* An access split in two (across a page) exits once more for its second half. */
+	for (int i = 0; i < 4; i++) {
+		ret = kvm_ioctl(vcpu->fd, KVM_RUN, 0);
+		if (ret != 0 || vcpu_handle_exit(vcpu, vcpu->run) != VCPU_CONTINUE)
+			break;
+	}
+	__atomic_store_n(&vcpu->run->immediate_exit, old, __ATOMIC_SEQ_CST);
+	if (ret == -EINTR)
+		return 0;
+	pr_err("vCPU %u: completing its last exit before saving: %s", vcpu->id,
+	       ret < 0 ? strerror((int)-ret) : "KVM exited again");
+	return ret < 0 ? (int)ret : -EBUSY;
+}
+
+int vcpu_save_state(struct vcpu *vcpu, struct kvm_vcpu_state *s)
+{
+	int ret = complete_exit(vcpu);
+
+	if (!ret)
+		ret = kvm_vcpu_state_get(&vcpu->vm->kvm, vcpu->fd, s);
+	if (ret)
+		pr_err("vCPU %u: saving its state failed", vcpu->id);
+	return ret;
+}
+
+int vcpu_load_state(struct vcpu *vcpu, const struct kvm_vcpu_state *s)
+{
+	int ret = kvm_vcpu_state_set(&vcpu->vm->kvm, vcpu->fd, s);
+
+	if (ret)
+		pr_err("vCPU %u: loading its state failed", vcpu->id);
+	return ret;
+}

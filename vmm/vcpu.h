@@ -11,6 +11,7 @@ struct vm;
 struct kvm_run;
 struct kvm_regs;
 struct kvm_sregs;
+struct kvm_vcpu_state;
 
 /* Exit reasons we count (index into vcpu->exits). */
 enum vcpu_exit_kind { VCPU_EXIT_IO, VCPU_EXIT_MMIO, VCPU_EXIT_HLT, VCPU_EXIT_INTR,
@@ -52,6 +53,15 @@ int vcpu_get_regs(struct vcpu *vcpu, struct kvm_regs *regs);
 int vcpu_set_regs(struct vcpu *vcpu, const struct kvm_regs *regs);
 int vcpu_get_sregs(struct vcpu *vcpu, struct kvm_sregs *sregs);
 int vcpu_set_sregs(struct vcpu *vcpu, const struct kvm_sregs *sregs);
+
+/*
+ * All of the vCPU's state (vmm/kvm-state.h). The vCPU must not be running (parked by
+ * vm_pause() or its thread ended). Saving first completes the exit the vCPU stopped in, so a
+ * PIO or MMIO read lands in its register and RIP is past the instruction. 0 or -errno.
+ */
+int vcpu_save_state(struct vcpu *vcpu, struct kvm_vcpu_state *s) __attribute__((warn_unused_result));
+int vcpu_load_state(struct vcpu *vcpu, const struct kvm_vcpu_state *s)
+	__attribute__((warn_unused_result));
 
 /* Make a non-boot vCPU runnable without INIT/SIPI (tests start APs straight in long mode). */
 int vcpu_set_runnable(struct vcpu *vcpu);
