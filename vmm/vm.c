@@ -708,9 +708,21 @@ int vm_start(struct vm *vm)
 	for (unsigned int i = 0; i < vm->ncpus; i++) {
 		struct vcpu *v = vm->vcpus[i];
 
+		/*
+		 * Counted before its thread exists: a vm_pause() meanwhile then waits for it too
+		 * (the thread parks before its first KVM_RUN) instead of returning while an
+		 * earlier vCPU still runs because this one parked first.
+		 */
+		pthread_mutex_lock(&vm->lock);
+		vm->nstarted++;
+		pthread_mutex_unlock(&vm->lock);
 		ret = -pthread_create(&v->thread, NULL, vcpu_thread, v);
 		if (ret) {
 			pr_err("starting vCPU %u: %s", i, strerror(-ret));
+			pthread_mutex_lock(&vm->lock);
+			vm->nstarted--;
+			pthread_cond_broadcast(&vm->cond);
+			pthread_mutex_unlock(&vm->lock);
 			vm_request_stop(vm, VM_STOP_ERROR, KUMO_EXIT_ERROR);
 			break;
 		}
@@ -720,9 +732,6 @@ int vm_start(struct vm *vm)
 			vm_request_stop(vm, VM_STOP_ERROR, KUMO_EXIT_ERROR);
 			break;
 		}
-		pthread_mutex_lock(&vm->lock);
-		vm->nstarted++;
-		pthread_mutex_unlock(&vm->lock);
 	}
 	return ret;
 }
