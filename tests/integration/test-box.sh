@@ -50,3 +50,9 @@ KUMO_BOX_KERNEL=$T/bad-bzImage $BOX run --out "$T" --timeout 60 -- true > "$T/ba
 rc=$?
 check box-bad-kernel-exit-125 [ $rc -eq 125 ]
 expect box-bad-kernel-says-why "$T/bad.log" '^box: FAIL: '
+
+# A CPU without SVM: the box boots but has no /dev/kvm: exit 125 and it says so.
+KUMO_BOX_CPU=EPYC,-svm,-xsave $BOX run --out "$T" --timeout 120 -- true > "$T/nosvm.log" 2>&1
+rc=$?
+check box-no-svm-exit-125 [ $rc -eq 125 ]
+expect box-no-svm-says-why "$T/nosvm.log" '^box: FAIL: no /dev/kvm in the box'
