@@ -43,6 +43,7 @@ OBJS += vmm/control.o
 OBJS += vmm/vm-control.o
 OBJS += vmm/agent-relay.o
 OBJS += mm/mem.o
+OBJS += mm/dirty.o
 OBJS += vmm/numa.o
 
 MAIN_OBJS := vmm/main.o

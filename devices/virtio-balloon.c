@@ -637,12 +637,13 @@ int virtio_balloon_create(const struct dev_env *env, struct guest_mem *m,
 	b->scratch = malloc(STATS_BUF_MAX > PFN_CHUNK ? STATS_BUF_MAX : PFN_CHUNK);
 	if (!b->scratch)
 		goto err_free;
-	r = mm_pagestate_create(m, &b->ps);
-	if (r)
+	r = -EINVAL;
+	b->ps = mm_pagestate(m);	/* the VM's: the balloon only moves pages in it */
+	if (!b->ps)
 		goto err_free;
 	r = virtio_dev_init(&b->vdev, &balloon_ops, env, b);
 	if (r)
-		goto err_ps;
+		goto err_free;
 	b->epfd = epoll_create1(EPOLL_CLOEXEC);
 	b->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	b->req_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -682,8 +683,6 @@ err_fds:
 	if (b->epfd >= 0)
 		close(b->epfd);
 	virtio_dev_exit(&b->vdev);
-err_ps:
-	mm_pagestate_destroy(b->ps);
 err_free:
 	free(b->scratch);
 	pthread_mutex_destroy(&b->slock);
@@ -706,7 +705,6 @@ void virtio_balloon_destroy(struct virtio_dev *vdev)
 	close(b->stop_fd);
 	close(b->epfd);
 	virtio_dev_exit(vdev);
-	mm_pagestate_destroy(b->ps);
 	free(b->scratch);
 	pthread_mutex_destroy(&b->slock);
 	pthread_mutex_destroy(&b->hlock);

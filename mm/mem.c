@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <numaif.h>
 #include <stdio.h>
@@ -8,8 +9,9 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "mm/dirty.h"
 #include "mm/mem.h"
-#include "vmm/layout.h"
+#include "mm/pagestate.h"
 
 int mm_parse_size(const char *s, uint64_t *out)
 {
@@ -117,10 +119,10 @@ int mm_layout_nodes(struct guest_mem *m, const struct mm_node_spec *spec, int nr
 		while (off < spec[i].size) {
 			uint64_t len = spec[i].size - off;
 
-			if (gpa >= MEM_32BIT_HOLE_START && gpa < MEM_4G)
-				gpa = MEM_4G;
-			if (gpa < MEM_32BIT_HOLE_START && len > MEM_32BIT_HOLE_START - gpa)
-				len = MEM_32BIT_HOLE_START - gpa;
+			if (gpa >= MM_HOLE_START && gpa < MM_HOLE_END)
+				gpa = MM_HOLE_END;
+			if (gpa < MM_HOLE_START && len > MM_HOLE_START - gpa)
+				len = MM_HOLE_START - gpa;
 			add_region(m, gpa, len, NULL, -1, off, i);
 			gpa += len;
 			off += len;
@@ -148,6 +150,9 @@ int mm_init_nodes(struct guest_mem *m, const struct mm_node_spec *spec, int nr, 
 		r->hva = m->nodes[r->node].hva + r->fd_offset;
 		r->memfd = m->nodes[r->node].memfd;
 	}
+	ret = mm_pagestate_create(m, &m->pagestate);
+	if (ret < 0)
+		goto err;
 	return 0;
 err:
 	mm_free(m);
@@ -163,6 +168,8 @@ int mm_init(struct guest_mem *m, uint64_t ram_size)
 
 void mm_free(struct guest_mem *m)
 {
+	mm_dirty_stop(m);
+	mm_pagestate_destroy(m->pagestate);
 	for (int i = 0; i < m->nr_nodes; i++) {
 		if (m->nodes[i].hva)
 			munmap(m->nodes[i].hva, m->nodes[i].size);
@@ -172,37 +179,152 @@ void mm_free(struct guest_mem *m)
 	memset(m, 0, sizeof(*m));
 }
 
+const struct mm_region *mm_region(const struct guest_mem *m, int i)
+{
+	return i >= 0 && i < m->nr_regions ? &m->regions[i] : NULL;
+}
+
+const struct mm_region *mm_find_region(const struct guest_mem *m, uint64_t gpa)
+{
+	const struct mm_region *r;
+
+	mm_for_each_region(m, r)
+		if (gpa >= r->gpa && gpa - r->gpa < r->size)
+			return r;
+	return NULL;
+}
+
 void *mm_gpa_to_hva(const struct guest_mem *m, uint64_t gpa, uint64_t len)
 {
-	for (int i = 0; i < m->nr_regions; i++) {
-		const struct mm_region *r = &m->regions[i];
+	const struct mm_region *r = mm_find_region(m, gpa);
 
-		if (gpa < r->gpa || gpa - r->gpa >= r->size)
-			continue;
-		/* Written to not overflow: len must fit in what is left of the region. */
-		if (len > r->size - (gpa - r->gpa))
-			return NULL;
-		return r->hva + (gpa - r->gpa);
+	/* Written to not overflow: len must fit in what is left of the region. */
+	if (!r || len > r->size - (gpa - r->gpa))
+		return NULL;
+	return r->hva + (gpa - r->gpa);
+}
+
+/*
+ * Call fn(r, off, n, opaque) for each piece of [gpa, gpa+len) in region r at offset off, in
+ * address order, after checking that all of it is RAM (-EFAULT, and no call, otherwise).
+ */
+static int for_each_piece(const struct guest_mem *m, uint64_t gpa, uint64_t len,
+			  void (*fn)(const struct mm_region *r, uint64_t off, uint64_t n, void *opaque),
+			  void *opaque)
+{
+	for (int pass = 0; pass < 2; pass++) {
+		uint64_t a = gpa, left = len;
+
+		while (left) {
+			const struct mm_region *r = mm_find_region(m, a);
+			uint64_t off, n;
+
+			if (!r)
+				return -EFAULT;
+			off = a - r->gpa;
+			n = r->size - off < left ? r->size - off : left;
+			if (pass)
+				fn(r, off, n, opaque);
+			a += n;		/* cannot wrap: a + n is at most the region's end */
+			left -= n;
+		}
 	}
-	return NULL;
+	return 0;
+}
+
+struct copy {
+	uint8_t *to;		/* mm_read() */
+	const uint8_t *from;	/* mm_write(); neither: mm_zero() */
+};
+
+static void copy_piece(const struct mm_region *r, uint64_t off, uint64_t n, void *opaque)
+{
+	struct copy *c = opaque;
+
+	if (c->to) {
+		memcpy(c->to, r->hva + off, n);
+		c->to += n;
+	} else if (c->from) {
+		memcpy(r->hva + off, c->from, n);
+		c->from += n;
+	} else {
+		memset(r->hva + off, 0, n);
+	}
+}
+
+static int copy(const struct guest_mem *m, uint64_t gpa, uint64_t len, struct copy *c)
+{
+	if (!len)
+		return mm_gpa_to_hva(m, gpa, 0) ? 0 : -EFAULT;
+	if (len - 1 > UINT64_MAX - gpa)		/* the last byte past 2^64 */
+		return -EFAULT;
+	return for_each_piece(m, gpa, len, copy_piece, c);
 }
 
 int mm_write(const struct guest_mem *m, uint64_t gpa, const void *src, uint64_t len)
 {
-	void *dst = mm_gpa_to_hva(m, gpa, len);
+	struct copy c = { .from = src };
 
-	if (!dst)
-		return -EFAULT;
-	memcpy(dst, src, len);
-	return 0;
+	return copy(m, gpa, len, &c);
 }
 
 int mm_read(const struct guest_mem *m, uint64_t gpa, void *dst, uint64_t len)
 {
-	const void *src = mm_gpa_to_hva(m, gpa, len);
+	struct copy c = { .to = dst };
 
-	if (!src)
+	return copy(m, gpa, len, &c);
+}
+
+int mm_zero(const struct guest_mem *m, uint64_t gpa, uint64_t len)
+{
+	struct copy c = { 0 };
+
+	return copy(m, gpa, len, &c);
+}
+
+static void no_piece(const struct mm_region *r, uint64_t off, uint64_t n, void *opaque)
+{
+}
+
+int mm_range_is_ram(const struct guest_mem *m, uint64_t gpa, uint64_t len)
+{
+	if (!len || len - 1 > UINT64_MAX - gpa)
+		return 0;
+	return for_each_piece(m, gpa, len, no_piece, NULL) == 0;
+}
+
+int mm_release_range(const struct guest_mem *m, uint64_t gpa, uint64_t len)
+{
+	const struct mm_region *r = mm_find_region(m, gpa);
+	uint64_t off;
+
+	if (!len || ((gpa | len) & (MM_PAGE_SIZE - 1)))
+		return -EINVAL;
+	if (!r)
 		return -EFAULT;
-	memcpy(dst, src, len);
+	off = gpa - r->gpa;
+	if (len > r->size - off)
+		return -EFAULT;
+	if (fallocate(r->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+		      (off_t)(r->fd_offset + off), (off_t)len) < 0)
+		return -errno;
 	return 0;
+}
+
+int mm_hva_to_gpa(const struct guest_mem *m, const void *hva, uint64_t len, uint64_t *gpa)
+{
+	const struct mm_region *r;
+	uintptr_t p = (uintptr_t)hva;
+
+	mm_for_each_region(m, r) {
+		uintptr_t base = (uintptr_t)r->hva;
+
+		if (!r->hva || p < base || p - base >= r->size)
+			continue;
+		if (len > r->size - (p - base))
+			return -EFAULT;
+		*gpa = r->gpa + (p - base);
+		return 0;
+	}
+	return -EFAULT;
 }

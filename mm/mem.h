@@ -9,6 +9,9 @@
 #include <stdint.h>
 
 #define MM_MAX_NODES 16
+/* RAM stops at the 32-bit PCI hole and goes on from 4 GiB (vmm/layout.h draws the same map). */
+#define MM_HOLE_START 0xC0000000ULL
+#define MM_HOLE_END 0x100000000ULL
 #define MM_MAX_REGIONS (2 * MM_MAX_NODES)	/* a node's RAM may be split by the 32-bit hole */
 
 struct mm_region {
@@ -34,6 +37,10 @@ struct mm_node_spec {
 	int host_node;
 };
 
+struct mm_dirty;
+struct mm_pagestate;
+
+/* Walk the regions through mm_for_each_region() / mm_region(), not through regions[]. */
 struct guest_mem {
 	struct mm_region regions[MM_MAX_REGIONS];
 	int nr_regions;
@@ -41,7 +48,26 @@ struct guest_mem {
 	struct mm_node nodes[MM_MAX_NODES];
 	int nr_nodes;
 	int hugepages;		/* backed by 2 MiB huge pages */
+	struct mm_pagestate *pagestate;	/* per-page state (mm/pagestate.h); NULL for a layout */
+	struct mm_dirty *dirty;		/* dirty pages while logging (mm/dirty.h), else NULL */
 };
+
+/* Every region, in slot order: const struct mm_region *r; mm_for_each_region(m, r) ... */
+#define mm_for_each_region(m, r) \
+	for ((r) = (m)->regions; (r) < (m)->regions + (m)->nr_regions; (r)++)
+
+/* Region i (its KVM slot order), NULL when out of range. */
+const struct mm_region *mm_region(const struct guest_mem *m, int i);
+static inline int mm_nr_regions(const struct guest_mem *m) { return m->nr_regions; }
+/* Index of region r of m (mm_region(m, mm_region_index(m, r)) == r). */
+static inline int mm_region_index(const struct guest_mem *m, const struct mm_region *r)
+{
+	return (int)(r - m->regions);
+}
+/* The region holding gpa, or NULL. */
+const struct mm_region *mm_find_region(const struct guest_mem *m, uint64_t gpa);
+/* The page-state map of m's RAM (created with the memory), NULL for a layout without memory. */
+static inline struct mm_pagestate *mm_pagestate(const struct guest_mem *m) { return m->pagestate; }
 
 /*
  * Lay out ram_size bytes of RAM around the 32-bit hole (below 3 GiB, the rest from 4 GiB)
@@ -67,9 +93,26 @@ void mm_free(struct guest_mem *m);
 /* Host pointer for [gpa, gpa+len) if the whole range is RAM inside one region, else NULL. */
 void *mm_gpa_to_hva(const struct guest_mem *m, uint64_t gpa, uint64_t len);
 
-/* Copy helpers built on mm_gpa_to_hva(); return 0 or -EFAULT. */
+/*
+ * Copy to / from / zero [gpa, gpa+len), which may span adjacent regions (nodes meet without a
+ * gap). Return 0, or -EFAULT (nothing copied) unless all of it is RAM; len 0 needs gpa in RAM.
+ */
 int mm_write(const struct guest_mem *m, uint64_t gpa, const void *src, uint64_t len);
 int mm_read(const struct guest_mem *m, uint64_t gpa, void *dst, uint64_t len);
+int mm_zero(const struct guest_mem *m, uint64_t gpa, uint64_t len);
+/* 1 when [gpa, gpa+len) (len > 0) is all RAM, possibly over adjacent regions; works on a layout. */
+int mm_range_is_ram(const struct guest_mem *m, uint64_t gpa, uint64_t len);
+
+/*
+ * Give [gpa, gpa+len) back to the host: FALLOC_FL_PUNCH_HOLE|KEEP_SIZE on the region's memfd
+ * (the shared mapping is zapped with it; a later touch faults in a zero page). Whole pages
+ * inside one RAM region only: -EINVAL / -EFAULT otherwise, and nothing is released. 0 or -errno.
+ */
+int mm_release_range(const struct guest_mem *m, uint64_t gpa, uint64_t len)
+	__attribute__((warn_unused_result));
+
+/* The guest-physical address of a host pointer into guest RAM ([hva, hva+len) in one region). */
+int mm_hva_to_gpa(const struct guest_mem *m, const void *hva, uint64_t len, uint64_t *gpa);
 
 /* Parse a size such as "256M", "6G", "4096K" or "1048576". Returns 0 or -EINVAL. */
 int mm_parse_size(const char *s, uint64_t *out);

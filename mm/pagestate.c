@@ -1,5 +1,4 @@
 #include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -192,43 +191,4 @@ int mm_pagestate_for_each_run(const struct mm_pagestate *ps, enum mm_page_state 
 		}
 	}
 	return 0;
-}
-
-int mm_release_range(const struct guest_mem *m, uint64_t gpa, uint64_t len)
-{
-	if (!len || ((gpa | len) & (MM_PAGE_SIZE - 1)))
-		return -EINVAL;
-	for (int i = 0; i < m->nr_regions; i++) {
-		const struct mm_region *r = &m->regions[i];
-		uint64_t off;
-
-		if (gpa < r->gpa || gpa - r->gpa >= r->size)
-			continue;
-		off = gpa - r->gpa;
-		if (len > r->size - off)
-			return -EFAULT;
-		if (fallocate(r->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-			      (off_t)(r->fd_offset + off), (off_t)len) < 0)
-			return -errno;
-		return 0;
-	}
-	return -EFAULT;
-}
-
-int mm_hva_to_gpa(const struct guest_mem *m, const void *hva, uint64_t len, uint64_t *gpa)
-{
-	uintptr_t p = (uintptr_t)hva;
-
-	for (int i = 0; i < m->nr_regions; i++) {
-		const struct mm_region *r = &m->regions[i];
-		uintptr_t base = (uintptr_t)r->hva;
-
-		if (p < base || p - base >= r->size)
-			continue;
-		if (len > r->size - (p - base))
-			return -EFAULT;
-		*gpa = r->gpa + (p - base);
-		return 0;
-	}
-	return -EFAULT;
 }

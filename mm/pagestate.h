@@ -11,6 +11,7 @@
 
 #include <stdint.h>
 
+
 struct guest_mem;
 struct mm_pagestate;
 
@@ -25,7 +26,10 @@ enum mm_page_state {
 	MM_PAGE_NR_STATES,
 };
 
-/* A map for every page of m's regions, all MM_PAGE_PRESENT. 0 or -errno. */
+/*
+ * A map for every page of m's regions, all MM_PAGE_PRESENT. 0 or -errno. mm_init_nodes() makes
+ * the VM's own (mm_pagestate(m)); a separate one is for tests.
+ */
 int mm_pagestate_create(const struct guest_mem *m, struct mm_pagestate **out)
 	__attribute__((warn_unused_result));
 void mm_pagestate_destroy(struct mm_pagestate *ps);
@@ -54,16 +58,5 @@ uint64_t mm_pagestate_count(const struct mm_pagestate *ps, enum mm_page_state st
  */
 int mm_pagestate_for_each_run(const struct mm_pagestate *ps, enum mm_page_state st,
 			      int (*fn)(void *opaque, uint64_t gpa, uint64_t len), void *opaque);
-
-/*
- * Give [gpa, gpa+len) back to the host: FALLOC_FL_PUNCH_HOLE|KEEP_SIZE on the region's memfd
- * (the shared mapping is zapped with it; a later touch faults in a zero page). Whole pages
- * inside one RAM region only: -EINVAL / -EFAULT otherwise, and nothing is released. 0 or -errno.
- */
-int mm_release_range(const struct guest_mem *m, uint64_t gpa, uint64_t len)
-	__attribute__((warn_unused_result));
-
-/* The guest-physical address of a host pointer into guest RAM ([hva, hva+len) in one region). */
-int mm_hva_to_gpa(const struct guest_mem *m, const void *hva, uint64_t len, uint64_t *gpa);
 
 #endif

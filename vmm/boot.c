@@ -116,10 +116,10 @@ static void wr64(uint8_t *p, uint64_t v)
 /* Guest RAM as sorted, merged ranges: regions of different nodes may be adjacent. */
 static int ram_ranges(const struct guest_mem *m, struct range *out)
 {
+	const struct mm_region *r;
 	int n = 0, w = 0;
 
-	for (int i = 0; i < m->nr_regions && i < MM_MAX_REGIONS; i++) {
-		const struct mm_region *r = &m->regions[i];
+	mm_for_each_region(m, r) {
 		int j;
 
 		if (!r->size || r->size > UINT64_MAX - r->gpa)
@@ -141,44 +141,18 @@ static int ram_ranges(const struct guest_mem *m, struct range *out)
 }
 
 /*
- * Copy src (or zeros when src is NULL) to [gpa, gpa+len), which may span adjacent regions; each
- * piece goes through mm_gpa_to_hva(). When dry, only check that the range is RAM: m may then be
- * a layout without memory (mm_layout_nodes). Returns 0 or -EFAULT.
+ * Copy src (or zeros when src is NULL) to [gpa, gpa+len), which may span adjacent regions. When
+ * dry, only check that the range is RAM: m may then be a layout without memory
+ * (mm_layout_nodes). len 0 is always fine. Returns 0 or -EFAULT.
  */
 static int guest_put(const struct guest_mem *m, uint64_t gpa, const uint8_t *src, uint64_t len,
 		     int dry)
 {
-	while (len) {
-		uint64_t chunk = 0;
-		uint8_t *dst;
-
-		for (int i = 0; i < m->nr_regions; i++) {
-			const struct mm_region *r = &m->regions[i];
-
-			if (gpa >= r->gpa && gpa - r->gpa < r->size) {
-				chunk = r->size - (gpa - r->gpa);
-				break;
-			}
-		}
-		if (!chunk)
-			return -EFAULT;
-		if (chunk > len)
-			chunk = len;
-		if (!dry) {
-			dst = mm_gpa_to_hva(m, gpa, chunk);
-			if (!dst)
-				return -EFAULT;
-			if (src) {
-				memcpy(dst, src, chunk);
-				src += chunk;
-			} else {
-				memset(dst, 0, chunk);
-			}
-		}
-		gpa += chunk;
-		len -= chunk;
-	}
-	return 0;
+	if (!len)
+		return 0;
+	if (dry)
+		return mm_range_is_ram(m, gpa, len) ? 0 : -EFAULT;
+	return src ? mm_write(m, gpa, src, len) : mm_zero(m, gpa, len);
 }
 
 static int read_phdr(const uint8_t *img, const Elf64_Ehdr *eh, int i, Elf64_Phdr *ph)

@@ -7,6 +7,7 @@
 
 #include <linux/kvm.h>
 
+#include "mm/dirty.h"
 #include "mm/mem.h"
 #include "vmm/kvm-state.h"
 #include "vmm/kvm.h"
@@ -259,22 +260,119 @@ void kvm_exit(struct kvm *kvm)
 	kvm->vm_fd = kvm->sys_fd = -1;
 }
 
+static int set_ram_slot(struct kvm *kvm, const struct guest_mem *m, const struct mm_region *r,
+			uint32_t flags)
+{
+	struct kvm_userspace_memory_region slot = {
+		.slot = (uint32_t)(kvm->ram_slot0 + mm_region_index(m, r)),
+		.flags = flags,
+		.guest_phys_addr = r->gpa,
+		.memory_size = r->size,
+		.userspace_addr = (uint64_t)(uintptr_t)r->hva,
+	};
+
+	return (int)kvm_ioctl(kvm->vm_fd, KVM_SET_USER_MEMORY_REGION, &slot);
+}
+
 int kvm_map_memory(struct kvm *kvm, const struct guest_mem *m)
 {
-	for (int i = 0; i < m->nr_regions; i++) {
-		struct kvm_userspace_memory_region r = {
-			.slot = (uint32_t)kvm->nr_slots,
-			.guest_phys_addr = m->regions[i].gpa,
-			.memory_size = m->regions[i].size,
-			.userspace_addr = (uint64_t)(uintptr_t)m->regions[i].hva,
-		};
-		long ret = kvm_ioctl(kvm->vm_fd, KVM_SET_USER_MEMORY_REGION, &r);
+	const struct mm_region *r;
+
+	kvm->ram_slot0 = kvm->nr_slots;
+	mm_for_each_region(m, r) {
+		int ret = set_ram_slot(kvm, m, r, 0);
 
 		if (ret < 0)
-			return (int)ret;
+			return ret;
 		kvm->nr_slots++;
 	}
 	return 0;
+}
+
+/* ---- dirty logging ---- */
+
+static int set_ram_slot_flags(struct kvm *kvm, const struct guest_mem *m, uint32_t flags)
+{
+	const struct mm_region *r;
+
+	mm_for_each_region(m, r) {
+		int ret = set_ram_slot(kvm, m, r, flags);
+
+		if (ret < 0)
+			return ret;
+	}
+	return 0;
+}
+
+int kvm_dirty_log_start(struct kvm *kvm, struct guest_mem *m)
+{
+	int caps = kvm_check_extension(kvm, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2), ret;
+
+	/* Manual protect: KVM_GET_DIRTY_LOG leaves pages writable until KVM_CLEAR_DIRTY_LOG. */
+	if (!kvm->dirty_manual && caps > 0 && (caps & KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE)) {
+		struct kvm_enable_cap cap = { .cap = KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
+					      .args[0] = KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE };
+
+		if (kvm_ioctl(kvm->vm_fd, KVM_ENABLE_CAP, &cap) == 0)
+			kvm->dirty_manual = 1;
+	}
+	ret = mm_dirty_start(m);
+	if (ret < 0)
+		return ret;
+	ret = set_ram_slot_flags(kvm, m, KVM_MEM_LOG_DIRTY_PAGES);
+	if (ret < 0) {
+		(void)set_ram_slot_flags(kvm, m, 0);
+		mm_dirty_stop(m);
+	}
+	return ret;
+}
+
+int kvm_dirty_log_stop(struct kvm *kvm, struct guest_mem *m)
+{
+	int ret = set_ram_slot_flags(kvm, m, 0);
+
+	mm_dirty_stop(m);
+	return ret;
+}
+
+int kvm_dirty_log_sync(struct kvm *kvm, struct guest_mem *m)
+{
+	const struct mm_region *r;
+	uint64_t *bits = NULL;
+	int ret = 0;
+
+	if (!m->dirty)
+		return -ENODEV;
+	mm_for_each_region(m, r) {
+		int i = mm_region_index(m, r);
+		uint64_t words = mm_dirty_words(m, i);
+		struct kvm_dirty_log log = { .slot = (uint32_t)(kvm->ram_slot0 + i) };
+
+		free(bits);
+		bits = calloc(words, sizeof(*bits));
+		if (!bits)
+			return -ENOMEM;
+		log.dirty_bitmap = bits;
+		ret = (int)kvm_ioctl(kvm->vm_fd, KVM_GET_DIRTY_LOG, &log);
+		if (ret < 0)
+			break;
+		ret = mm_dirty_merge(m, i, bits);
+		if (ret < 0)
+			break;
+		if (kvm->dirty_manual) {
+			/* Write-protect again exactly the pages just taken; the slot's end is whole. */
+			struct kvm_clear_dirty_log clr = {
+				.slot = log.slot, .first_page = 0,
+				.num_pages = (uint32_t)(r->size >> 12), .dirty_bitmap = bits,
+			};
+
+			ret = (int)kvm_ioctl(kvm->vm_fd, KVM_CLEAR_DIRTY_LOG, &clr);
+			if (ret < 0)
+				break;
+		}
+	}
+	free(bits);
+	return ret;
 }
 
 int kvm_irq_line(struct kvm *kvm, uint32_t gsi, int level)

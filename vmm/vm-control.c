@@ -31,10 +31,9 @@ static uint64_t guest_ram_resident(struct vm *vm)
 	long page = sysconf(_SC_PAGESIZE);
 	uint64_t resident = 0;
 	unsigned char vec[4096];
+	const struct mm_region *reg;
 
-	for (int r = 0; r < vm->mem.nr_regions; r++) {
-		const struct mm_region *reg = &vm->mem.regions[r];
-
+	mm_for_each_region(&vm->mem, reg) {
 		for (uint64_t off = 0; off < reg->size;) {
 			uint64_t chunk = reg->size - off;
 

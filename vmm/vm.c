@@ -156,6 +156,8 @@ static int ram_spec(const struct vm_config *cfg, struct mm_node_spec *spec)
 	const struct numa_config *n = &cfg->numa;
 
 	_Static_assert(NUMA_MAX_NODES <= MM_MAX_NODES, "node limits");
+	_Static_assert(MM_HOLE_START == MEM_32BIT_HOLE_START && MM_HOLE_END == MEM_4G,
+		       "mm/ and vmm/layout.h draw the same map");
 	spec[0] = (struct mm_node_spec){ .size = cfg->mem_size, .host_node = -1 };
 	for (unsigned int i = 0; i < n->nnodes; i++)
 		spec[i] = (struct mm_node_spec){ .size = n->nodes[i].mem,
@@ -524,19 +526,20 @@ int vm_load_linux(struct vm *vm, const struct vm_boot *b)
 	acfg = (struct acpi_config){ .ncpus = vm->ncpus, .apic_ids = apic_ids, .pci = 1 };
 	if (vm->cfg.numa.nnodes) {
 		const struct numa_config *n = &vm->cfg.numa;
+		const struct mm_region *r;
 
 		for (unsigned int i = 0; i < vm->ncpus; i++)
 			cpu_node[i] = (uint32_t)n->vcpu_node[i];
-		for (int i = 0; i < vm->mem.nr_regions; i++)
-			mem_aff[i] = (struct acpi_mem_affinity){ .base = vm->mem.regions[i].gpa,
-				.size = vm->mem.regions[i].size, .node = (uint32_t)vm->mem.regions[i].node };
+		mm_for_each_region(&vm->mem, r)
+			mem_aff[mm_region_index(&vm->mem, r)] = (struct acpi_mem_affinity){
+				.base = r->gpa, .size = r->size, .node = (uint32_t)r->node };
 		for (unsigned int i = 0; i < n->nnodes; i++)
 			for (unsigned int j = 0; j < n->nnodes; j++)
 				dist[i * n->nnodes + j] = n->dist[i][j];
 		acfg.nnodes = n->nnodes;
 		acfg.cpu_node = cpu_node;
 		acfg.mem = mem_aff;
-		acfg.nmem = (unsigned int)vm->mem.nr_regions;
+		acfg.nmem = (unsigned int)mm_nr_regions(&vm->mem);
 		acfg.distance = dist;
 	}
 	used = acpi_build(tables, ACPI_TABLES_SIZE, ACPI_TABLES_GPA, &acfg, &rsdp);

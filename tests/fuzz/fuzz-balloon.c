@@ -4,7 +4,7 @@
  * every page carries a marker byte.
  *
  *   clang -fsanitize=fuzzer,address,undefined -I. -D_GNU_SOURCE tests/fuzz/fuzz-balloon.c \
- *         devices/virtio-balloon.c devices/virtio.c mm/pagestate.c mm/mem.c vmm/log.c \
+ *         devices/virtio-balloon.c devices/virtio.c mm/pagestate.c mm/mem.c mm/dirty.c vmm/log.c \
  *         -lpthread -o /tmp/fuzz-balloon
  *
  * Input: a sequence of [op][n][n bytes]. op & 3: 0 inflate, 1 deflate, 2 stats, 3 set the
@@ -13,7 +13,7 @@
  * stats entries stay in their table; after each input: only pages that were in the balloon
  * lost their bytes.
  */
-// fuzz-sources: devices/virtio-balloon.c devices/virtio.c mm/pagestate.c mm/mem.c vmm/log.c
+// fuzz-sources: devices/virtio-balloon.c devices/virtio.c mm/pagestate.c mm/mem.c mm/dirty.c vmm/log.c
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -50,7 +50,7 @@ static void setup(void)
 		abort();
 	ps = virtio_balloon_pagestate(vdev);
 	for (uint64_t p = 0; p < PAGES; p++)
-		mem.regions[0].hva[p << 12] = MARK;
+		mm_region(&mem, 0)->hva[p << 12] = MARK;
 }
 
 /* Pages of an inflate buffer that are in the balloon now: they may have lost their bytes. */
@@ -68,7 +68,7 @@ static void note_inflated(const uint8_t *buf, unsigned int n)
 static void check_memory(void)
 {
 	for (uint64_t p = 0; p < PAGES; p++)
-		if (mem.regions[0].hva[p << 12] != MARK && !ever[p])
+		if (mm_region(&mem, 0)->hva[p << 12] != MARK && !ever[p])
 			abort();	/* released memory the guest never gave */
 }
 
@@ -134,7 +134,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	/* Back to a full, marked RAM for the next input. */
 	for (uint64_t p = 0; p < PAGES; p++) {
 		if (ever[p]) {
-			mem.regions[0].hva[p << 12] = MARK;
+			mm_region(&mem, 0)->hva[p << 12] = MARK;
 			ever[p] = 0;
 		}
 	}

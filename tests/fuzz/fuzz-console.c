@@ -4,7 +4,7 @@
  * memory served by virtio_console_poll().
  *
  *   clang -fsanitize=fuzzer,address,undefined -I. tests/fuzz/fuzz-console.c \
- *         devices/virtio-console.c devices/virtio.c mm/mem.c vmm/log.c -lpthread \
+ *         devices/virtio-console.c devices/virtio.c mm/mem.c mm/pagestate.c mm/dirty.c vmm/log.c -lpthread \
  *         -o /tmp/fuzz-console && /tmp/fuzz-console -runs=50000
  *
  * Input: byte 0 picks features and max_nr_ports for the parser; the rest is the parser's
@@ -12,7 +12,7 @@
  * bytes of the buffers they point at. Checks: the parser's result is consistent, and after a
  * poll every transmit-side queue is either all consumed and returned, or marked broken.
  */
-// fuzz-sources: devices/virtio-console.c devices/virtio.c mm/mem.c vmm/log.c
+// fuzz-sources: devices/virtio-console.c devices/virtio.c mm/mem.c mm/pagestate.c mm/dirty.c vmm/log.c
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>

@@ -4,14 +4,14 @@
  *
  *   clang -g -O1 -std=gnu11 -D_GNU_SOURCE -I. -fsanitize=fuzzer,address,undefined \
  *         tests/fuzz/fuzz-pci.c devices/pci.c devices/virtio-pci.c devices/virtio.c \
- *         mm/mem.c vmm/bus.c vmm/log.c -lpthread -o /tmp/fuzz-pci && /tmp/fuzz-pci -runs=50000
+ *         mm/mem.c mm/pagestate.c mm/dirty.c vmm/bus.c vmm/log.c -lpthread -o /tmp/fuzz-pci && /tmp/fuzz-pci -runs=50000
  *
  * Input: a sequence of 14-byte operations (space, flags, offset le32, value le64); flags bit 0
  * is "write", bits 1-3 the length - 1. Each input starts from a fresh host with one dummy
  * virtio device (2 queues). Checks: no crash or sanitizer report, queue sizes stay powers of
  * two within the maximum, and a ready queue's rings lie in guest RAM.
  */
-// fuzz-sources: devices/pci.c devices/virtio-pci.c devices/virtio.c mm/mem.c vmm/bus.c vmm/log.c
+// fuzz-sources: devices/pci.c devices/virtio-pci.c devices/virtio.c mm/mem.c mm/pagestate.c mm/dirty.c vmm/bus.c vmm/log.c
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>

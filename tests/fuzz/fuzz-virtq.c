@@ -3,7 +3,7 @@
  * what a hostile guest controls, the rings, descriptors, indirect tables and request headers.
  *
  *   clang -fsanitize=fuzzer,address,undefined -I. -D_GNU_SOURCE tests/fuzz/fuzz-virtq.c \
- *         devices/virtio.c devices/virtio-blk.c mm/mem.c vmm/log.c -o /tmp/fuzz-virtq
+ *         devices/virtio.c devices/virtio-blk.c mm/mem.c mm/pagestate.c mm/dirty.c vmm/log.c -o /tmp/fuzz-virtq
  *
  * Input: byte 0 picks the queue size (1 << (b % 9)), byte 1 the negotiated features (and a
  * "tame" bit that keeps descriptor addresses inside the window), bytes 2-3 the starting
@@ -11,7 +11,7 @@
  * avail ring at 0x4000, used ring at 0x6000). Every element the core accepts must point inside
  * guest RAM and respect the segment limits; the parser's slices must stay inside it.
  */
-// fuzz-sources: devices/virtio.c devices/virtio-blk.c mm/mem.c vmm/log.c
+// fuzz-sources: devices/virtio.c devices/virtio-blk.c mm/mem.c mm/pagestate.c mm/dirty.c vmm/log.c
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,7 +35,7 @@ static struct blk_req req;
 
 static int inside(const void *p, uint64_t len)
 {
-	const uint8_t *base = mem.regions[0].hva;
+	const uint8_t *base = mm_region(&mem, 0)->hva;
 
 	return (const uint8_t *)p >= base && len <= RAM &&
 	       (uint64_t)((const uint8_t *)p - base) <= RAM - len;
@@ -60,25 +60,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct virtq vq = { 0 };
 	size_t n;
 
-	if (!mem.nr_regions) {
+	if (!mm_nr_regions(&mem)) {
 		log_level = -1;	/* the core warns on every bad chain */
 		if (mm_init(&mem, RAM))
 			abort();
 	}
 	if (size < 4)
 		return 0;
-	memset(mem.regions[0].hva, 0, WINDOW);
+	memset(mm_region(&mem, 0)->hva, 0, WINDOW);
 	n = size - 4 < WINDOW ? size - 4 : WINDOW;
-	memcpy(mem.regions[0].hva, data + 4, n);
+	memcpy(mm_region(&mem, 0)->hva, data + 4, n);
 	if (data[1] & 8) {
 		/* Tame mode: every 16-byte slot below the avail ring points into the window, so
 		 * descriptor tables (direct or indirect) there mostly describe real buffers. */
 		for (uint64_t off = 0; off < 0x4000; off += 16) {
 			uint64_t a;
 
-			memcpy(&a, mem.regions[0].hva + off, 8);
+			memcpy(&a, mm_region(&mem, 0)->hva + off, 8);
 			a %= WINDOW;
-			memcpy(mem.regions[0].hva + off, &a, 8);
+			memcpy(mm_region(&mem, 0)->hva + off, &a, 8);
 		}
 	}
 

@@ -266,8 +266,8 @@ static void test_memory_above_4g(void)
 
 	NEED_KVM();
 	CHECK_EQ(tvm_create(&t, MEM_32BIT_HOLE_START + (64ULL << 20), 1), 0);
-	CHECK_EQ(t.vm.mem.nr_regions, 2);
-	CHECK_EQ(t.vm.mem.regions[1].gpa, MEM_4G);
+	CHECK_EQ(mm_nr_regions(&t.vm.mem), 2);
+	CHECK_EQ(mm_region(&t.vm.mem, 1)->gpa, MEM_4G);
 	pdpt = mm_gpa_to_hva(&t.vm.mem, BOOT_PDPT_GPA, 4096);
 	pd = mm_gpa_to_hva(&t.vm.mem, 0x5000, 4096);
 	CHECK(pdpt && pd);

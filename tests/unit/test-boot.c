@@ -769,15 +769,16 @@ static void test_layout_only(void)
 {
 	static const struct mm_node_spec nodes[] = { { 64 * MiB, -1 }, { 0, -1 }, { 6 * GiB, -1 } };
 	static const struct mm_node_spec too_small = { 8 * MiB, -1 }, odd = { 65 * MiB, -1 };
+	const struct mm_region *a;
 	struct guest_mem layout;
 
 	CHECK_EQ(mm_layout_nodes(&layout, nodes, 3, 0), 0);
 	mm_free(&g_mem);
 	CHECK_EQ(mm_init_nodes(&g_mem, nodes, 3, 0), 0);
 	CHECK_EQ(layout.ram_size, g_mem.ram_size);
-	CHECK_EQ(layout.nr_regions, g_mem.nr_regions);
-	for (int i = 0; i < layout.nr_regions; i++) {
-		const struct mm_region *a = &layout.regions[i], *b = &g_mem.regions[i];
+	CHECK_EQ(mm_nr_regions(&layout), mm_nr_regions(&g_mem));
+	mm_for_each_region(&layout, a) {
+		const struct mm_region *b = mm_region(&g_mem, mm_region_index(&layout, a));
 
 		CHECK(a->gpa == b->gpa && a->size == b->size && a->node == b->node &&
 		      a->fd_offset == b->fd_offset);

@@ -226,7 +226,7 @@ static void test_guest_memory_layout(void)
 	uint8_t *p;
 
 	CHECK_EQ(mm_init(&m, 256ULL << 20), 0);
-	CHECK_EQ(m.nr_regions, 1);
+	CHECK_EQ(mm_nr_regions(&m), 1);
 	CHECK(mm_gpa_to_hva(&m, 0, 256ULL << 20) != NULL);
 	CHECK(mm_gpa_to_hva(&m, 1, 256ULL << 20) == NULL);
 	CHECK(mm_gpa_to_hva(&m, (256ULL << 20) - 1, 1) != NULL);
@@ -240,10 +240,10 @@ static void test_guest_memory_layout(void)
 	mm_free(&m);
 
 	CHECK_EQ(mm_init(&m, 6ULL << 30), 0);
-	CHECK_EQ(m.nr_regions, 2);
-	CHECK_EQ(m.regions[0].size, MEM_32BIT_HOLE_START);
-	CHECK_EQ(m.regions[1].gpa, MEM_4G);
-	CHECK_EQ(m.regions[1].size, (6ULL << 30) - MEM_32BIT_HOLE_START);
+	CHECK_EQ(mm_nr_regions(&m), 2);
+	CHECK_EQ(mm_region(&m, 0)->size, MEM_32BIT_HOLE_START);
+	CHECK_EQ(mm_region(&m, 1)->gpa, MEM_4G);
+	CHECK_EQ(mm_region(&m, 1)->size, (6ULL << 30) - MEM_32BIT_HOLE_START);
 	CHECK(mm_gpa_to_hva(&m, MEM_32BIT_HOLE_START, 1) == NULL);	/* the hole */
 	CHECK(mm_gpa_to_hva(&m, MEM_32BIT_HOLE_START - 4, 8) == NULL);	/* straddles it */
 	CHECK(mm_gpa_to_hva(&m, MEM_4G, 8) != NULL);

@@ -390,21 +390,21 @@ static void test_numa_memory_layout(void)
 
 	CHECK_EQ(mm_init_nodes(&m, spec, 4, 0), 0);
 	CHECK_EQ(m.ram_size, 4 * G + 64 * M);
-	CHECK_EQ(m.nr_regions, 4);
-	CHECK_EQ(m.regions[0].gpa, 0);
-	CHECK_EQ(m.regions[0].size, 2 * G);
-	CHECK_EQ(m.regions[0].node, 0);
-	CHECK_EQ(m.regions[1].gpa, 2 * G);
-	CHECK_EQ(m.regions[1].size, MEM_32BIT_HOLE_START - 2 * G);
-	CHECK_EQ(m.regions[1].node, 1);
-	CHECK_EQ(m.regions[2].gpa, MEM_4G);
-	CHECK_EQ(m.regions[2].size, 2 * G - (MEM_32BIT_HOLE_START - 2 * G));
-	CHECK_EQ(m.regions[2].node, 1);
-	CHECK_EQ(m.regions[2].fd_offset, m.regions[1].size);
-	CHECK_EQ(m.regions[2].memfd, m.regions[1].memfd);
-	CHECK(m.regions[0].memfd != m.regions[1].memfd);
-	CHECK_EQ(m.regions[3].node, 3);
-	CHECK_EQ(m.regions[3].gpa, MEM_4G + m.regions[2].size);
+	CHECK_EQ(mm_nr_regions(&m), 4);
+	CHECK_EQ(mm_region(&m, 0)->gpa, 0);
+	CHECK_EQ(mm_region(&m, 0)->size, 2 * G);
+	CHECK_EQ(mm_region(&m, 0)->node, 0);
+	CHECK_EQ(mm_region(&m, 1)->gpa, 2 * G);
+	CHECK_EQ(mm_region(&m, 1)->size, MEM_32BIT_HOLE_START - 2 * G);
+	CHECK_EQ(mm_region(&m, 1)->node, 1);
+	CHECK_EQ(mm_region(&m, 2)->gpa, MEM_4G);
+	CHECK_EQ(mm_region(&m, 2)->size, 2 * G - (MEM_32BIT_HOLE_START - 2 * G));
+	CHECK_EQ(mm_region(&m, 2)->node, 1);
+	CHECK_EQ(mm_region(&m, 2)->fd_offset, mm_region(&m, 1)->size);
+	CHECK_EQ(mm_region(&m, 2)->memfd, mm_region(&m, 1)->memfd);
+	CHECK(mm_region(&m, 0)->memfd != mm_region(&m, 1)->memfd);
+	CHECK_EQ(mm_region(&m, 3)->node, 3);
+	CHECK_EQ(mm_region(&m, 3)->gpa, MEM_4G + mm_region(&m, 2)->size);
 	CHECK_EQ(m.nodes[2].memfd, -1);
 	CHECK(mm_gpa_to_hva(&m, 3 * G - 4096, 4096) == m.nodes[1].hva + G - 4096);
 	CHECK(mm_gpa_to_hva(&m, MEM_4G, 4096) == m.nodes[1].hva + G);
@@ -415,7 +415,7 @@ static void test_numa_memory_layout(void)
 	/* A host node that does not exist: mbind refuses and nothing is left behind. */
 	spec[1].host_node = 1000;
 	CHECK(mm_init_nodes(&m, spec, 2, 0) < 0);
-	CHECK_EQ(m.nr_regions, 0);
+	CHECK_EQ(mm_nr_regions(&m), 0);
 }
 
 static int write_int(const char *path, long v)

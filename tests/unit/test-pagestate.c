@@ -17,7 +17,7 @@
 
 static int is_data(const struct guest_mem *m, uint64_t gpa)
 {
-	off_t o = lseek(m->regions[0].memfd, (off_t)gpa, SEEK_DATA);
+	off_t o = lseek(mm_region(m, 0)->memfd, (off_t)gpa, SEEK_DATA);
 
 	return o == (off_t)gpa;
 }
@@ -26,7 +26,7 @@ static long long blocks(const struct guest_mem *m)
 {
 	struct stat st;
 
-	return fstat(m->regions[0].memfd, &st) ? -1 : (long long)st.st_blocks;
+	return fstat(mm_region(m, 0)->memfd, &st) ? -1 : (long long)st.st_blocks;
 }
 
 static void touch(const struct guest_mem *m, uint64_t gpa, uint64_t len, uint8_t v)
@@ -129,9 +129,9 @@ static void test_range_checks(void)
 	CHECK_EQ(mm_pagestate_get(ps, UINT64_MAX), -EFAULT);
 	CHECK_EQ(mm_pagestate_xchg(ps, 1ULL << 40, MM_PAGE_BALLOONED), -EFAULT);
 	CHECK_EQ(mm_pagestate_count(ps, MM_PAGE_PRESENT), MEM_SIZE / P);	/* nothing moved */
-	CHECK(!mm_hva_to_gpa(&m, m.regions[0].hva + 0x1234, 10, &gpa));
+	CHECK(!mm_hva_to_gpa(&m, mm_region(&m, 0)->hva + 0x1234, 10, &gpa));
 	CHECK_EQ(gpa, 0x1234);
-	CHECK_EQ(mm_hva_to_gpa(&m, m.regions[0].hva + MEM_SIZE - 4, 10, &gpa), -EFAULT);
+	CHECK_EQ(mm_hva_to_gpa(&m, mm_region(&m, 0)->hva + MEM_SIZE - 4, 10, &gpa), -EFAULT);
 	CHECK_EQ(mm_hva_to_gpa(&m, &gpa, 8, &gpa), -EFAULT);
 	mm_pagestate_destroy(ps);
 	mm_free(&m);

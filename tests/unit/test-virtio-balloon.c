@@ -198,7 +198,7 @@ static uint32_t pool_pfn(unsigned int i)
 
 static int is_data(struct tb *t, uint64_t gpa)
 {
-	return lseek(t->m.regions[0].memfd, (off_t)gpa, SEEK_DATA) == (off_t)gpa;
+	return lseek(mm_region(&t->m, 0)->memfd, (off_t)gpa, SEEK_DATA) == (off_t)gpa;
 }
 
 /* Pool pages that are holes in the memfd. */
@@ -215,7 +215,7 @@ static long long blocks(struct tb *t)
 {
 	struct stat st;
 
-	return fstat(t->m.regions[0].memfd, &st) ? -1 : (long long)st.st_blocks;
+	return fstat(mm_region(&t->m, 0)->memfd, &st) ? -1 : (long long)st.st_blocks;
 }
 
 static uint32_t cfg32(struct tb *t, uint32_t off)
