@@ -939,43 +939,104 @@ static struct json_object *ctl_value(const char *s)
 	return json_object_new_string(s);
 }
 
-/* Reads one line into *buf (grown as needed). 1 on a line, 0 on EOF, -1 on error. */
-static int ctl_getline(int fd, char **buf, size_t *cap, size_t *have, size_t *linelen)
+int control_connect(const char *path)
 {
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd, ret;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+		ret = -errno;
+		close(fd);
+		return ret;
+	}
+	return fd;
+}
+
+int control_send(int fd, struct json_object *msg)
+{
+	size_t len, off = 0;
+	const char *s = to_line(msg, &len);
+	char *line = malloc(len + 1);
+
+	if (!line)
+		return -ENOMEM;
+	memcpy(line, s, len);
+	line[len++] = '\n';
+	while (off < len) {
+		ssize_t n = send(fd, line + off, len - off, MSG_NOSIGNAL);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			int ret = -errno;
+
+			free(line);
+			return ret;
+		}
+		off += n;
+	}
+	free(line);
+	return 0;
+}
+
+int control_getline(int fd, struct control_linebuf *lb, size_t *linelen)
+{
+	if (lb->consumed) {
+		memmove(lb->buf, lb->buf + lb->consumed, lb->have - lb->consumed);
+		lb->have -= lb->consumed;
+		lb->consumed = 0;
+	}
 	for (;;) {
-		char *nl = *have ? memchr(*buf, '\n', *have) : NULL;
+		char *nl = lb->have ? memchr(lb->buf, '\n', lb->have) : NULL;
 		ssize_t n;
 
 		if (nl) {
-			*linelen = nl - *buf;
+			*nl = '\0';
+			*linelen = nl - lb->buf;
+			lb->consumed = *linelen + 1;
 			return 1;
 		}
-		if (*have == *cap) {
-			size_t ncap = *cap ? *cap * 2 : 65536;
-			char *p = realloc(*buf, ncap);
+		if (lb->have == lb->cap) {
+			size_t ncap = lb->cap ? lb->cap * 2 : 65536;
+			char *p;
 
+			if (ncap > 2 * CONTROL_MAX_OUTBUF)
+				return -EMSGSIZE;
+			p = realloc(lb->buf, ncap);
 			if (!p)
-				return -1;
-			*buf = p;
-			*cap = ncap;
+				return -ENOMEM;
+			lb->buf = p;
+			lb->cap = ncap;
 		}
-		n = recv(fd, *buf + *have, *cap - *have, 0);
+		n = recv(fd, lb->buf + lb->have, lb->cap - lb->have, 0);
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n <= 0)
-			return n < 0 ? -1 : 0;
-		*have += n;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return 0;
+		lb->have += n;
 	}
+}
+
+void control_linebuf_free(struct control_linebuf *lb)
+{
+	free(lb->buf);
+	memset(lb, 0, sizeof(*lb));
 }
 
 int control_client_main(int argc, char **argv)
 {
 	const char *name = argc > 0 ? argv[0] : "kumo ctl";
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct control_linebuf lb = { 0 };
 	struct json_object *req, *args;
-	const char *s;
-	char *buf = NULL;
-	size_t len, cap = 0, have = 0, linelen;
+	size_t linelen;
 	bool events;
 	int fd, ret = 1;
 
@@ -1002,45 +1063,23 @@ int control_client_main(int argc, char **argv)
 	}
 	json_object_object_add(req, "args", args);
 
-	if (strlen(argv[1]) >= sizeof(sa.sun_path)) {
-		fprintf(stderr, "%s: socket path too long\n", name);
+	fd = control_connect(argv[1]);
+	if (fd < 0) {
+		fprintf(stderr, "%s: %s: %s\n", name, argv[1], strerror(-fd));
 		goto out_req;
 	}
-	strcpy(sa.sun_path, argv[1]);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
-		fprintf(stderr, "%s: %s: %s\n", name, argv[1], strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		goto out_req;
+	ret = control_send(fd, req);
+	if (ret) {
+		fprintf(stderr, "%s: send: %s\n", name, strerror(-ret));
+		ret = 1;
+		goto out_fd;
 	}
-	s = to_line(req, &len);
-	{
-		char *line = malloc(len + 1);
-		size_t off = 0;
-
-		if (!line)
-			goto out_fd;
-		memcpy(line, s, len);
-		line[len++] = '\n';
-		while (off < len) {
-			ssize_t n = send(fd, line + off, len - off, MSG_NOSIGNAL);
-
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n < 0) {
-				fprintf(stderr, "%s: send: %s\n", name, strerror(errno));
-				free(line);
-				goto out_fd;
-			}
-			off += n;
-		}
-		free(line);
-	}
+	ret = 1;
 
 	for (;;) {
 		struct json_object *msg, *v;
-		int r = ctl_getline(fd, &buf, &cap, &have, &linelen);
+		int r = control_getline(fd, &lb, &linelen);
+		const char *buf = lb.buf;
 
 		if (r <= 0) {
 			if (!events || r < 0)
@@ -1049,7 +1088,6 @@ int control_client_main(int argc, char **argv)
 				ret = 0;
 			break;
 		}
-		buf[linelen] = '\0';
 		msg = json_tokener_parse(buf);
 		if (msg && json_object_object_get_ex(msg, "event", NULL)) {
 			if (events) {
@@ -1078,13 +1116,11 @@ int control_client_main(int argc, char **argv)
 		}
 		if (msg)
 			json_object_put(msg);
-		memmove(buf, buf + linelen + 1, have - linelen - 1);
-		have -= linelen + 1;
 	}
 out_fd:
 	close(fd);
 out_req:
 	json_object_put(req);
-	free(buf);
+	control_linebuf_free(&lb);
 	return ret;
 }

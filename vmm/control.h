@@ -102,6 +102,22 @@ int control_arg_string(struct json_object *args, const char *key, const char **o
 		       size_t errlen);
 
 /*
+ * Client side, shared by `kumo ctl` and `kumo coord` (blocking sockets; a receive timeout set
+ * with SO_RCVTIMEO bounds control_getline). control_connect: a connected fd or -errno.
+ * control_send: msg as one line, 0 or -errno. control_getline: 1 with the next line (NUL
+ * instead of its newline) at lb->buf, valid until the next call; 0 on EOF; -errno on an error,
+ * a timeout (-EAGAIN) or a line past 8 MiB (-EMSGSIZE).
+ */
+struct control_linebuf {
+	char *buf;
+	size_t cap, have, consumed;
+};
+int control_connect(const char *path);
+int control_send(int fd, struct json_object *msg);
+int control_getline(int fd, struct control_linebuf *lb, size_t *linelen);
+void control_linebuf_free(struct control_linebuf *lb);
+
+/*
  * `kumo ctl`: argv[0] is the command name, then PATH VERB [key=value ...]. Values that parse as
  * JSON are sent as such, others as strings. Prints the result (pretty) and returns 0, or the
  * error on stderr and returns 1; "events" prints event lines until interrupted or the server
