@@ -45,6 +45,9 @@ OBJS += vmm/agent-relay.o
 OBJS += mm/mem.o
 OBJS += mm/dirty.o
 OBJS += vmm/numa.o
+OBJS += sched/stats.o
+OBJS += sched/coord.o
+OBJS += sched/policy-margin.o
 
 MAIN_OBJS := vmm/main.o
 

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "devices/virtio-pci.h"
+#include "sched/coord.h"
 #include "vmm/agent-relay.h"
 #include "vmm/config.h"
 #include "vmm/control.h"
@@ -324,7 +325,8 @@ static void usage(FILE *f)
 	fputs("usage: kumo COMMAND [ARGS]\n"
 	      "  run     run a VM (kumo run --help)\n"
 	      "  ctl     talk to a VM's control socket: kumo ctl PATH VERB [key=value ...]\n"
-	      "  relay   relay another VMM's guest agent port over a control socket (--help)\n", f);
+	      "  relay   relay another VMM's guest agent port over a control socket (--help)\n"
+	      "  coord   the coordinator: sample VMMs and run policies (--help)\n", f);
 }
 
 int main(int argc, char **argv)
@@ -339,6 +341,8 @@ int main(int argc, char **argv)
 		return control_client_main(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "relay"))
 		return cmd_relay(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "coord"))
+		return coord_main(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
 		usage(stdout);
 		return 0;
