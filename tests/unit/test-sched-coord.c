@@ -2,6 +2,7 @@
  * The coordinator's bookkeeping against stand-in VMMs: real control servers (vmm/control.c) on
  * sockets in /tmp serving canned `stats`, `agent-stats` and `balloon-set` replies. No KVM.
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <stdio.h>
 #include <time.h>
@@ -317,5 +318,59 @@ static void test_find_policy(void)
 	CHECK(!h);
 }
 
+/* A policy built as a shared object reaches the API through the ops table alone. */
+static void test_policy_from_shared_object(void)
+{
+	static const char src[] =
+		"#include \"sched/sched.h\"\n"
+		"static void tick(struct sched *s, void *st)\n"
+		"{\n\tsched_log(s, \"ext\", sched_vm_count(s) == 0 ? \"hello, no VMs\" : \"?\");\n}\n"
+		"const struct sched_policy kumo_sched_policy = {\n"
+		"\t.name = \"ext\", .period_ms = 500, .tick = tick,\n};\n";
+	char dir[] = "/tmp/kumo-test-policy-XXXXXX", cmd[512], so[64], cfile[64], err[256];
+	const struct sched_policy *p;
+	FILE *log, *f;
+	struct coord *c;
+	void *h;
+
+	if (access("sched/sched.h", R_OK) || system("cc --version > /dev/null 2>&1"))
+		SKIP("needs the tree's sched/sched.h and cc");
+	CHECK(mkdtemp(dir));
+	snprintf(cfile, sizeof(cfile), "%s/p.c", dir);
+	snprintf(so, sizeof(so), "%s/p.so", dir);
+	f = fopen(cfile, "w");
+	CHECK(f);
+	fputs(src, f);
+	fclose(f);
+	snprintf(cmd, sizeof(cmd), "cc -shared -fPIC -Wall -Werror -I. -o %s %s", so, cfile);
+	CHECK_EQ(system(cmd), 0);
+	p = coord_find_policy(so, &h, err, sizeof(err));
+	CHECK(p);
+	CHECK(h);
+	CHECK(!strcmp(p->name, "ext"));
+	CHECK_EQ(p->period_ms, 500);
+	log = open_memstream(&log_buf, &log_len);
+	c = coord_new(log);
+	coord_tick(c, p, NULL);
+	coord_free(c);
+	fclose(log);
+	CHECK(count("\"type\":\"policy\",\"policy\":\"ext\",\"msg\":\"hello, no VMs\"") == 1);
+	free(log_buf);
+	log_buf = NULL;
+	dlclose(h);
+	/* A shared object without the symbol is refused. */
+	f = fopen(cfile, "w");
+	CHECK(f);
+	fputs("int nothing_here;\n", f);
+	fclose(f);
+	CHECK_EQ(system(cmd), 0);
+	CHECK(!coord_find_policy(so, &h, err, sizeof(err)));
+	CHECK(strstr(err, "kumo_sched_policy"));
+	unlink(so);
+	unlink(cfile);
+	rmdir(dir);
+}
+
 TEST_MAIN(TEST(test_margin_balloons_through_socket), TEST(test_host_bound_and_errors),
-	  TEST(test_vm_goes_and_comes_back), TEST(test_find_policy))
+	  TEST(test_vm_goes_and_comes_back), TEST(test_find_policy),
+	  TEST(test_policy_from_shared_object))
