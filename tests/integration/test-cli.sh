@@ -148,5 +148,15 @@ refused cli-relay-needs-both 2 'needs --agent-socket and --control' any \
 	$KUMO relay --agent-socket "$T/a.sock"
 refused cli-relay-bad-control-path 1 "control socket $T/no/such/dir/ctl" 1 \
 	$KUMO relay --agent-socket "$T/a.sock" --control "$T/no/such/dir/ctl"
+# kumo coord: --vm and --policy required; a policy it cannot find or a log it cannot open is one
+# line, exit 1, before it connects to anything.
+refused cli-coord-needs-vm-and-policy 2 'needs --vm and --policy' any $KUMO coord --vm "$T/c.sock"
+refused cli-coord-bad-host-mem 2 'host-mem 12Q: not a size' any \
+	$KUMO coord --vm "$T/c.sock" --policy margin --host-mem 12Q
+refused cli-coord-unknown-policy 1 "unknown policy 'nope'" 1 \
+	$KUMO coord --vm "$T/c.sock" --policy margin,nope
+refused cli-coord-missing-so 1 'no-such.so' 1 $KUMO coord --vm "$T/c.sock" --policy "$T/no-such.so"
+refused cli-coord-bad-log 1 "--log $T/no/such/dir/log" 1 \
+	$KUMO coord --vm "$T/c.sock" --policy margin --log "$T/no/such/dir/log"
 # The usage text is there for a person who asks.
 if $KUMO run --help | grep -q -- '--kernel FILE'; then pass cli-help; else fail cli-help; fi
