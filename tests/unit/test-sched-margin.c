@@ -131,7 +131,6 @@ static void test_margin_pressure_and_limits(void)
 		{ 0, 200, 100, 80, 1000 }, { 5, 200, 100, 80, 1000 + 64 },
 		{ 10, 200, 100, 80, 1000 + 64 + 10 },
 	};
-	static const struct rec flat[] = { { 0, 0, 0, 0, 0 } };
 
 	run(&vm, refaults, 2, &target, &sets);
 	CHECK_EQ(vm.state, MARGIN_UP);
@@ -172,7 +171,6 @@ static void test_margin_pressure_and_limits(void)
 		run(&vm, reboot, 2, &target, &sets);
 		CHECK_EQ(vm.state, MARGIN_DOWN);
 	}
-	(void)flat;
 }
 
 /* Missing or stale statistics: hold (never balloon blind), then start a new baseline. */
