@@ -309,7 +309,7 @@ int kvm_dirty_log_start(struct kvm *kvm, struct guest_mem *m)
 	int caps = kvm_check_extension(kvm, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2), ret;
 
 	/* Manual protect: KVM_GET_DIRTY_LOG leaves pages writable until KVM_CLEAR_DIRTY_LOG. */
-	if (!kvm->dirty_manual && caps > 0 && (caps & KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE)) {
+	if (kvm->dirty_manual == 0 && caps > 0 && (caps & KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE)) {
 		struct kvm_enable_cap cap = { .cap = KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
 					      .args[0] = KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE };
 
@@ -359,7 +359,7 @@ int kvm_dirty_log_sync(struct kvm *kvm, struct guest_mem *m)
 		ret = mm_dirty_merge(m, i, bits);
 		if (ret < 0)
 			break;
-		if (kvm->dirty_manual) {
+		if (kvm->dirty_manual > 0) {
 			/* Write-protect again exactly the pages just taken; the slot's end is whole. */
 			struct kvm_clear_dirty_log clr = {
 				.slot = log.slot, .first_page = 0,

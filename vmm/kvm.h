@@ -20,7 +20,7 @@ struct kvm {
 	int max_vcpus;
 	int nr_slots;
 	int ram_slot0;		/* slot of guest RAM region 0; region i is slot ram_slot0 + i */
-	int dirty_manual;	/* KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 enabled */
+	int dirty_manual;	/* 1: KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 enabled; -1: not wanted */
 	int emul_failure_exits;	/* KVM_CAP_EXIT_ON_EMULATION_FAILURE enabled */
 	int x2apic_api;		/* KVM_CAP_X2APIC_API enabled (32-bit APIC ids) */
 	/* GSI routing: KVM_SET_GSI_ROUTING replaces the whole table, so we keep all of it. */
@@ -44,7 +44,7 @@ int kvm_map_memory(struct kvm *kvm, const struct guest_mem *m) __attribute__((wa
 /*
  * Dirty logging on every RAM slot (KVM_MEM_LOG_DIRTY_PAGES), into m's dirty map (mm/dirty.h),
  * all pages clean at the start. With KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 (enabled when KVM has
- * it) pages stay writable after KVM_GET_DIRTY_LOG until KVM_CLEAR_DIRTY_LOG re-arms them.
+ * it, unless dirty_manual is -1) pages stay writable after KVM_GET_DIRTY_LOG until KVM_CLEAR_DIRTY_LOG re-arms them.
  * kvm_dirty_log_sync() ORs what KVM logged since the last sync into m's map and re-arms those
  * pages (cleared in KVM by the get itself, or by KVM_CLEAR_DIRTY_LOG): read a page after the
  * sync that reported it and no write is lost. vCPUs may run meanwhile. 0 or -errno.

@@ -124,12 +124,12 @@ static int data_pages_are(int i, const uint64_t *want, int n)
 	return k == n;
 }
 
-static void test_dirty_log(void)
+/* manual: 1 with KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 (skip without it), -1 the get clears. */
+static void dirty_log(int manual)
 {
 	uint64_t *pdpt, *pd;
 	struct tvm t;
 
-	NEED_KVM();
 	memset(phases, 0, sizeof(phases));
 	nphase = 0;
 	CHECK_EQ(tvm_create(&t, MEM_32BIT_HOLE_START + (64ULL << 20), 1), 0);
@@ -146,12 +146,19 @@ static void test_dirty_log(void)
 	CHECK_EQ(tvm_start_cpu(&t, 0, TVM_CODE_GPA), 0);
 
 	CHECK_EQ(kvm_dirty_log_sync(&t.vm.kvm, &t.vm.mem), -ENODEV);	/* not logging yet */
+	if (manual < 0)
+		t.vm.kvm.dirty_manual = -1;
 	CHECK_EQ(kvm_dirty_log_start(&t.vm.kvm, &t.vm.mem), 0);
+	if (manual > 0 && t.vm.kvm.dirty_manual != 1) {
+		tvm_destroy(&t);
+		SKIP("KVM has no KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2");
+	}
+	CHECK_EQ(t.vm.kvm.dirty_manual, manual);
 	CHECK_EQ(mm_dirty_count(&t.vm.mem), 0);		/* what the host wrote is not dirty */
 	CHECK_EQ(tvm_run(&t), 0);
 	CHECK_EQ(nphase, PHASES);
 	fprintf(stderr, "  manual protect %s; dirty pages per phase: %d %d %d %d\n",
-		t.vm.kvm.dirty_manual ? "on" : "off", phases[0].n, phases[1].n, phases[2].n,
+		manual > 0 ? "on" : "off", phases[0].n, phases[1].n, phases[2].n,
 		phases[3].n);
 	CHECK(data_pages_are(0, NULL, 0));
 	CHECK(data_pages_are(1, set_a, 9));
@@ -165,4 +172,16 @@ static void test_dirty_log(void)
 	tvm_destroy(&t);
 }
 
-TEST_MAIN(TEST(test_dirty_log))
+static void test_dirty_log_manual_protect(void)
+{
+	NEED_KVM();
+	dirty_log(1);
+}
+
+static void test_dirty_log_get_clears(void)
+{
+	NEED_KVM();
+	dirty_log(-1);
+}
+
+TEST_MAIN(TEST(test_dirty_log_manual_protect), TEST(test_dirty_log_get_clears))
