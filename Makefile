@@ -44,6 +44,7 @@ OBJS += vmm/vm-control.o
 OBJS += vmm/agent-relay.o
 OBJS += mm/mem.o
 OBJS += mm/dirty.o
+OBJS += migrate/state.o
 OBJS += vmm/numa.o
 OBJS += sched/stats.o
 OBJS += sched/coord.o
