@@ -45,6 +45,7 @@ OBJS += vmm/agent-relay.o
 OBJS += mm/mem.o
 OBJS += mm/dirty.o
 OBJS += migrate/state.o
+OBJS += migrate/memfile.o
 OBJS += vmm/numa.o
 OBJS += sched/stats.o
 OBJS += sched/coord.o
