@@ -91,6 +91,7 @@ static int run_raw(const char *path, const struct bench *b)
 	struct io_uring ring;
 	void *buf[MAX_QD];
 	uint64_t seq = 0, ops = 0;
+	unsigned int inflight = b->qd;
 	double t0, t;
 	int fd, ret;
 
@@ -127,11 +128,13 @@ static int run_raw(const char *path, const struct bench *b)
 			struct io_uring_sqe *sqe;
 
 			n++;
+			inflight--;
 			if (cqe->res != (int)b->bs)
 				return -1;
 			ops++;
 			if (done)
 				continue;
+			inflight++;
 			sqe = io_uring_get_sqe(&ring);
 			if (b->write)
 				io_uring_prep_write(sqe, fd, buf[i], b->bs, next_off(b, &seq));
@@ -144,7 +147,19 @@ static int run_raw(const char *path, const struct bench *b)
 			break;
 	}
 	report("raw", b, ops, now() - t0);
-	/* Let the stragglers finish before the ring goes. */
+	/*
+	 * Reap the stragglers before the ring and the buffers go: closing the ring does not wait
+	 * for reads in flight, and a late O_DIRECT read into a freed 4 KiB buffer corrupted the
+	 * heap of the next test ("double free or corruption" in mm_free).
+	 */
+	while (inflight) {
+		struct io_uring_cqe *cqe;
+
+		if (io_uring_wait_cqe(&ring, &cqe))
+			return -1;
+		io_uring_cqe_seen(&ring, cqe);
+		inflight--;
+	}
 	io_uring_queue_exit(&ring);
 	for (unsigned int i = 0; i < b->qd; i++)
 		free(buf[i]);
