@@ -60,14 +60,18 @@ class Agent:
     def send_raw(self, data):
         self.sock.sendall(data)
 
+    def message(self, rid, verb, args):
+        """A request as this protocol spells it (a subclass may speak another, e.g. QMP)."""
+        msg = {"id": rid, "verb": verb}
+        if args is not None:
+            msg["args"] = args
+        return msg
+
     def send(self, verb, args=None):
         """Sends a request without waiting; returns its id (for reply())."""
         rid = self.next_id
         self.next_id += 1
-        msg = {"id": rid, "verb": verb}
-        if args is not None:
-            msg["args"] = args
-        self.send_raw((json.dumps(msg) + "\n").encode())
+        self.send_raw((json.dumps(self.message(rid, verb, args)) + "\n").encode())
         return rid
 
     def _wait(self, want, timeout):

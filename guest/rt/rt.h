@@ -38,7 +38,8 @@ enum {
 	SYS_gettid = 186, SYS_futex = 202, SYS_sched_setaffinity = 203,
 	SYS_sched_getaffinity = 204, SYS_getdents64 = 217, SYS_clock_gettime = 228,
 	SYS_clock_nanosleep = 230, SYS_exit_group = 231, SYS_openat = 257, SYS_pipe2 = 293,
-	SYS_preadv2 = 327,
+	SYS_preadv2 = 327, SYS_io_setup = 206, SYS_io_destroy = 207, SYS_io_submit = 209,
+	SYS_io_pgetevents = 333,
 };
 #else
 /* i386 system call numbers (arch/x86/entry/syscalls/syscall_32.tbl). */
@@ -52,7 +53,8 @@ enum {
 	SYS_madvise = 219, SYS_getdents64 = 220, SYS_gettid = 224, SYS_sched_setaffinity = 241,
 	SYS_sched_getaffinity = 242, SYS_exit_group = 252, SYS_openat = 295, SYS_pipe2 = 331,
 	SYS_preadv2 = 378, SYS_clock_gettime64 = 403, SYS_clock_nanosleep_time64 = 407,
-	SYS_futex_time64 = 422,
+	SYS_futex_time64 = 422, SYS_io_setup = 245, SYS_io_destroy = 246, SYS_io_submit = 248,
+	SYS_io_pgetevents = 416,	/* io_pgetevents_time64 */
 };
 #endif
 

@@ -34,6 +34,8 @@ KERNEL, DATA = "guest/out/test-bzImage", "guest/out/data.ext4"
 # calls and SSE in user code do not work, docs/pvm.md) the 32-bit one.
 PVM = os.path.isdir("/sys/module/kvm_pvm")
 INITRD = "guest/out/initramfs-pvm.cpio" if PVM else "guest/out/initramfs.cpio"
+# Inside the KVM box (tests/box/box): its kernel is this run's host, its CPUs are QEMU TCG's.
+IN_BOX = os.environ.get("KUMO_IN_BOX") == "1"
 
 # (name in the table, --pv value or None). The default is what kumo ships: every PV feature
 # KVM offers, KVM's own halt polling.
@@ -199,7 +201,7 @@ def guest_combo(pv, tmp, log, kumo="./kumo"):
             kill_group(p)
 
 
-def run_all():
+def run_all(kumo_src="./kumo"):
     """Everything this section measures: {"host": ..., "guest": [(name, pv, out|error)], ...}."""
     t_start = time.time()
     res = {"params": {"runs": RUNS, "kb": KB, "iters": ITERS, "barriers": BARRIERS,
@@ -215,7 +217,7 @@ def run_all():
               flush=True)
         # One kumo binary for every boot, even if ./kumo is rebuilt meanwhile.
         kumo = os.path.join(tmp, "kumo")
-        shutil.copy2("./kumo", kumo)
+        shutil.copy2(kumo_src, kumo)
         res["guest"] = []
         for name, pv in COMBOS:
             log = os.path.join(tmp, "console.log")
@@ -325,7 +327,8 @@ def section(res):
              "combination: `kumo run --cpus 2 --mem 512M --numa node=0,cpus=0,mem=256M,host-node=0 "
              "--numa node=1,cpus=1,mem=256M,host-node=0 --numa-distance 0:1=21 --cpu-pin 0=0,1=1 "
              "--pv ...` (kumo-probe → kumo-agent, data disk read-only). The host row runs the "
-             "same binary, taken from the initramfs, with the same arguments on the host. "
+             "same binary, taken from the initramfs, with the same arguments on the host" +
+             (" (in this run the KVM box, outside any VM)" if IN_BOX else "") + ". "
              "S is libgomp's GOMP_SPINCOUNT: 0 (sleep on the futex at once), 300,000 "
              "(libgomp's default), 30,000,000,000 (spin \"forever\")." +
              (" pin=1 puts thread i on CPU i in both the guest and the host (unpinned, this "
@@ -393,12 +396,19 @@ def section(res):
                  "hint of the direction on a VMX/SVM host, where the paper's effect (vCPU "
                  "utilisation while idle or halted) is what they change.")
         L.append(note)
-        cfg = kernel_config()
-        if cfg.get("CONFIG_HZ_PERIODIC") == "y":
-            L.append(f"- Idle: the test kernel ticks periodically at {cfg.get('CONFIG_HZ', '?')} Hz "
-                     "on every vCPU (`CONFIG_HZ_PERIODIC`, no cpuidle), and each emulated tick "
-                     "costs host CPU, so the idle column is mostly the emulated tick; halt "
-                     f"polling (KVM's default here: {_halt_poll_default()}) acts on top of it.")
+    elif IN_BOX:
+        L.append("- **In the KVM box every figure here is TCG-scaled.** The guest runs under the "
+                 "box's real kvm-amd (nested SVM, so steal time, PV unhalt and halt polling act "
+                 "on KVM's own paths), but the box's CPUs are QEMU TCG threads, each guest exit "
+                 "is an emulated #VMEXIT, and the host row ran in the box too: compare the "
+                 "combinations with each other and with the host row, not with native figures.")
+    cfg = kernel_config()
+    if (PVM or IN_BOX) and cfg.get("CONFIG_HZ_PERIODIC") == "y":
+        L.append(f"- Idle: the test kernel ticks periodically at {cfg.get('CONFIG_HZ', '?')} Hz "
+                 "on every vCPU (`CONFIG_HZ_PERIODIC`, no cpuidle), and each "
+                 f"{'emulated' if PVM else 'TCG-scaled'} tick costs host CPU, so the idle column is "
+                 f"mostly the tick; halt polling (KVM's default here: {_halt_poll_default()}) "
+                 "acts on top of it.")
     better = against_default(res, s, 1)
     worse = against_default(res, s, -1) or []
     if better is None:
@@ -416,7 +426,8 @@ def section(res):
                  (". With the caveat above: on PVM that says only that switching these features "
                   "off buys nothing measurable through the emulator, not that they help on a "
                   "VMX/SVM host; re-run `make bench` there before changing the default."
-                  if PVM else "."))
+                  if PVM else ". TCG-scaled: confirm on VMX/SVM hardware before relying on it."
+                  if IN_BOX else "."))
     else:
         what = "; ".join(f"`{pv}` " + " and ".join(
             w for w, f in (("is faster in both kernels at every spin value", fa),
@@ -425,7 +436,9 @@ def section(res):
                  "spread" + (". On PVM that is the emulator's cost of those paths, not the "
                              "features' effect, so the table does not justify another default "
                              "here: kumo keeps what it ships until `make bench` on a VMX/SVM "
-                             "host agrees." if PVM else "; the table supports that setting."))
+                             "host agrees." if PVM else "; TCG-scaled, so kumo keeps what it "
+                             "ships until `make bench` on VMX/SVM hardware agrees." if IN_BOX
+                             else "; the table supports that setting."))
     L.append("- Scale: BENCH_OMP_RUNS, BENCH_OMP_KB, BENCH_OMP_ITERS, BENCH_OMP_BARRIERS, "
              "BENCH_OMP_GUARD (hang guard per boot) in `tests/bench/numa_pv.py`; at this size the "
              "triad's arrays fit in the host's caches, so its host row is not memory-bound (the "

@@ -1,51 +1,234 @@
 #!/usr/bin/env python3
-"""kumo benchmarks, side by side in one run, as ratios. Writes docs/benchmarks.md.
+"""kumo benchmarks side by side with their peers, as ratios; `make bench` (tests/bench/run.sh)
+writes docs/benchmarks.md from one run of them.
 
-Scale is set by environment variables so the same script runs small here and paper-sized on a
-real host: BENCH_RUNS (default 5), BENCH_BOOT_RUNS (kumo Linux boots; default 5),
-BENCH_PIO_ITERS (default 100000), BENCH_SETTLE (seconds before reading memory; default 3);
-the vNUMA PV-feature section (tests/bench/numa_pv.py) has its own BENCH_OMP_* variables.
+Two parts. The VM part needs /dev/kvm: kumo and QEMU `-accel kvm` on the same KVM (exec → first
+KVM_RUN, own memory, Linux boots, in-guest virtio-blk, in-guest balloon), the PIO exit loop, the
+vNUMA PV section (tests/bench/numa_pv.py). The host part does not: kumo's virtio-blk and
+virtio-balloon devices driven without a guest kernel. Where the host's /dev/kvm is missing or
+PVM (tests/box/box want), run.sh runs the VM part inside the KVM box and the host part on the
+host; elsewhere both run here.
+
+  run.py                        both parts here, then docs/benchmarks.md
+  run.py --part vm|host JSON    one part; its results go to JSON (rewritten after each section)
+  run.py --write JSON...        docs/benchmarks.md from the parts' JSON files
+
+Scale (environment): BENCH_RUNS (runs per VM measurement and per device test, default 5),
+BENCH_BOOT_RUNS (boots per kernel and VMM, default 5), BENCH_BOOT_CPUS (vCPUs of those boots,
+default 1), BENCH_PIO_ITERS (exits per PIO run, default 20000), BENCH_SETTLE (seconds before
+reading memory, default 3), BENCH_GUEST_RUNS (in-guest virtio-blk boots per VMM, default 5),
+BENCH_GUEST_DISK_MB (its disk, default 64), BENCH_GUEST_BLK_S (seconds per random-read test in
+the guest, default 3), BENCH_QEMU_AIO (QEMU's aio=, default io_uring),
+BENCH_BALLOON_GIB (balloon size in and out of the guest, default 1), BENCH_BALLOON_RUNS
+(inflate/deflate cycles per VMM, in one boot, default 5), BENCH_BLK_MB and BENCH_BLK_SECONDS
+(device-path file and seconds per test, defaults 256 and 2), BENCH_GUARD (hang guard per boot
+or step in seconds, default 600), BENCH_NUMA (0: skip the vNUMA PV section; default 1) and
+numa_pv.py's BENCH_OMP_* variables.
 """
-import os, re, shutil, statistics, subprocess, sys, tempfile, time
+import contextlib, json, os, re, select, shutil, statistics, subprocess, sys, tempfile, time
 
 import numa_pv  # tests/bench/numa_pv.py: the vNUMA PV-feature benchmark (issue 5)
-from numa_pv import INITRD, kill_group  # noqa: E402  (INITRD: the image for this host)
+from numa_pv import INITRD, PVM, kill_group  # noqa: E402  (INITRD: the image for this host)
+from agentlib import Agent  # noqa: E402  (guest/agentlib.py, on the path through numa_pv)
 
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 BOOT_RUNS = int(os.environ.get("BENCH_BOOT_RUNS", "5"))
-PIO_ITERS = int(os.environ.get("BENCH_PIO_ITERS", "100000"))
+BOOT_CPUS = int(os.environ.get("BENCH_BOOT_CPUS", "1"))
+PIO_ITERS = int(os.environ.get("BENCH_PIO_ITERS", "20000"))
+SETTLE = float(os.environ.get("BENCH_SETTLE", "3"))
+GUEST_RUNS = int(os.environ.get("BENCH_GUEST_RUNS", "5"))
+GUEST_DISK_MB = int(os.environ.get("BENCH_GUEST_DISK_MB", "64"))
+GUEST_BLK_S = int(os.environ.get("BENCH_GUEST_BLK_S", "3"))
+QEMU_AIO = os.environ.get("BENCH_QEMU_AIO", "io_uring")
+BALLOON_GIB = int(os.environ.get("BENCH_BALLOON_GIB", "1"))
+BALLOON_RUNS = int(os.environ.get("BENCH_BALLOON_RUNS", "5"))
 BLK_MB = int(os.environ.get("BENCH_BLK_MB", "256"))
 BLK_SECONDS = float(os.environ.get("BENCH_BLK_SECONDS", "2"))
-BALLOON_GIB = int(os.environ.get("BENCH_BALLOON_GIB", "1"))
-GUEST_RUNS = int(os.environ.get("BENCH_GUEST_RUNS", "3"))
-SETTLE = float(os.environ.get("BENCH_SETTLE", "3"))
+GUARD = float(os.environ.get("BENCH_GUARD", "600"))
+NUMA = os.environ.get("BENCH_NUMA", "1") != "0"
+IN_BOX = os.environ.get("KUMO_IN_BOX") == "1"
+
 KERNEL = "guest/out/test-bzImage"
+KERNELS = [("test kernel", KERNEL, INITRD),
+           ("stock kernel", "guest/out/stock-vmlinuz", "guest/out/initramfs-stock.cpio")]
 MEM_MB = 256
-QEMU = shutil.which("qemu-system-x86_64")
-KUMO_CMD = ["./kumo", "run", "-q", "--kernel", KERNEL, "--initrd", INITRD, "--mem", f"{MEM_MB}M"]
-QEMU_KVM_CMD = [QEMU or "qemu-system-x86_64", "-accel", "kvm", "-m", str(MEM_MB), "-smp", "1",
-                "-nographic", "-nodefaults", "-no-reboot", "-serial", "null",
-                "-kernel", KERNEL, "-initrd", INITRD, "-append", "console=ttyS0"]
+QEMU = shutil.which("qemu-system-x86_64") or "qemu-system-x86_64"
+# On a PVM host QEMU -accel kvm reaches KVM_RUN but cannot boot Linux: the guests' peer is TCG.
+PEER_ACCEL = "tcg" if PVM else "kvm"
+BOOT_ARGS = "panic=-1 rdinit=/sbin/kumo-probe kumo.probe=poweroff"	# init powers off at once
+BLK_ARGS = f"panic=-1 rdinit=/sbin/kumo-probe kumo.probe=blkbench,poweroff kumo.blkbench_s={GUEST_BLK_S}"
+IDLE_ARGS = "panic=-1 rdinit=/sbin/kumo-probe kumo.probe=info"	# then the probe waits
+INIT_MARKER = "Run /sbin/kumo-probe as init process"
 
 
-def stats(xs):
-    return statistics.median(xs), min(xs), max(xs)
+def qemu_version():
+    out = subprocess.run([QEMU, "--version"], capture_output=True, text=True).stdout
+    m = re.search(r"version (\d+)\.(\d+)\.?(\d*)", out)
+    return (f"{m[1]}.{m[2]}", out.splitlines()[0].split("version ", 1)[1]) if m else ("?", "?")
+
+
+QEMU_VER = qemu_version()[0]
+
+
+# The binaries this run uses: private copies (take_binaries), since others may rebuild the
+# tree's while a run of many minutes goes on.
+BIN = {"kumo": "./kumo", "bench-pio": "tests/bench/bench-pio", "bench-blk": "tests/bench/bench-blk",
+       "bench-balloon": "tests/bench/bench-balloon"}
+
+
+def take_binaries(tmp, names):
+    for n in names:
+        BIN[n] = shutil.copy2(BIN[n], os.path.join(tmp, n))
+
+
+def kumo_cmd(kernel, initrd, args, mem_mb=MEM_MB, cpus=1, extra=()):
+    return [BIN["kumo"], "run", "-q", "--kernel", kernel, "--initrd", initrd, "--mem", f"{mem_mb}M",
+            "--cpus", str(cpus), "--cmdline", args, *extra]
+
+
+def qemu_cmd(kernel, initrd, args, mem_mb=MEM_MB, cpus=1, extra=(), accel=PEER_ACCEL, machine="q35"):
+    """QEMU with what kumo gives a guest and nothing more: no default devices, the console on
+    stdout, the host's CPU model under KVM (PVM's KVM refuses it: QEMU's default model there)."""
+    cpu = ["-cpu", "host"] if accel == "kvm" and not PVM else []
+    return [QEMU, "-accel", accel, "-M", machine, *cpu, "-m", str(mem_mb), "-smp", str(cpus), "-display", "none", "-nodefaults", "-no-reboot",
+            "-serial", "stdio", "-kernel", kernel, "-initrd", initrd,
+            "-append", "console=ttyS0 " + args, *extra]
+
+
+def peer_label(accel=PEER_ACCEL):
+    return f"QEMU {QEMU_VER} `-accel {accel}`"
+
+
+# ------------------------------------------------------------------ rows and their text
+def row(name, unit, kumo, peer, peer_vals, better="lower", scale=1.0, digits=1, failed=()):
+    """One table row from raw values (formatted when the file is written)."""
+    return {"name": name, "unit": unit, "kumo": kumo, "peer": peer, "peer_vals": peer_vals,
+            "better": better, "scale": scale, "digits": digits, "failed": list(failed)}
+
+
+def error_row(name, peer, why, skipped=False):
+    """A row without figures: a failure, or (skipped) a measurement this host cannot make."""
+    return {"name": name, "peer": peer, "error": str(why), "skipped": skipped}
+
+
+def paired_row(name, key, k, q, failed, unit, peer, **kw):
+    """The row for key from side_by_side's results, or why there is none."""
+    if k.get(key) and q.get(key):
+        return row(name, unit, k[key], peer, q[key], failed=failed, **kw)
+    return error_row(name, peer, "; ".join(failed) or f"no {key} measured")
 
 
 def fmt(xs, unit, scale=1.0, digits=1):
-    m, lo, hi = stats([x * scale for x in xs])
+    xs = [x * scale for x in xs]
+    m, lo, hi = statistics.median(xs), min(xs), max(xs)
     return f"{m:.{digits}f} {unit} ({lo:.{digits}f}–{hi:.{digits}f})"
 
 
+def row_line(r, where):
+    if "error" in r:
+        return (f"| {r['name']} | {where} | {'not run' if r.get('skipped') else 'failed'}: "
+                f"{r['error'].replace('|', '/')[:200]} | {r['peer']} | | | |")
+    k, p = r["kumo"], r["peer_vals"]
+    ratio = statistics.median(k) / statistics.median(p)
+    runs = f" ({len(r['failed'])} failed runs not counted: {'; '.join(r['failed'])[:160]})" if r["failed"] else ""
+    return (f"| {r['name']}{runs} | {where} | {fmt(k, r['unit'], r['scale'], r['digits'])} | "
+            f"{r['peer']} | {fmt(p, r['unit'], r['scale'], r['digits'])} | {ratio:.2f} | {r['better']} |")
+
+
+class Part:
+    """One part's results, written to its JSON file after every section (a box that dies
+    half-way still leaves the sections before)."""
+
+    def __init__(self, name, path):
+        self.path = path
+        self.t0 = time.time()
+        self.d = {"part": name, "rows": [], "notes": [], "env": environment(), "sections": []}
+
+    def section(self, title, fn):
+        t0 = time.time()
+        try:
+            rows, notes = fn()
+        except Exception as e:  # noqa: BLE001  one section's failure must not cost the others
+            rows, notes = [error_row(title, "", f"{type(e).__name__}: {e}")], []
+        self.d["rows"] += rows
+        self.d["notes"] += notes
+        self.d["sections"].append((title, time.time() - t0))
+        print(f"bench: {title} done in {time.time() - t0:.0f} s", flush=True)
+        self.save()
+
+    def save(self):
+        self.d["wall_s"] = time.time() - self.t0
+        with open(self.path + ".new", "w") as f:
+            json.dump(self.d, f, indent=1)
+        os.replace(self.path + ".new", self.path)
+
+
+def environment():
+    mem = 0
+    for line in open("/proc/meminfo"):
+        if line.startswith("MemTotal:"):
+            mem = int(line.split()[1]) // 1024
+    cpu = ""
+    flags = set()
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name") and not cpu:
+            cpu = line.split(":", 1)[1].strip()
+        elif line.startswith("flags") and not flags:
+            flags = set(line.split(":", 1)[1].split())
+    return {"in_box": IN_BOX, "pvm": PVM, "nproc": os.cpu_count(), "mem_mib": mem, "cpu": cpu,
+            "svm_npt": "svm" in flags and "npt" in flags, "xsave": "xsave" in flags,
+            "kernel": os.uname().release,
+            "qemu": qemu_version()[1]}
+
+
+# ------------------------------------------------------------------ process helpers
+def console_lines(p, deadline):
+    """p's stdout line by line as it comes (p started with stdout=PIPE, binary), until EOF or
+    deadline."""
+    fd, buf = p.stdout.fileno(), b""
+    while time.time() < deadline:
+        if not select.select([fd], [], [], deadline - time.time())[0]:
+            return
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            if buf:
+                yield buf.decode(errors="replace")
+            return
+        *lines, buf = (buf + chunk).split(b"\n")
+        for l in lines:
+            yield l.decode(errors="replace").rstrip("\r")
+
+
+def start(cmd, stdout=subprocess.PIPE):
+    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=stdout,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def side_by_side(n, kumo_fn, peer_fn):
+    """kumo and its peer measured in turns, so a disturbance hits both alike:
+    ({key: kumo values}, {key: peer values}, failures); each fn returns {key: value}."""
+    res = ({}, {})
+    failed = []
+    for _ in range(n):
+        for out, fn, who in ((res[0], kumo_fn, "kumo"), (res[1], peer_fn, "QEMU")):
+            try:
+                for k, v in fn().items():
+                    out.setdefault(k, []).append(v)
+            except RuntimeError as e:
+                failed.append(f"{who}: {e}")
+    return res[0], res[1], failed
+
+
+# ------------------------------------------------------------------ VM part
 def exec_to_first_kvm_run(cmd):
-    """Seconds from execve to the first KVM_RUN ioctl, from strace timestamps."""
+    """Seconds from execve to the first KVM_RUN ioctl, from strace timestamps (seccomp-bpf: the
+    VMM stops only at the calls traced, not at every system call)."""
     with tempfile.TemporaryDirectory() as d:
         out = os.path.join(d, "trace")
-        p = subprocess.Popen(["strace", "-f", "-ttt", "-e", "trace=execve,ioctl", "-o", out] + cmd,
-                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, start_new_session=True)
+        p = start(["strace", "-f", "--seccomp-bpf", "-ttt", "-e", "trace=execve,ioctl", "-o", out] + cmd,
+                  subprocess.DEVNULL)
         t_exec = t_run = None
-        deadline = time.time() + 20
+        deadline = time.time() + 60
         while time.time() < deadline and t_run is None:
             time.sleep(0.2)
             try:
@@ -69,11 +252,9 @@ def exec_to_first_kvm_run(cmd):
 
 def own_memory_kb(cmd):
     """Pss of the VMM process minus the Pss of its guest-RAM mapping, SETTLE s after start."""
-    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL, start_new_session=True)
+    p = start(cmd, subprocess.DEVNULL)
     time.sleep(SETTLE)
-    total = ram = 0
-    size = 0
+    total = ram = size = 0
     name = ""
     try:
         for line in open(f"/proc/{p.pid}/smaps"):
@@ -93,190 +274,403 @@ def own_memory_kb(cmd):
     return total - ram
 
 
-def time_to_line(cmd, marker, timeout):
-    """Seconds from start until the guest console prints a line containing marker; then kill."""
+def vmm_startup():
+    kumo = kumo_cmd(KERNEL, INITRD, "panic=-1")
+    qemu = qemu_cmd(KERNEL, INITRD, "panic=-1", accel="kvm")
+    k, q, failed = side_by_side(
+        RUNS, lambda: {"exec": exec_to_first_kvm_run(kumo), "mem": own_memory_kb(kumo)},
+        lambda: {"exec": exec_to_first_kvm_run(qemu), "mem": own_memory_kb(qemu)})
+    rows = [paired_row("exec → first KVM_RUN (strace), 1 vCPU", "exec", k, q, failed, "ms",
+                       peer_label("kvm"), scale=1e3),
+            paired_row(f"VMM own memory (Pss − guest RAM, {SETTLE:g} s after start)", "mem", k, q,
+                       failed, "MiB", peer_label("kvm"), scale=1 / 1024)]
+    return rows, ["exec → first KVM_RUN: both VMMs load the same bzImage + initramfs; kumo "
+                  "decompresses the kernel on the host before its first KVM_RUN.",
+                  "VMM own memory: proportional set size of the VMM process minus that of its "
+                  "guest-RAM mapping (kumo's memfd, QEMU's RAM block)."]
+
+
+def pio():
+    out = subprocess.run([BIN["bench-pio"], str(PIO_ITERS), str(RUNS)], capture_output=True,
+                         text=True, check=True, timeout=GUARD).stdout
+    raw = [float(l.split()[1]) for l in out.splitlines() if l.startswith("raw ")]
+    km = [float(l.split()[1]) for l in out.splitlines() if l.startswith("kumo ")]
+    return ([row(f"PIO exit round trip from guest user mode ({PIO_ITERS} exits per run)", "µs", km,
+                 "bare KVM_RUN loop", raw, scale=1e-3, digits=2)],
+            ["PIO round trip: one `out` from guest CPL3 (IOPL 3) per iteration; the bare loop is "
+             "`KVM_RUN` + a switch on the port in the same binary, kumo's is its vCPU thread, "
+             "exit dispatcher and PIO bus."])
+
+
+def timed_boot(cmd):
+    """{"init": s, "off": s}: from start to the kernel starting /init, and to the VMM's exit
+    after the guest powered off (which it must)."""
     t0 = time.time()
-    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                         stderr=subprocess.DEVNULL, text=True, errors="replace",
-                         start_new_session=True)
+    p = start(cmd)
+    t_init = None
     try:
-        for line in p.stdout:
-            if marker in line:
-                return time.time() - t0
-            if time.time() - t0 > timeout:
-                break
-        raise RuntimeError(f"{cmd[0]}: no '{marker}' on the console")
+        for line in console_lines(p, t0 + GUARD):
+            if t_init is None and INIT_MARKER in line:
+                t_init = time.time() - t0
+        rc = p.wait(timeout=max(1, t0 + GUARD - time.time()))
+        t_off = time.time() - t0
+    except subprocess.TimeoutExpired:
+        rc = None
     finally:
+        kill_group(p)
+    if t_init is None or rc != 0:
+        raise RuntimeError(f"{os.path.basename(cmd[0])}: {'no /init' if t_init is None else 'exit status ' + str(rc)}"
+                           f" after {time.time() - t0:.0f} s")
+    return {"init": t_init, "off": t_off}
+
+
+def boots():
+    rows = []
+    peer = peer_label() + ", same kernel, initramfs and command line"
+    for label, kernel, initrd in KERNELS:
+        if PVM and "stock" in label:
+            rows.append(error_row(f"{label} boot", peer, "on a PVM host: its initramfs is "
+                                  "ordinary 64-bit code, which PVM's emulator cannot run", True))
+            continue
+        k, q, failed = side_by_side(
+            BOOT_RUNS, lambda: timed_boot(kumo_cmd(kernel, initrd, BOOT_ARGS, cpus=BOOT_CPUS)),
+            lambda: timed_boot(qemu_cmd(kernel, initrd, BOOT_ARGS, cpus=BOOT_CPUS)))
+        for key, what in (("init", "start → kernel runs init"), ("off", "start → power-off (VMM exit)")):
+            name = f"{label} boot: {what}, {BOOT_CPUS} vCPU{'s' if BOOT_CPUS > 1 else ''}, {MEM_MB} MiB"
+            rows.append(paired_row(name, key, k, q, failed, "s", peer, digits=2))
+    qemu = qemu_cmd(KERNEL, INITRD, BOOT_ARGS, cpus=BOOT_CPUS)
+    notes = [f"Boots: each kernel with its initramfs and the command line `{BOOT_ARGS}` (+ "
+             "`console=ttyS0`) in both VMMs: kumo-probe, the kernel's first process, powers off "
+             "at once (ACPI S5; QEMU with `-no-reboot`). Times from the VMM's start as its parent "
+             f"sees it, to the kernel's `{INIT_MARKER}` line on the console and to the VMM's "
+             f"exit. QEMU: `{' '.join(qemu[1:qemu.index('-kernel')])}`."]
+    if PVM:
+        notes.append("This host's KVM is PVM: kumo's guest kernel runs in KVM's instruction "
+                     "emulator, so its guests are compared with QEMU's software emulation (TCG); "
+                     "QEMU with `-accel kvm` cannot boot Linux here. On a VMX/SVM host, or in the "
+                     "KVM box, the same command compares with `-accel kvm`.")
+    return rows, notes
+
+
+def mount_of(path):
+    """"FSTYPE on DEVICE" of the file system path is on."""
+    best = ("", "?", "?")
+    for line in open("/proc/self/mounts"):
+        dev, mnt, fstype = line.split()[:3]
+        if path == mnt or path.startswith(mnt.rstrip("/") + "/"):
+            if len(mnt) >= len(best[0]):
+                best = (mnt, fstype, dev)
+    return f"{best[1]} on {best[2]}" + (", the box's scratch disk" if IN_BOX else "")
+
+
+@contextlib.contextmanager
+def bench_disk(mb):
+    """A disk image both VMMs open with O_DIRECT (cache=none), filled with data: a file in
+    /var/tmp, or a loop device over it where that file system has no O_DIRECT (the box's tmpfs)."""
+    d = tempfile.mkdtemp(prefix="kumo-bench.", dir="/var/tmp")
+    img = os.path.join(d, "disk.img")
+    loop = None
+    try:
+        with open(img, "wb") as f:
+            for _ in range(mb):
+                f.write(os.urandom(1 << 20))
+        try:
+            os.close(os.open(img, os.O_RDONLY | os.O_DIRECT))
+            disk = (img, f"a file in /var/tmp ({mount_of(img)})")
+        except OSError:
+            loop = subprocess.run(["losetup", "-f", "--show", img], capture_output=True, text=True,
+                                  check=True).stdout.strip()
+            disk = (loop, f"a loop device over a file in /var/tmp ({mount_of(img)}, no O_DIRECT)")
+        yield disk
+    finally:
+        if loop:
+            subprocess.run(["losetup", "-d", loop])
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def blkbench(cmd):
+    """kumo-probe's KUMO-BENCH lines of one boot: {name: value}."""
+    out = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=GUARD).stdout
+    res = {}
+    for l in out.decode(errors="replace").replace("\r", "").splitlines():
+        if l.startswith("KUMO-BENCH "):
+            k, v = l[len("KUMO-BENCH "):].split("=")
+            res[k] = float(v)
+    if not res:
+        raise RuntimeError(f"{os.path.basename(cmd[0])}: no KUMO-BENCH lines")
+    return res
+
+
+BLK_TESTS = (("randread_4k_qd1_iops", "4k random read, QD1", "IOPS"),
+             ("randread_4k_qd32_iops", "4k random read, QD32", "IOPS"),
+             ("seqread_1m_mibps", "1M sequential read", "MiB/s"),
+             ("seqwrite_1m_mibps", "1M sequential write", "MiB/s"))
+
+
+def guest_blk():
+    peer = peer_label() + f", its virtio-blk-pci (`cache=none,aio={QEMU_AIO}`), same guest and disk"
+    with bench_disk(GUEST_DISK_MB) as (disk, what):
+        k, q, failed = side_by_side(
+            GUEST_RUNS, lambda: blkbench(kumo_cmd(KERNEL, INITRD, BLK_ARGS, extra=["--disk", disk])),
+            lambda: blkbench(qemu_cmd(KERNEL, INITRD, BLK_ARGS, extra=[
+                "-drive", f"file={disk},if=none,id=d0,format=raw,cache=none,aio={QEMU_AIO}",
+                "-device", "virtio-blk-pci,drive=d0"])))
+    rows = [paired_row(f"in-guest virtio-blk {label} (guest O_DIRECT)", key, k, q, failed, unit,
+                       peer, better="higher", digits=0) for key, label, unit in BLK_TESTS]
+    return rows, [f"In-guest virtio-blk: kumo-probe's blkbench (`{BLK_ARGS}`) in the test kernel, "
+                  f"1 vCPU, {MEM_MB} MiB, on a {GUEST_DISK_MB} MiB disk: {what}, opened with "
+                  "O_DIRECT by both VMMs (kumo `--disk` default cache=none, io_uring). "
+                  f"4k random reads over its first 32 MiB for {GUEST_BLK_S} s of guest time each, QD1 with "
+                  "pread, QD32 with Linux AIO (io_submit); 1M sequential: 32 MiB written (then "
+                  "fsync) and read back. Rates from the guest's clock; throughput, higher is better."] + (
+                     ["On this PVM host the guest kernel's I/O path runs in KVM's instruction "
+                      "emulator, so the in-guest rows measure the emulator far more than the "
+                      "device; the device path alone is in the device rows."] if PVM else [])
+
+
+class Qmp(Agent):
+    """A QMP connection: the JSON-lines client of guest/agentlib.py with QMP's request shape."""
+
+    def message(self, rid, verb, args):
+        return {"execute": verb, "id": rid, **({"arguments": args} if args is not None else {})}
+
+
+BALLOON_POLL = 0.02
+
+
+def balloon_cycles(kind, tmp):
+    """BALLOON_RUNS inflate/deflate cycles of BALLOON_GIB in one idle guest: {"inflate": [s],
+    "deflate": [s]}, each from the request to the first poll that sees the driver's actual
+    size at the target."""
+    mem_mb = BALLOON_GIB * 1024 + 512
+    ram = mem_mb << 20
+    sock = os.path.join(tmp, f"{kind}.sock")
+    if kind == "kumo":
+        cmd = kumo_cmd(KERNEL, INITRD, IDLE_ARGS, mem_mb=mem_mb,
+                       extra=["--balloon=stats=0", "--control", sock])
+    else:
+        cmd = qemu_cmd(KERNEL, INITRD, IDLE_ARGS, mem_mb=mem_mb, machine="q35,memory-backend=ram",
+                       extra=["-object", f"memory-backend-memfd,id=ram,size={mem_mb}M",
+                              "-device", "virtio-balloon-pci", "-qmp", f"unix:{sock},server=on,wait=off"])
+    t0 = time.time()
+    deadline = t0 + GUARD
+    p = start(cmd)
+    c = (Agent if kind == "kumo" else Qmp)(sock, deadline)
+    out = {"inflate": [], "deflate": []}
+
+    def call(verb, args=None):
+        r = c.request(verb, args, timeout=max(1, deadline - time.time()))
+        if not r or ("ok" in r and not r["ok"]) or "error" in r:
+            raise RuntimeError(f"{kind} {verb}: {r}")
+        return r.get("result", r.get("return"))
+
+    if kind == "kumo":
+        def set_target(b): call("balloon-set", {"target": b})
+        def actual(): return call("balloon-get")["actual_bytes"]
+    else:
+        def set_target(b): call("balloon", {"value": b})
+        def actual(): return call("query-balloon")["actual"]
+    try:
+        if not any("KUMO-CHECK done" in l for l in console_lines(p, deadline)):
+            raise RuntimeError(f"{kind}: the guest did not come up within {GUARD:.0f} s")
+        c.connect(timeout=30)
+        if kind != "kumo":
+            call("qmp_capabilities")
+        for _ in range(BALLOON_RUNS):
+            for key, target in (("inflate", ram - (BALLOON_GIB << 30)), ("deflate", ram)):
+                t = time.time()
+                deadline = t + GUARD
+                set_target(target)
+                while actual() != target:
+                    if time.time() > deadline:
+                        raise RuntimeError(f"{kind}: {key} not done after {GUARD:.0f} s")
+                    time.sleep(BALLOON_POLL)
+                out[key].append(time.time() - t)
+        return out
+    except (OSError, EOFError, ValueError, KeyError, TypeError) as e:
+        raise RuntimeError(f"{kind}: {type(e).__name__}: {e}")
+    finally:
+        c.close()
         kill_group(p)
 
 
-BOOT_MARKER = "Run /init as init process"
-BOOT_ARGS = "panic=-1"
+def guest_balloon():
+    name = f"in-guest virtio-balloon %s {BALLOON_GIB} GiB (test kernel, 1 vCPU, {BALLOON_GIB * 1024 + 512} MiB)"
+    peer = peer_label() + ", its virtio-balloon-pci, QMP `balloon` / `query-balloon`"
+    if PVM:
+        return [error_row(name % "inflate", peer, "on a PVM host: the guest kernel's page "
+                          "allocator runs in KVM's instruction emulator there", True)], []
+    with tempfile.TemporaryDirectory(prefix="kumo-bench-balloon.") as tmp:
+        k = balloon_cycles("kumo", tmp)
+        q = balloon_cycles("qemu", tmp)
+    return ([row(name % key, "s", k[key], peer, q[key], digits=2) for key in ("inflate", "deflate")],
+            [f"In-guest balloon: one boot per VMM of the test kernel with kumo-probe idle "
+             f"(`{IDLE_ARGS}`); {BALLOON_RUNS} cycles each of setting the target to RAM − "
+             f"{BALLOON_GIB} GiB (inflate) and back to RAM (deflate), timed from the request on "
+             "the control socket (kumo `balloon-set`, QMP `balloon`) to the first poll "
+             f"(every {BALLOON_POLL * 1000:.0f} ms: `balloon-get` / `query-balloon`) that shows the "
+             "Linux driver's `actual` at the target. Same device features on both: statistics "
+             "queue without polling (kumo `--balloon=stats=0`, QEMU's default), no "
+             "deflate-on-oom, no free page reporting. Guest RAM is a memfd on both (QEMU "
+             "`memory-backend-memfd`), so both give pages back with a hole punch; on anonymous "
+             "RAM QEMU 7.2 warns once per page on deflate (MADV_WILLNEED)."])
 
 
-def boot_kumo():
-    return time_to_line(KUMO_CMD + ["--cpus", "1", "--cmdline", BOOT_ARGS], BOOT_MARKER, 3600)
+def numa_section():
+    """numa_pv's Markdown section; its own failures become rows that say so."""
+    if not NUMA:
+        return "## vNUMA PV features\n\nNot run (BENCH_NUMA=0).\n"
+    try:
+        return numa_pv.section(numa_pv.run_all(BIN["kumo"]))
+    except Exception as e:  # noqa: BLE001
+        return f"## vNUMA PV features: ompbench in a 2-node guest\n\nThe section failed: {e!r}\n"
 
 
-def boot_qemu_tcg():
-    return time_to_line([QEMU, "-accel", "tcg", "-m", str(MEM_MB), "-smp", "1", "-nographic",
-                         "-nodefaults", "-no-reboot", "-serial", "stdio", "-kernel", KERNEL,
-                         "-initrd", INITRD, "-append", "console=ttyS0 " + BOOT_ARGS],
-                        BOOT_MARKER, 600)
+def vm_part(path, tmp):
+    take_binaries(tmp, ("kumo", "bench-pio"))
+    part = Part("vm", path)
+    print(f"bench: VM part, {RUNS} runs, {BOOT_RUNS} boots per kernel and VMM, PVM: {PVM}, "
+          f"in the box: {IN_BOX}", flush=True)
+    for title, fn in (("exec → KVM_RUN and memory", vmm_startup), ("PIO", pio),
+                      ("boots", boots), ("in-guest virtio-blk", guest_blk),
+                      ("in-guest balloon", guest_balloon)):
+        part.section(title, fn)
+    t0 = time.time()
+    part.d["numa"] = numa_section()
+    part.d["sections"].append(("vNUMA PV features", time.time() - t0))
+    print(f"bench: vNUMA PV features done in {time.time() - t0:.0f} s", flush=True)
+    part.save()
 
 
-def main():
+# ------------------------------------------------------------------ host part
+def device_rows(cmd):
+    """Runs a device bench (bench-blk, bench-balloon): {(who, test): [values]}, {test: unit}."""
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=GUARD).stdout
+    res, units = {}, {}
+    for l in out.splitlines():
+        f = l.split()
+        if len(f) >= 4 and f[0] in ("kumo", "raw"):
+            res.setdefault((f[0], f[1]), []).append(float(f[2]))
+            units[f[1]] = f[3]
+    return res, units
+
+
+def blk_device():
+    res, units = device_rows([BIN["bench-blk"], str(BLK_MB), str(BLK_SECONDS), str(RUNS)])
+    rows = [row(f"virtio-blk device path, {t} (cache=none, {BLK_MB} MiB file, no guest kernel)",
+                units[t], res[("kumo", t)], "raw liburing, same file and depth", res[("raw", t)],
+                better="higher", digits=0)
+            for t in sorted({t for (w, t) in res if w == "kumo"})]
+    return rows, ["virtio-blk device path: a host-side test driver plays the guest (rings in "
+                  "guest memory, doorbell through the queue's eventfd, interrupt eventfd) against "
+                  "kumo's virtio-blk and io_uring backend; throughput, higher is better."]
+
+
+def balloon_device():
+    res, _ = device_rows([BIN["bench-balloon"], str(BALLOON_GIB), str(RUNS)])
     rows = []
-    notes = []
-    pvm = os.path.isdir("/sys/module/kvm_pvm")
-    print(f"bench: {RUNS} runs, {BOOT_RUNS} kumo boots, PVM host: {pvm}", flush=True)
-
-    k = [exec_to_first_kvm_run(KUMO_CMD) for _ in range(RUNS)]
-    q = [exec_to_first_kvm_run(QEMU_KVM_CMD) for _ in range(RUNS)]
-    rows.append(("exec → first KVM_RUN (strace)", fmt(k, "ms", 1e3), "QEMU 7.2 `-accel kvm`",
-                 fmt(q, "ms", 1e3), statistics.median(k) / statistics.median(q)))
-    print("bench: exec→KVM_RUN done", flush=True)
-
-    k = [own_memory_kb(KUMO_CMD) for _ in range(RUNS)]
-    q = [own_memory_kb(QEMU_KVM_CMD) for _ in range(RUNS)]
-    rows.append((f"VMM own memory (Pss − guest RAM, {SETTLE:g} s after start)", fmt(k, "MiB", 1 / 1024),
-                 "QEMU 7.2 `-accel kvm`", fmt(q, "MiB", 1 / 1024),
-                 statistics.median(k) / statistics.median(q)))
-    print("bench: memory done", flush=True)
-
-    out = subprocess.run(["tests/bench/bench-pio", str(PIO_ITERS), str(RUNS)], capture_output=True,
-                         text=True, check=True).stdout
-    raw = [float(l.split()[1]) for l in out.splitlines() if l.startswith("raw ")]
-    km = [float(l.split()[1]) for l in out.splitlines() if l.startswith("kumo ")]
-    rows.append((f"PIO exit round trip from guest user mode ({PIO_ITERS} exits)", fmt(km, "µs", 1e-3, 2),
-                 "bare KVM_RUN loop", fmt(raw, "µs", 1e-3, 2),
-                 statistics.median(km) / statistics.median(raw)))
-    print("bench: PIO done", flush=True)
-
-    out = subprocess.run(["tests/bench/bench-blk", str(BLK_MB), str(BLK_SECONDS), str(RUNS)],
-                         capture_output=True, text=True, check=True).stdout
-    res = {}
-    for l in out.splitlines():
-        f = l.split()
-        if len(f) >= 4 and f[0] in ("kumo", "raw"):
-            res.setdefault((f[0], f[1]), []).append(float(f[2]))
-            res[("unit", f[1])] = f[3]
-    for test in sorted({t for (w, t) in res if w == "kumo"}):
-        unit = res[("unit", test)]
-        k, r = res[("kumo", test)], res[("raw", test)]
-        rows.append((f"virtio-blk device path, {test} (cache=none, {BLK_MB} MiB file, no guest kernel)",
-                     fmt(k, unit, 1, 0), "raw liburing, same file and depth", fmt(r, unit, 1, 0),
-                     statistics.median(k) / statistics.median(r)))
-    notes.append("virtio-blk rows: a host-side test driver plays the guest (rings in guest memory, "
-                 "doorbell through the queue's eventfd, interrupt eventfd) against kumo's "
-                 "virtio-blk and io_uring backend; ratio > 1 is better here (throughput).")
-    print("bench: virtio-blk done", flush=True)
-
-    out = subprocess.run(["tests/bench/bench-balloon", str(BALLOON_GIB), str(RUNS)],
-                         capture_output=True, text=True, check=True).stdout
-    res = {}
-    for l in out.splitlines():
-        f = l.split()
-        if len(f) >= 4 and f[0] in ("kumo", "raw"):
-            res.setdefault((f[0], f[1]), []).append(float(f[2]))
     for test, floor, label in (
             (f"inflate-{BALLOON_GIB}GiB", f"inflate-batched-{BALLOON_GIB}GiB",
              "fallocate(PUNCH_HOLE) per contiguous run of each PFN array"),
-            (f"inflate-{BALLOON_GIB}GiB", f"inflate-{BALLOON_GIB}GiB",
-             "fallocate(PUNCH_HOLE) per page"),
+            (f"inflate-{BALLOON_GIB}GiB", f"inflate-{BALLOON_GIB}GiB", "fallocate(PUNCH_HOLE) per page"),
             (f"deflate-{BALLOON_GIB}GiB", f"deflate-{BALLOON_GIB}GiB", "a bare loop marking the pages present")):
-        k, r = res[("kumo", test)], res[("raw", floor)]
-        rows.append((f"virtio-balloon {test}, 256 PFNs per buffer, touched memfd, no guest kernel",
-                     fmt(k, "MiB/s", 1, 0), label, fmt(r, "MiB/s", 1, 0),
-                     statistics.median(k) / statistics.median(r)))
-    notes.append("virtio-balloon rows: the host-side driver sends PFN arrays as Linux does (256 "
-                 "ascending PFNs per buffer) with up to a queue's worth in flight; kumo merges "
-                 "contiguous PFNs into one hole punch. Throughput: higher is better.")
-    print("bench: virtio-balloon done", flush=True)
+        rows.append(row(f"virtio-balloon device {test}, 256 PFNs per buffer, touched memfd, no guest kernel",
+                        "MiB/s", res[("kumo", test)], label, res[("raw", floor)], better="higher", digits=0))
+    return rows, ["virtio-balloon device rows: the host-side driver sends PFN arrays as Linux "
+                  "does (256 ascending PFNs per buffer) with up to a queue's worth in flight; kumo "
+                  "merges contiguous PFNs into one hole punch. Throughput: higher is better."]
 
-    # In-guest virtio-blk: kumo-probe's blkbench (O_DIRECT, one request at a time) in the same
-    # test kernel under kumo and under QEMU TCG with its own virtio-blk.
-    with tempfile.TemporaryDirectory(dir="/var/tmp") as d:
-        img = os.path.join(d, "bench.img")
-        with open(img, "wb") as f:
-            f.truncate(64 << 20)
-        args = "panic=-1 rdinit=/sbin/kumo-probe kumo.probe=blkbench,poweroff"
-        kres, qres = {}, {}
-        for _ in range(GUEST_RUNS):
-            for res, cmd in ((kres, ["./kumo", "run", "-q", "--kernel", KERNEL, "--initrd", INITRD,
-                                     "--mem", f"{MEM_MB}M", "--disk", img, "--cmdline", args]),
-                             (qres, [QEMU, "-accel", "tcg", "-m", str(MEM_MB), "-nographic",
-                                     "-nodefaults", "-no-reboot", "-serial", "stdio", "-kernel",
-                                     KERNEL, "-initrd", INITRD, "-append", "console=ttyS0 " + args,
-                                     "-drive", f"file={img},if=none,id=d0,format=raw,cache=none",
-                                     "-device", "virtio-blk-pci,drive=d0"])):
-                out = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True,
-                                     text=True, errors="replace", timeout=1800).stdout
-                for l in out.replace("\r", "").splitlines():
-                    if l.startswith("KUMO-BENCH "):
-                        k, v = l[len("KUMO-BENCH "):].split("=")
-                        res.setdefault(k, []).append(float(v))
-        for key, unit in (("randread_4k_qd1_iops", "IOPS"), ("seqread_1m_mibps", "MiB/s"),
-                          ("seqwrite_1m_mibps", "MiB/s")):
-            if key not in kres or key not in qres:
-                raise RuntimeError(f"in-guest bench: no {key} from kumo or QEMU")
-            rows.append((f"in-guest virtio-blk {key.rsplit('_', 1)[0]} (guest O_DIRECT, 1 request at a time)",
-                         fmt(kres[key], unit, 1, 0), "QEMU 7.2 TCG, its virtio-blk, same guest",
-                         fmt(qres[key], unit, 1, 0),
-                         statistics.median(kres[key]) / statistics.median(qres[key])))
-        notes.append("In-guest virtio-blk rows: on a PVM host the guest kernel's I/O path is "
-                     "emulated, so these measure the emulated guest kernel far more than the "
-                     "device; QD32 is not measured in the guest (kumo-probe issues one request at "
-                     "a time). The device path alone is in the host-side rows above.")
-    print("bench: in-guest virtio-blk done", flush=True)
 
-    q = [boot_qemu_tcg() for _ in range(RUNS)]
-    k = []
-    for i in range(BOOT_RUNS):
-        k.append(boot_kumo())
-        print(f"bench: kumo boot {i + 1}/{BOOT_RUNS}: {k[-1]:.1f} s", flush=True)
-    rows.append(("test-kernel boot: start → kernel runs `/init`, 1 vCPU, 256 MiB",
-                 fmt(k, "s"), "QEMU 7.2 TCG, same kernel + initramfs", fmt(q, "s"),
-                 statistics.median(k) / statistics.median(q)))
-    if pvm:
-        notes.append("This host's KVM is PVM: kumo's guest kernel runs in KVM's instruction "
-                     "emulator, so its boot is compared with QEMU's software emulation (TCG); "
-                     "QEMU with `-accel kvm` cannot boot Linux here. On a VMX host the same "
-                     "command boots natively.")
+def host_part(path, tmp):
+    take_binaries(tmp, ("bench-blk", "bench-balloon"))
+    part = Part("host", path)
+    print(f"bench: host part, {RUNS} runs", flush=True)
+    for title, fn in (("virtio-blk device path", blk_device), ("virtio-balloon device", balloon_device)):
+        part.section(title, fn)
 
-    # vNUMA PV features: ompbench in a 2-node guest per --pv combination, and on the host. Its
-    # own failures become rows that say so; anything else must not cost the rows above.
-    try:
-        numa = numa_pv.section(numa_pv.run_all())
-    except Exception as e:  # noqa: BLE001
-        numa = f"## vNUMA PV features: ompbench in a 2-node guest\n\nThe section failed: {e!r}\n"
-    print("bench: vNUMA PV features done", flush=True)
 
-    host = subprocess.run(["uname", "-r"], capture_output=True, text=True).stdout.strip()
-    with open("docs/benchmarks.md", "w") as f:
-        f.write("# Benchmarks\n\n")
-        f.write("Written by `make bench` (`tests/bench/run.py`); every figure below comes from "
-                "that one run. Medians with (min–max); ratio = kumo / peer (for times and memory lower is "
-                "better, for throughput higher is better).\n\n")
-        f.write(f"Host: {os.cpu_count()} CPUs, kernel {host}, PVM: {'yes' if pvm else 'no'}; "
-                f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; runs: {RUNS} "
-                f"(kumo boots: {BOOT_RUNS}).\n\n")
-        f.write("| measurement | kumo | peer | peer result | ratio |\n|---|---|---|---|---|\n")
-        for name, kv, peer, pv, ratio in rows:
-            f.write(f"| {name} | {kv} | {peer} | {pv} | {ratio:.2f} |\n")
-        f.write("\n")
-        for n in notes:
-            f.write(f"- {n}\n")
-        f.write("- exec → first KVM_RUN: both VMMs load the same bzImage + initramfs; kumo "
-                "decompresses the kernel on the host before its first KVM_RUN.\n")
-        f.write("- VMM own memory: proportional set size of the VMM process minus that of its "
-                "guest-RAM mapping (kumo's memfd, QEMU's RAM block).\n")
-        f.write("- PIO round trip: one `out` from guest CPL3 (IOPL 3) per iteration; the bare loop "
-                "is `KVM_RUN` + a switch on the port in the same binary, kumo's is its vCPU "
-                "thread, exit dispatcher and PIO bus.\n")
-        f.write("\n" + numa)
-    print(open("docs/benchmarks.md").read())
+# ------------------------------------------------------------------ docs/benchmarks.md
+def write(paths, out="docs/benchmarks.md"):
+    parts = {}
+    for p in paths:
+        d = json.load(open(p))
+        parts[d["part"]] = d
+    vm, host = parts.get("vm"), parts.get("host")
+    box = vm and vm["env"]["in_box"]
+    why = os.environ.get("BENCH_BOX_WHY", "")
+    L = ["# Benchmarks", "",
+         "Written by `make bench` (`tests/bench/run.sh`, `tests/bench/run.py`); every figure below "
+         "comes from that one run. Medians with (min–max); ratio = kumo / peer, and the last "
+         "column says which way is better for kumo.", ""]
+    he = (host or vm)["env"]
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    L.append(f"Host: {he['nproc']} CPUs ({he['cpu']}), {he['mem_mib'] // 1024} GiB, kernel "
+             f"{he['kernel']}, /dev/kvm: {'PVM' if he['pvm'] else ('none' if not os.path.exists('/dev/kvm') else 'VMX/SVM')}; "
+             f"{when}; runs: {RUNS} per measurement, {BOOT_RUNS} boots per kernel and VMM.")
+    L.append("")
+    if box:
+        e = vm["env"]
+        L.append(f"**Where: the VM rows ran in the KVM box** (`tests/box/box run`, used here because "
+                 f"{why or 'the host has no usable native /dev/kvm'}): a QEMU {he['qemu']} TCG "
+                 f"machine with emulated AMD SVM{' and nested paging (NPT)' if e['svm_npt'] else ''} "
+                 f"(CPU model \"{e['cpu']}\"{'' if e.get('xsave') else ' without XSAVE, docs/box.md'}), {e['nproc']} vCPUs and {e['mem_mib']} MiB "
+                 f"as its kernel sees them, box kernel {e['kernel']} with kvm-amd built in; kumo and "
+                 f"its peer QEMU {e['qemu']} `-accel kvm` run one after the other on the box's "
+                 f"nested /dev/kvm, in one box boot ({vm['wall_s'] / 60:.1f} min). **Every absolute "
+                 "figure in those rows is TCG-scaled** (the box's CPUs are emulated, every exit of "
+                 "a nested guest is an emulated #VMEXIT), so the ratios are the result, not the "
+                 "times or rates. The device rows (no guest kernel, no KVM) ran on the host itself.")
+    elif vm:
+        L.append(f"Where: everything ran on this host directly (QEMU {vm['env']['qemu']}).")
+    L.append("")
+    L.append("| measurement | where | kumo | peer | peer result | ratio | better |")
+    L.append("|---|---|---|---|---|---|---|")
+    for d, where in ((vm, "box" if box else "host"), (host, "host")):
+        for r in (d or {}).get("rows", []):
+            L.append(row_line(r, where))
+    L.append("")
+    for d in (vm, host):
+        for n in (d or {}).get("notes", []):
+            L.append(f"- {n}")
+    if box:
+        L.append(f"- The box's own state: host load average over the last 15 minutes "
+                 f"{os.getloadavg()[2]:.1f} on {os.cpu_count()} CPUs when this file was written "
+                 "(the box alone keeps up to its vCPU count busy; more means something else ran "
+                 "beside the run).")
+    times = [f"{t} {s:.0f} s" for d in (host, vm) if d for t, s in d["sections"]]
+    t0 = float(os.environ.get("BENCH_T0", "0"))
+    L.append(f"- Scale: BENCH_* variables at the head of `tests/bench/run.py`"
+             + (" (the box's size: BENCH_BOX_CPUS, BENCH_BOX_MEM in `tests/bench/run.sh`)" if box else "")
+             + ". Sections: "
+             f"{', '.join(times)}" + (f"; whole run {(time.time() - t0) / 60:.1f} min." if t0 else "."))
+    L.append("")
+    if vm:
+        L.append(vm.get("numa", ""))
+    with open(out, "w") as f:
+        f.write("\n".join(L).rstrip("\n") + "\n")
+    print(open(out).read())
+    failed = [r["name"] for d in (vm, host) if d for r in d["rows"]
+              if "error" in r and not r.get("skipped")]
+    if vm and (not vm.get("numa") or "The section failed" in vm["numa"]):
+        failed.append("vNUMA PV features")
+    if failed:
+        print(f"bench: {len(failed)} measurements failed: {'; '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def main(argv):
+    if argv and argv[0] == "--write":
+        return write(argv[1:])
+    with tempfile.TemporaryDirectory(prefix="kumo-bench.") as d:
+        if len(argv) >= 3 and argv[0] == "--part":
+            os.makedirs(os.path.dirname(os.path.abspath(argv[2])), exist_ok=True)
+            (vm_part if argv[1] == "vm" else host_part)(argv[2], d)
+            return 0
+        host_part(os.path.join(d, "host.json"), d)
+        vm_part(os.path.join(d, "vm.json"), d)
+        return write([os.path.join(d, "host.json"), os.path.join(d, "vm.json")])
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    os.chdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+    sys.exit(main(sys.argv[1:]))
