@@ -22,6 +22,7 @@ QEMU = sys.argv[4:5] == ["qemu"]
 VMM_COMM, VCPU_RE = ("qemu-system-x86", r"CPU (\d+)/TCG$") if QEMU else ("kumo", r"kumo-vcpu(\d+)$")
 PERIOD_MS = int(os.environ.get("AGENT_PERIOD_MS", "2000"))
 PARK_S = float(os.environ.get("PARK_SECONDS", "5"))
+CPULOAD_KINDS = os.environ.get("AGENT_CPULOAD_KINDS", "int,fixed,pipe,syscall").split(",")
 console = Console(con_path)
 
 
@@ -157,9 +158,9 @@ def workloads(c):
     res = run(c, "webload", ["mode=normal", "seconds=1", "threads=1"])
     say(bool(res and res.get("requests", 0) > 0 and res.get("errors") == 0),
         "agent-webload-normal", str(res))
-    res = run(c, "cpuload", ["threads=2", "seconds=1"])
+    res = run(c, "cpuload", ["threads=2", "seconds=1", "kinds=" + ",".join(CPULOAD_KINDS)])
     say(bool(res and all(res.get(k, {}).get("units", 0) > 0
-                         for k in ("int", "fixed", "pipe", "syscall"))), "agent-cpuload-units",
+                         for k in CPULOAD_KINDS)), "agent-cpuload-units",
         str(res))
     res = run(c, "membench", ["mb=4,2", "hold_ms=100"])
     say(bool(res and res.get("mismatches") == 0 and res.get("verified_mb") == 6),

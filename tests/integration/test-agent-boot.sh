@@ -22,6 +22,11 @@ timeout "${KUMO_BOOT_TIMEOUT:-1500}" $KUMO run --kernel "$KERNEL" --initrd "$INI
 	--cmdline "panic=-1 rdinit=/sbin/kumo-probe kumo.probe=info,data,agentd kumo.data=/dev/vda" \
 	< /dev/null > "$CON" 2> "$ERR" &
 kumo_pid=$!
+# In the KVM box the guest took a double fault at entry_SYSCALL_64 (an event delivered in the
+# syscall gap, IF=0, on the user stack) in 2 of 4 runs, each during cpuload's tight getppid
+# loop: nested TCG SVM, see docs/box.md. cpuload's syscall kind stays checked under plain QEMU
+# TCG (test-agent-qemu.sh).
+[ -n "${KUMO_IN_BOX:-}" ] && export AGENT_CPULOAD_KINDS=${AGENT_CPULOAD_KINDS:-int,fixed,pipe}
 python3 tests/integration/agent-host.py "$CON" "$T/ctl.sock" $kumo_pid
 wait $kumo_pid
 rc=$?
