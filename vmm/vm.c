@@ -1,37 +1,37 @@
+/*
+ * The machine builder: one VM from its config (KVM, memory, buses, fixed devices, virtio
+ * devices, vCPUs), and how it is torn down. Running it is vmm/vm-run.c; putting Linux in it
+ * for a fresh boot is vmm/linux-loader.c, which a restore does not use.
+ *
+ * Everything the guest can see of the machine's wiring is a function of the config alone, so
+ * a second process given the same config builds the same machine to load a snapshot into:
+ * - PCI slots and BARs: virtio devices are added only here, in create_virtio_devices(), in a
+ *   fixed order (disks in config order, balloon, console); pci_host_add() gives each the first
+ *   free slot from 1 and its BARs from a bump allocator, and nothing adds or removes a PCI
+ *   device after vm_create(). Same config, same slot and same initial BARs for each device.
+ * - Legacy GSIs are constants (vmm/layout.h: COM1 on GSI 4; GSIs 0-23 are the IOAPIC pins
+ *   that routes_init() in vmm/kvm.c sets up the same way every time). virtio devices have no
+ *   INTx line, only MSI-X.
+ * - MSI-X GSIs are not fixed: kvm_msi_route() hands out GSIs from 24 up in the order the
+ *   guest first unmasks vectors at run time. They are host-side handles of KVM's routing
+ *   table, never seen by the guest (it sees only each vector's address/data in the MSI-X
+ *   table), and not in the snapshot; a restore re-creates the routes from the restored MSI-X
+ *   tables instead of expecting the same numbers.
+ */
 #include <errno.h>
-#include <fcntl.h>
-#include <sched.h>
-#include <signal.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
-#include <unistd.h>
 
 #include <linux/kvm.h>
 
 #include "devices/virtio-console.h"
 #include "devices/virtio-pci.h"
-#include <json-c/json.h>
-
-#include "vmm/acpi.h"
-#include "vmm/vm-control.h"
-#include "vmm/boot.h"
 #include "vmm/cpuid.h"
 #include "vmm/layout.h"
 #include "vmm/log.h"
 #include "vmm/pvm.h"
 #include "vmm/vcpu.h"
 #include "vmm/vm.h"
-
-uint64_t vm_now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
 
 static int vm_irq_set(void *opaque, uint32_t gsi, int level)
 {
@@ -151,7 +151,7 @@ static void destroy_virtio_devices(struct vm *vm)
 }
 
 /* The guest RAM the config asks for, node by node; returns the number of nodes. */
-static int ram_spec(const struct vm_config *cfg, struct mm_node_spec *spec)
+int vm_ram_spec(const struct vm_config *cfg, struct mm_node_spec *spec)
 {
 	const struct numa_config *n = &cfg->numa;
 
@@ -166,7 +166,7 @@ static int ram_spec(const struct vm_config *cfg, struct mm_node_spec *spec)
 }
 
 /* PVM handling: on a PVM host unless --no-pvm-quirks. */
-static int pvm_on(const struct vm_config *cfg)
+int vm_pvm_on(const struct vm_config *cfg)
 {
 	return cfg->pvm_quirks && pvm_detect();
 }
@@ -176,7 +176,7 @@ static int create_memory(struct vm *vm)
 {
 	const struct numa_config *n = &vm->cfg.numa;
 	struct mm_node_spec spec[MM_MAX_NODES];
-	int nr = ram_spec(&vm->cfg, spec), ret;
+	int nr = vm_ram_spec(&vm->cfg, spec), ret;
 
 	ret = mm_init_nodes(&vm->mem, spec, nr, vm->cfg.hugepages);
 	if (ret == -ENOMEM && vm->cfg.hugepages)
@@ -270,7 +270,7 @@ int vm_create(struct vm *vm, const struct vm_config *cfg)
 	pthread_cond_init(&vm->cond, NULL);
 	bus_init(&vm->pio, "pio");
 	bus_init(&vm->mmio, "mmio");
-	vm->pvm = pvm_on(cfg);
+	vm->pvm = vm_pvm_on(cfg);
 
 	ret = kvm_init(&vm->kvm, cfg->ncpus);
 	if (ret < 0)
@@ -355,402 +355,4 @@ void vm_destroy(struct vm *vm)
 	kvm_exit(&vm->kvm);
 	bus_destroy(&vm->pio);
 	bus_destroy(&vm->mmio);
-}
-
-int vm_setup_boot_cpu(struct vm *vm, uint64_t entry, uint64_t rsi)
-{
-	return vcpu_setup_long_mode(vm->vcpus[0], entry, rsi);
-}
-
-/* Open path, which must be a regular file, for reading: its fd and size, or -errno. */
-static int open_input(const char *path, int *fd, size_t *len)
-{
-	struct stat st;
-	int ret = 0;
-
-	/* O_NONBLOCK: a FIFO is refused below instead of waiting for a writer. */
-	*fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-	if (*fd < 0)
-		return -errno;
-	if (fstat(*fd, &st) < 0)
-		ret = -errno;
-	else if (!S_ISREG(st.st_mode))
-		ret = -EINVAL;
-	if (ret) {
-		close(*fd);
-		return ret;
-	}
-	*len = (size_t)st.st_size;
-	return 0;
-}
-
-/* Read len bytes from fd into a new buffer: what is checked is what is used, even later. */
-static int read_input(int fd, size_t len, uint8_t **out)
-{
-	uint8_t *buf = malloc(len ? len : 1);
-	size_t got = 0;
-	int ret = buf ? 0 : -ENOMEM;
-
-	while (!ret && got < len) {
-		ssize_t n = read(fd, buf + got, len - got);
-
-		if (n < 0 && errno != EINTR)
-			ret = -errno;
-		else if (n == 0)
-			ret = -EIO;	/* it shrank since fstat */
-		else if (n > 0)
-			got += (size_t)n;
-	}
-	if (ret)
-		free(buf);
-	else
-		*out = buf;
-	return ret;
-}
-
-static const char *input_strerror(int ret)
-{
-	return ret == -EINVAL ? "not a regular file" : boot_strerror(ret);
-}
-
-static char *build_cmdline(const struct vm_config *cfg)
-{
-	const char *user = cfg->cmdline ? cfg->cmdline : "";
-	const char *quirks = pvm_on(cfg) ? pvm_cmdline_quirks : "";
-	/* Ours first so the user's own parameters win, and nothing lands after a "--". */
-	size_t n = strlen("console=ttyS0 ") + strlen(quirks) + strlen(user) + 4;
-	char *s = malloc(n);
-
-	if (s)
-		snprintf(s, n, "%s%s%s%s", strstr(user, "console=") ? "" : "console=ttyS0 ", quirks,
-			 *quirks ? " " : "", user);
-	return s;
-}
-
-int vm_boot_load(struct vm_boot *b, const struct vm_config *cfg, char *err, size_t errlen)
-{
-	struct mm_node_spec spec[MM_MAX_NODES];
-	struct guest_mem layout;
-	uint64_t gpa;
-	int fd, ret;
-
-	memset(b, 0, sizeof(*b));
-	/* Where guest RAM will be, without the memory: what goes in is checked against it. */
-	ret = mm_layout_nodes(&layout, spec, ram_spec(cfg, spec), cfg->hugepages);
-	if (ret) {	/* config_parse_run() has refused what would get here */
-		snprintf(err, errlen, "guest RAM layout: %s", strerror(-ret));
-		return ret;
-	}
-	ret = open_input(cfg->kernel, &fd, &b->kernel_len);
-	if (!ret) {
-		ret = read_input(fd, b->kernel_len, &b->kernel_file);
-		close(fd);
-	}
-	if (!ret)
-		ret = boot_parse_kernel(b->kernel_file, b->kernel_len, layout.ram_size, &b->kernel);
-	if (!ret)
-		ret = boot_check_kernel(&layout, &b->kernel);
-	if (ret) {
-		snprintf(err, errlen, "kernel %s: %s", cfg->kernel, input_strerror(ret));
-		goto err;
-	}
-	b->cmdline = build_cmdline(cfg);
-	ret = b->cmdline ? boot_check_cmdline(&b->kernel.k, b->cmdline) : -ENOMEM;
-	if (ret) {
-		snprintf(err, errlen, "--cmdline: %s", ret == -E2BIG ? "too long for the kernel" :
-			 boot_strerror(ret));
-		goto err;
-	}
-	if (!cfg->initrd)
-		return 0;
-	ret = open_input(cfg->initrd, &fd, &b->initrd_len);
-	if (ret) {
-		snprintf(err, errlen, "initrd %s: %s", cfg->initrd, input_strerror(ret));
-		goto err;
-	}
-	/* Placed before it is read: a file far too big is refused as it is. */
-	ret = boot_initrd_gpa(&layout, &b->kernel.k, b->initrd_len, &gpa);
-	if (!ret)
-		ret = read_input(fd, b->initrd_len, &b->initrd);
-	close(fd);
-	if (ret) {
-		snprintf(err, errlen, "initrd %s (%zu bytes): %s", cfg->initrd, b->initrd_len,
-			 input_strerror(ret));
-		goto err;
-	}
-	return 0;
-err:
-	vm_boot_free(b);
-	return ret;
-}
-
-void vm_boot_free(struct vm_boot *b)
-{
-	boot_image_free(&b->kernel);
-	free(b->kernel_file);
-	free(b->initrd);
-	free(b->cmdline);
-	memset(b, 0, sizeof(*b));
-}
-
-int vm_load_linux(struct vm *vm, const struct vm_boot *b)
-{
-	const struct boot_kernel *k = &b->kernel.k;
-	uint32_t *apic_ids, *cpu_node = NULL;
-	struct acpi_mem_affinity mem_aff[MM_MAX_REGIONS];
-	uint8_t dist[NUMA_MAX_NODES * NUMA_MAX_NODES];
-	struct acpi_config acfg;
-	void *tables;
-	uint64_t initrd_gpa = 0, rsdp = 0;
-	long used;
-	int ret;
-
-	/* Checked against this very layout by vm_boot_load(): these cannot fail. */
-	ret = boot_place_kernel(&vm->mem, &b->kernel);
-	if (!ret)
-		ret = boot_load_initrd(&vm->mem, k, b->initrd, b->initrd_len, &initrd_gpa);
-	if (ret < 0) {
-		pr_err("loading the kernel and initrd: %s", boot_strerror(ret));
-		return ret;
-	}
-
-	apic_ids = calloc(vm->ncpus, sizeof(*apic_ids));
-	cpu_node = calloc(vm->ncpus, sizeof(*cpu_node));
-	tables = calloc(1, ACPI_TABLES_SIZE);
-	if (!apic_ids || !cpu_node || !tables) {
-		ret = -ENOMEM;
-		goto out;
-	}
-	for (unsigned int i = 0; i < vm->ncpus; i++)
-		apic_ids[i] = vm->vcpus[i]->apic_id;
-	acfg = (struct acpi_config){ .ncpus = vm->ncpus, .apic_ids = apic_ids, .pci = 1 };
-	if (vm->cfg.numa.nnodes) {
-		const struct numa_config *n = &vm->cfg.numa;
-		const struct mm_region *r;
-
-		for (unsigned int i = 0; i < vm->ncpus; i++)
-			cpu_node[i] = (uint32_t)n->vcpu_node[i];
-		mm_for_each_region(&vm->mem, r)
-			mem_aff[mm_region_index(&vm->mem, r)] = (struct acpi_mem_affinity){
-				.base = r->gpa, .size = r->size, .node = (uint32_t)r->node };
-		for (unsigned int i = 0; i < n->nnodes; i++)
-			for (unsigned int j = 0; j < n->nnodes; j++)
-				dist[i * n->nnodes + j] = n->dist[i][j];
-		acfg.nnodes = n->nnodes;
-		acfg.cpu_node = cpu_node;
-		acfg.mem = mem_aff;
-		acfg.nmem = (unsigned int)mm_nr_regions(&vm->mem);
-		acfg.distance = dist;
-	}
-	used = acpi_build(tables, ACPI_TABLES_SIZE, ACPI_TABLES_GPA, &acfg, &rsdp);
-	if (used < 0) {
-		ret = (int)used;
-		pr_err("building ACPI tables: %s", strerror(-ret));
-		goto out;
-	}
-	ret = mm_write(&vm->mem, ACPI_TABLES_GPA, tables, (uint64_t)used);
-	if (ret < 0) {
-		pr_err("ACPI tables do not fit in guest memory");
-		goto out;
-	}
-	ret = boot_setup_pagetables(&vm->mem);
-	if (ret == 0)
-		ret = boot_setup_params(&vm->mem, k, b->cmdline, initrd_gpa, b->initrd_len, rsdp);
-	if (ret < 0) {
-		pr_err("setting up boot parameters: %s", boot_strerror(ret));
-		goto out;
-	}
-	ret = vm_setup_boot_cpu(vm, k->entry, BOOT_ZERO_PAGE_GPA);
-	if (ret < 0)
-		goto out;
-	pr_info("booting %s (%s, entry 0x%llx), %u vCPU%s, %llu MiB%s%s%s",
-		vm->cfg.kernel, k->format ? k->format : "?", (unsigned long long)k->entry,
-		vm->ncpus, vm->ncpus == 1 ? "" : "s", (unsigned long long)(vm->mem.ram_size >> 20),
-		vm->cfg.initrd ? ", initrd " : "", vm->cfg.initrd ? vm->cfg.initrd : "",
-		vm->pvm ? "; PVM host: the guest kernel runs in KVM's emulator (slow boot), "
-		"emulation-failure handling and PVM kernel parameters on" : "");
-	pr_debug("command line: %s", b->cmdline);
-out:
-	free(tables);
-	free(apic_ids);
-	free(cpu_node);
-	return ret;
-}
-
-void vm_request_stop(struct vm *vm, enum vm_stop_reason why, int status)
-{
-	static const char *const reasons[] = {
-		[VM_STOP_POWEROFF] = "poweroff", [VM_STOP_RESET] = "reset", [VM_STOP_USER] = "user",
-		[VM_STOP_ERROR] = "error", [VM_STOP_EMULATION] = "emulation-failure",
-	};
-	int first = 0;
-
-	pthread_mutex_lock(&vm->lock);
-	if (!vm->stop) {
-		first = 1;
-		vm->stop_status = status;
-		__atomic_store_n(&vm->stop, why, __ATOMIC_RELEASE);
-		pthread_cond_broadcast(&vm->cond);
-		/* Kick under the lock: vm_wait() joins the threads only after taking it. */
-		for (unsigned int i = 0; i < vm->ncpus; i++)
-			if (vm->vcpus && vm->vcpus[i])
-				vcpu_kick(vm->vcpus[i]);
-	}
-	pthread_mutex_unlock(&vm->lock);
-	if (first) {
-		struct json_object *d = json_object_new_object();
-
-		json_object_object_add(d, "reason", json_object_new_string(reasons[why]));
-		json_object_object_add(d, "exit_status", json_object_new_int(status));
-		vm_control_event(vm, "stopping", d);
-	}
-}
-
-int vm_pause(struct vm *vm)
-{
-	int ret = 0;
-
-	pthread_mutex_lock(&vm->lock);
-	vm->pause_req = 1;
-	for (unsigned int i = 0; i < vm->ncpus; i++)
-		if (vm->vcpus[i]->started)
-			vcpu_kick(vm->vcpus[i]);
-	while (!vm->stop && vm->nparked < vm->nstarted)
-		pthread_cond_wait(&vm->cond, &vm->lock);
-	if (vm->stop)
-		ret = -ESHUTDOWN;
-	pthread_mutex_unlock(&vm->lock);
-	return ret;
-}
-
-int vm_resume(struct vm *vm)
-{
-	int ret;
-
-	pthread_mutex_lock(&vm->lock);
-	vm->pause_req = 0;
-	ret = vm->stop ? -ESHUTDOWN : 0;
-	pthread_cond_broadcast(&vm->cond);
-	pthread_mutex_unlock(&vm->lock);
-	return ret;
-}
-
-int vm_is_paused(struct vm *vm)
-{
-	int paused;
-
-	pthread_mutex_lock(&vm->lock);
-	paused = vm->pause_req && vm->nparked == vm->nstarted;
-	pthread_mutex_unlock(&vm->lock);
-	return paused;
-}
-
-void vm_vcpu_park_point(struct vm *vm, struct vcpu *vcpu)
-{
-	if (!__atomic_load_n(&vm->pause_req, __ATOMIC_ACQUIRE))
-		return;
-	pthread_mutex_lock(&vm->lock);
-	vm->nparked++;
-	pthread_cond_broadcast(&vm->cond);
-	while (vm->pause_req && !vm->stop)
-		pthread_cond_wait(&vm->cond, &vm->lock);
-	vm->nparked--;
-	/* The kick that parked us left immediate_exit set; a stop sets it again itself. */
-	if (!vm->stop)
-		__atomic_store_n(&vcpu->run->immediate_exit, 0, __ATOMIC_SEQ_CST);
-	pthread_mutex_unlock(&vm->lock);
-}
-
-int vm_pin_vcpu(struct vm *vm, unsigned int id, const void *set, size_t setsize)
-{
-	if (id >= vm->ncpus || !vm->vcpus[id]->started)
-		return -EINVAL;
-	return -pthread_setaffinity_np(vm->vcpus[id]->thread, setsize, set);
-}
-
-/* --cpu-pin: one host CPU, or with "numa" the host CPUs of the vCPU's node's host node. */
-static int pin_at_start(struct vm *vm, unsigned int id)
-{
-	const struct numa_config *n = &vm->cfg.numa;
-	cpu_set_t set;
-	int ret, host = -1;
-
-	CPU_ZERO(&set);
-	if (vm->cfg.pin_numa) {
-		if (n->nnodes && n->vcpu_node[id] >= 0)
-			host = n->nodes[n->vcpu_node[id]].host_node;
-		if (host < 0)
-			return 0;	/* a node without host-node= floats */
-		ret = numa_host_node_cpus(host, &set);
-		if (ret < 0) {
-			pr_err("--cpu-pin numa: CPUs of host node %d: %s", host, strerror(-ret));
-			return ret;
-		}
-	} else if (id < NUMA_MAX_VCPUS && vm->cfg.pin_cpu[id]) {
-		CPU_SET(vm->cfg.pin_cpu[id] - 1, &set);
-	} else {
-		return 0;
-	}
-	ret = vm_pin_vcpu(vm, id, &set, sizeof(set));
-	if (ret < 0)
-		pr_err("--cpu-pin: pinning vCPU %u: %s", id, strerror(-ret));
-	else
-		pr_debug("vCPU %u pinned to %d host CPU(s)", id, CPU_COUNT(&set));
-	return ret;
-}
-
-int vm_start(struct vm *vm)
-{
-	sigset_t set, old;
-	int ret = 0;
-
-	/* vCPU threads unblock SIGUSR1 themselves; everyone else keeps it blocked. */
-	sigemptyset(&set);
-	sigaddset(&set, SIGUSR1);
-	pthread_sigmask(SIG_BLOCK, &set, &old);
-	for (unsigned int i = 0; i < vm->ncpus; i++) {
-		struct vcpu *v = vm->vcpus[i];
-
-		/*
-		 * Counted before its thread exists: a vm_pause() meanwhile then waits for it too
-		 * (the thread parks before its first KVM_RUN) instead of returning while an
-		 * earlier vCPU still runs because this one parked first.
-		 */
-		pthread_mutex_lock(&vm->lock);
-		vm->nstarted++;
-		pthread_mutex_unlock(&vm->lock);
-		ret = -pthread_create(&v->thread, NULL, vcpu_thread, v);
-		if (ret) {
-			pr_err("starting vCPU %u: %s", i, strerror(-ret));
-			pthread_mutex_lock(&vm->lock);
-			vm->nstarted--;
-			pthread_cond_broadcast(&vm->cond);
-			pthread_mutex_unlock(&vm->lock);
-			vm_request_stop(vm, VM_STOP_ERROR, KUMO_EXIT_ERROR);
-			break;
-		}
-		v->started = 1;
-		ret = pin_at_start(vm, i);
-		if (ret) {
-			vm_request_stop(vm, VM_STOP_ERROR, KUMO_EXIT_ERROR);
-			break;
-		}
-	}
-	return ret;
-}
-
-int vm_wait(struct vm *vm)
-{
-	pthread_mutex_lock(&vm->lock);
-	while (!vm->stop)
-		pthread_cond_wait(&vm->cond, &vm->lock);
-	pthread_mutex_unlock(&vm->lock);
-	for (unsigned int i = 0; i < vm->ncpus; i++) {
-		if (vm->vcpus[i]->started) {
-			vcpu_kick(vm->vcpus[i]);
-			pthread_join(vm->vcpus[i]->thread, NULL);
-			vm->vcpus[i]->started = 0;
-		}
-	}
-	return vm->stop_status;
 }

@@ -1,4 +1,7 @@
-/* One virtual machine: KVM VM, guest memory, buses, fixed devices, vCPUs, and how it stops. */
+/*
+ * One virtual machine: KVM VM, guest memory, buses, fixed devices, vCPUs, and how it stops.
+ * Built by vmm/vm.c, run by vmm/vm-run.c, loaded with Linux by vmm/linux-loader.c.
+ */
 #ifndef KUMO_VM_H
 #define KUMO_VM_H
 
@@ -116,9 +119,26 @@ struct vm {
 	unsigned int nstarted;		/* vCPU threads running (or parked) */
 };
 
+/* ---- vmm/vm.c: the machine from its config ---- */
+
 /* Create the VM: KVM, memory, buses, fixed devices, vCPUs (not yet running). 0 or -errno. */
 int vm_create(struct vm *vm, const struct vm_config *cfg) __attribute__((warn_unused_result));
 void vm_destroy(struct vm *vm);
+
+/* The guest RAM the config asks for, node by node, into spec[MM_MAX_NODES]; returns the
+ * number of nodes. */
+int vm_ram_spec(const struct vm_config *cfg, struct mm_node_spec *spec);
+
+/* PVM handling: on a PVM host unless --no-pvm-quirks. */
+int vm_pvm_on(const struct vm_config *cfg);
+
+/* CPUID 0x40000001 EAX as the guest sees it: KVM's PV features less those turned off. */
+uint32_t vm_pv_features(struct vm *vm);
+
+/* Where vCPU id sits in the virtual topology (package = NUMA node). */
+void vm_cpu_topo(const struct vm *vm, unsigned int id, struct cpu_topo *t);
+
+/* ---- vmm/linux-loader.c: Linux for a fresh boot (a restore does not use it) ---- */
 
 /* What the guest boots, read and checked before any KVM object exists; kept for restarts. */
 struct vm_boot {
@@ -143,6 +163,12 @@ void vm_boot_free(struct vm_boot *b);
  * boot vCPU's registers. */
 int vm_load_linux(struct vm *vm, const struct vm_boot *b) __attribute__((warn_unused_result));
 
+/* The guest-physical address the boot vCPU starts at and what it finds in RSI. */
+int vm_setup_boot_cpu(struct vm *vm, uint64_t entry, uint64_t rsi)
+	__attribute__((warn_unused_result));
+
+/* ---- vmm/vm-run.c: running it ---- */
+
 /* Start all vCPU threads. */
 int vm_start(struct vm *vm) __attribute__((warn_unused_result));
 
@@ -152,10 +178,6 @@ void vm_request_stop(struct vm *vm, enum vm_stop_reason why, int status);
 /* Wait until a stop is requested, then join the vCPU threads. Returns the exit status. */
 int vm_wait(struct vm *vm);
 
-/* The guest-physical address the boot vCPU starts at and what it finds in RSI. */
-int vm_setup_boot_cpu(struct vm *vm, uint64_t entry, uint64_t rsi)
-	__attribute__((warn_unused_result));
-
 uint64_t vm_now_ns(void);
 
 /* Stop every vCPU outside KVM_RUN and wait until they are parked; resume lets them go on.
@@ -163,12 +185,6 @@ uint64_t vm_now_ns(void);
 int vm_pause(struct vm *vm);
 int vm_resume(struct vm *vm);
 int vm_is_paused(struct vm *vm);
-
-/* CPUID 0x40000001 EAX as the guest sees it: KVM's PV features less those turned off. */
-uint32_t vm_pv_features(struct vm *vm);
-
-/* Where vCPU id sits in the virtual topology (package = NUMA node). */
-void vm_cpu_topo(const struct vm *vm, unsigned int id, struct cpu_topo *t);
 
 /* Pin vCPU id's thread to the host CPUs in set (a cpu_set_t of setsize bytes). 0 or -errno. */
 int vm_pin_vcpu(struct vm *vm, unsigned int id, const void *set, size_t setsize);
