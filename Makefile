@@ -48,6 +48,7 @@ OBJS += mm/mem.o
 OBJS += mm/dirty.o
 OBJS += migrate/state.o
 OBJS += migrate/memfile.o
+OBJS += migrate/lazy.o
 OBJS += vmm/numa.o
 OBJS += sched/stats.o
 OBJS += sched/coord.o

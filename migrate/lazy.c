@@ -1,0 +1,618 @@
+/*
+ * Lazy guest memory through userfaultfd. One serving thread owns the userfaultfd: it drains
+ * fault messages (non-blocking reads), serves each from the page source, then pushes one batch
+ * of the source's remaining data and drains again, so a fault waits at most one batch. Data is
+ * placed with UFFDIO_COPY, holes a fault hits with UFFDIO_ZEROPAGE (a copied zero huge page on
+ * hugetlbfs, which has no ZEROPAGE); the background push walks only the source's data, so holes
+ * stay holes in the memfd. When the push reaches the end everything is present: the regions are
+ * unregistered (which wakes any fault still queued, now served by the kernel) and the thread ends.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "migrate/lazy.h"
+#include "mm/mem.h"
+#include "mm/pagestate.h"
+#include "vmm/log.h"
+
+#define HUGE_UNIT (2ULL << 20)
+#define DEFAULT_BATCH_BYTES (256ULL << 10)
+
+struct mig_lazy {
+	struct guest_mem *m;
+	struct mig_page_source src;
+	uint64_t unit;			/* MM_PAGE_SIZE, or 2 MiB on huge pages */
+	uint64_t base[MM_MAX_REGIONS];	/* each region's offset in the source */
+	unsigned int prefetch, batch;	/* in units */
+	int uffd;
+	int registered;
+	uint64_t *present;		/* one bit per unit, in source order */
+	uint64_t cursor;		/* background push: everything below is done */
+	uint8_t *buf;			/* (max(batch, prefetch + 1)) units */
+	uint8_t *zero;			/* a zero huge page (hugetlbfs only) */
+	pthread_t thread;
+	int thread_started;
+	int stopping;			/* atomic */
+	pthread_mutex_t lock;		/* st */
+	pthread_cond_t cond;
+	struct mig_lazy_stats st;
+};
+
+/* ---- the memory file as a page source ---- */
+
+static int file_read(void *opaque, uint64_t off, void *buf, uint64_t len)
+{
+	int fd = (int)(intptr_t)opaque;
+	uint8_t *p = buf;
+
+	while (len) {
+		ssize_t n = pread(fd, p, len > (1U << 30) ? (1U << 30) : len, (off_t)off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;	/* 0: the file shrank under us */
+		p += n;
+		off += (uint64_t)n;
+		len -= (uint64_t)n;
+	}
+	return 0;
+}
+
+static int file_is_hole(void *opaque, uint64_t off, uint64_t len, uint64_t *run)
+{
+	int fd = (int)(intptr_t)opaque;
+	off_t data = lseek(fd, (off_t)off, SEEK_DATA), hole;
+
+	if (data < 0 && errno != ENXIO)
+		return -errno;
+	if (data < 0 || (uint64_t)data > off) {		/* ENXIO: a hole up to the end */
+		*run = data < 0 || (uint64_t)data - off > len ? len : (uint64_t)data - off;
+		return 1;
+	}
+	hole = lseek(fd, data, SEEK_HOLE);
+	if (hole < 0)
+		return -errno;
+	*run = (uint64_t)hole - off > len ? len : (uint64_t)hole - off;
+	return 0;
+}
+
+static const struct mig_page_source_ops file_source_ops = {
+	.read = file_read, .is_hole = file_is_hole,
+};
+
+int mig_page_source_file(struct mig_page_source *src, int fd)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) < 0) {
+		int ret = -errno;
+
+		pr_err("memory file: %s", strerror(-ret));
+		return ret;
+	}
+	src->ops = &file_source_ops;
+	src->opaque = (void *)(intptr_t)fd;
+	src->size = (uint64_t)st.st_size;
+	return 0;
+}
+
+/* ---- bookkeeping ---- */
+
+static int is_present(const struct mig_lazy *l, uint64_t off)
+{
+	uint64_t u = off / l->unit;
+
+	return (l->present[u / 64] >> (u % 64)) & 1;
+}
+
+static void set_present(struct mig_lazy *l, uint64_t off, uint64_t len)
+{
+	for (uint64_t u = off / l->unit; u < (off + len) / l->unit; u++)
+		l->present[u / 64] |= 1ULL << (u % 64);
+}
+
+/* The region holding source offset off: its index, and the end of it in the source. */
+static int region_of_off(const struct mig_lazy *l, uint64_t off, uint64_t *end)
+{
+	for (int i = 0; i < mm_nr_regions(l->m); i++) {
+		uint64_t size = mm_region(l->m, i)->size;
+
+		if (off >= l->base[i] && off - l->base[i] < size) {
+			*end = l->base[i] + size;
+			return i;
+		}
+	}
+	return -1;
+}
+
+static uint8_t *off_to_hva(const struct mig_lazy *l, uint64_t off)
+{
+	uint64_t end;
+	int i = region_of_off(l, off, &end);
+
+	return mm_region(l->m, i)->hva + (off - l->base[i]);
+}
+
+static int hva_to_off(const struct mig_lazy *l, uint64_t addr, uint64_t *off)
+{
+	for (int i = 0; i < mm_nr_regions(l->m); i++) {
+		const struct mm_region *r = mm_region(l->m, i);
+		uint64_t hva = (uint64_t)(uintptr_t)r->hva;
+
+		if (addr >= hva && addr - hva < r->size) {
+			*off = l->base[i] + ((addr - hva) & ~(l->unit - 1));
+			return 0;
+		}
+	}
+	return -EFAULT;
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+/* Record the first error; the waiter gets it and the faulting thread is never woken with zeros. */
+static int fail(struct mig_lazy *l, int ret, const char *what, uint64_t off)
+{
+	pthread_mutex_lock(&l->lock);
+	l->st.errors++;
+	if (!l->st.error)
+		l->st.error = ret;
+	pthread_cond_broadcast(&l->cond);
+	pthread_mutex_unlock(&l->lock);
+	pr_err("lazy memory: %s at offset 0x%llx: %s", what, (unsigned long long)off,
+	       strerror(-ret));
+	return ret;
+}
+
+static void count(struct mig_lazy *l, uint64_t *counter, uint64_t pages, uint64_t bytes_read)
+{
+	pthread_mutex_lock(&l->lock);
+	*counter += pages;
+	l->st.bytes_read += bytes_read;
+	pthread_mutex_unlock(&l->lock);
+}
+
+/* ---- placing pages ---- */
+
+static int uffd_wake(struct mig_lazy *l, uint64_t off, uint64_t len)
+{
+	struct uffdio_range r = { .start = (uintptr_t)off_to_hva(l, off), .len = len };
+
+	return ioctl(l->uffd, UFFDIO_WAKE, &r) < 0 ? -errno : 0;
+}
+
+/*
+ * UFFDIO_COPY src to source offsets [off, off+len) of one region, or UFFDIO_ZEROPAGE when src is
+ * NULL. A unit already there (EEXIST) is normal: skipped, and its waiters woken. Returns the
+ * bytes placed, or -errno.
+ */
+static int64_t place(struct mig_lazy *l, uint64_t off, const uint8_t *src, uint64_t len)
+{
+	uint64_t done = 0, placed = 0;
+
+	while (done < len) {
+		uint64_t dst = (uintptr_t)off_to_hva(l, off + done);
+		int64_t n;
+		int ret = 0;
+
+		if (src) {
+			struct uffdio_copy c = { .dst = dst, .src = (uintptr_t)(src + done),
+						 .len = len - done };
+
+			if (ioctl(l->uffd, UFFDIO_COPY, &c) < 0)
+				ret = -errno;
+			n = ret ? c.copy : (int64_t)c.len;
+		} else {
+			struct uffdio_zeropage z = { .range = { .start = dst, .len = len - done } };
+
+			if (ioctl(l->uffd, UFFDIO_ZEROPAGE, &z) < 0)
+				ret = -errno;
+			n = ret ? z.zeropage : (int64_t)z.range.len;
+		}
+		if (n > 0) {		/* a partial copy says how far it got */
+			done += (uint64_t)n;
+			placed += (uint64_t)n;
+			continue;
+		}
+		if (ret == -EAGAIN)	/* the mappings changed under the copy: retry */
+			continue;
+		if (ret != -EEXIST)
+			return ret ? ret : -EIO;
+		if ((ret = uffd_wake(l, off + done, l->unit)) < 0)
+			return ret;
+		done += l->unit;
+	}
+	return (int64_t)placed;
+}
+
+/* Read [off, off+len) from the source and place it. counter: the stat the pages count in. */
+static int copy_run(struct mig_lazy *l, uint64_t off, uint64_t len, uint64_t *counter)
+{
+	int64_t n;
+	int ret = l->src.ops->read(l->src.opaque, off, l->buf, len);
+
+	if (ret < 0)
+		return fail(l, ret, "reading the page source", off);
+	n = place(l, off, l->buf, len);
+	if (n < 0)
+		return fail(l, (int)n, "UFFDIO_COPY", off);
+	set_present(l, off, len);
+	count(l, counter, (uint64_t)n / MM_PAGE_SIZE, len);
+	return 0;
+}
+
+static int zero_unit(struct mig_lazy *l, uint64_t off)
+{
+	int64_t n = place(l, off, l->zero, l->unit);
+
+	if (n < 0)
+		return fail(l, (int)n, l->zero ? "UFFDIO_COPY of a zero page" : "UFFDIO_ZEROPAGE",
+			    off);
+	set_present(l, off, l->unit);
+	count(l, &l->st.pages_zero, (uint64_t)n / MM_PAGE_SIZE, 0);
+	return 0;
+}
+
+/* Is the unit at off all hole? 1, 0 (some data) or -errno; *run as the source's is_hole. */
+static int unit_is_hole(struct mig_lazy *l, uint64_t off, uint64_t len, uint64_t *run)
+{
+	int ret = l->src.ops->is_hole(l->src.opaque, off, len, run);
+
+	if (ret < 0)
+		return fail(l, ret, "looking for holes in the page source", off);
+	return ret == 1 && *run >= l->unit;
+}
+
+/*
+ * The data unit at off and up to prefetch data units after it, stopping at the region's end, a
+ * unit already present or a hole (neighbours are never zero-filled: a hole stays a hole).
+ */
+static int serve_data(struct mig_lazy *l, uint64_t off, uint64_t rend)
+{
+	uint64_t lim = off + (1 + (uint64_t)l->prefetch) * l->unit, p = off + l->unit, known = p;
+
+	if (lim > rend)
+		lim = rend;
+	while (p < lim && !is_present(l, p)) {
+		if (p >= known) {
+			uint64_t run;
+			int hole = unit_is_hole(l, p, lim - p, &run);
+
+			if (hole < 0)
+				return hole;
+			if (hole)
+				break;
+			known = p + ((run + l->unit - 1) & ~(l->unit - 1));
+		}
+		p += l->unit;
+	}
+	return copy_run(l, off, p - off, &l->st.pages_fault);
+}
+
+static int serve_fault(struct mig_lazy *l, uint64_t addr)
+{
+	uint64_t off, rend = 0, run, t0 = now_ns(), ns;
+	int ret, bucket = 0;
+
+	if (hva_to_off(l, addr, &off) < 0) {
+		pr_warn_ratelimited("lazy memory: fault at 0x%llx outside guest RAM",
+				    (unsigned long long)addr);
+		return 0;
+	}
+	region_of_off(l, off, &rend);
+	if (is_present(l, off))		/* placed since the fault was queued */
+		ret = uffd_wake(l, off, l->unit) < 0 ? fail(l, -errno, "UFFDIO_WAKE", off) : 0;
+	else if ((ret = unit_is_hole(l, off, l->unit, &run)) == 1)
+		ret = zero_unit(l, off);
+	else if (ret == 0)
+		ret = serve_data(l, off, rend);
+	if (ret < 0)
+		return ret;
+	ns = now_ns() - t0;
+	for (uint64_t us = ns / 1000; us && bucket < MIG_LAZY_HIST - 1; us >>= 1)
+		bucket++;
+	pthread_mutex_lock(&l->lock);
+	l->st.faults++;
+	l->st.latency_hist[bucket]++;
+	if (ns > l->st.latency_max_ns)
+		l->st.latency_max_ns = ns;
+	pthread_mutex_unlock(&l->lock);
+	return 0;
+}
+
+/* Serve every fault queued now. 0 or -errno. */
+static int drain_faults(struct mig_lazy *l)
+{
+	struct uffd_msg msg[16];
+
+	for (;;) {
+		ssize_t n = read(l->uffd, msg, sizeof(msg));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			return 0;
+		if (n < 0)
+			return fail(l, -errno, "reading the userfaultfd", 0);
+		for (size_t i = 0; i < (size_t)n / sizeof(msg[0]); i++) {
+			int ret;
+
+			if (msg[i].event != UFFD_EVENT_PAGEFAULT)
+				continue;
+			if ((ret = serve_fault(l, msg[i].arg.pagefault.address)) < 0)
+				return ret;
+		}
+	}
+}
+
+/* Push up to l->batch units of data from the cursor on, skipping holes and present units. */
+static int push_batch(struct mig_lazy *l)
+{
+	uint64_t budget = l->batch;
+
+	while (budget && l->cursor < l->src.size) {
+		uint64_t off = l->cursor, rend = 0, run, p;
+		int hole;
+
+		region_of_off(l, off, &rend);
+		hole = unit_is_hole(l, off, rend - off, &run);
+		if (hole < 0)
+			return hole;
+		budget--;
+		if (hole) {
+			l->cursor += run & ~(l->unit - 1);
+			continue;
+		}
+		if (is_present(l, off)) {
+			l->cursor += l->unit;
+			continue;
+		}
+		run = (run + l->unit - 1) & ~(l->unit - 1);
+		for (p = off + l->unit; p < off + run && p < rend && budget && !is_present(l, p);
+		     p += l->unit)
+			budget--;
+		if (copy_run(l, off, p - off, &l->st.pages_background) < 0)
+			return -1;
+		l->cursor = p;
+	}
+	return 0;
+}
+
+static void unregister(struct mig_lazy *l)
+{
+	const struct mm_region *r;
+
+	if (!l->registered)
+		return;
+	mm_for_each_region(l->m, r) {
+		struct uffdio_range range = { .start = (uintptr_t)r->hva, .len = r->size };
+
+		if (ioctl(l->uffd, UFFDIO_UNREGISTER, &range) < 0)
+			pr_warn("lazy memory: UFFDIO_UNREGISTER region %d: %s",
+				mm_region_index(l->m, r), strerror(errno));
+	}
+	l->registered = 0;
+}
+
+static void *serve_thread(void *arg)
+{
+	struct mig_lazy *l = arg;
+
+	while (!__atomic_load_n(&l->stopping, __ATOMIC_ACQUIRE)) {
+		if (drain_faults(l) < 0 || push_batch(l) < 0)
+			return NULL;	/* the error is recorded; faulting threads stay blocked */
+		if (l->cursor < l->src.size)
+			continue;
+		if (drain_faults(l) < 0)
+			return NULL;
+		unregister(l);
+		pthread_mutex_lock(&l->lock);
+		l->st.complete = 1;
+		pthread_cond_broadcast(&l->cond);
+		pthread_mutex_unlock(&l->lock);
+		pr_debug("lazy memory: complete");
+		break;
+	}
+	return NULL;
+}
+
+/* ---- set-up ---- */
+
+static int open_uffd(void)
+{
+	int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+
+#ifdef USERFAULTFD_IOC_NEW
+	/* Without vm.unprivileged_userfaultfd, /dev/userfaultfd's permissions decide. */
+	if (fd < 0 && errno == EPERM) {
+		int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+
+		if (dev >= 0) {
+			fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
+			close(dev);
+		}
+		if (fd < 0)
+			errno = EPERM;
+	}
+#endif
+	return fd < 0 ? -errno : fd;
+}
+
+static int setup_uffd(struct mig_lazy *l)
+{
+	uint64_t need = l->m->hugepages ? UFFD_FEATURE_MISSING_HUGETLBFS : UFFD_FEATURE_MISSING_SHMEM;
+	uint64_t ioctls = (1ULL << _UFFDIO_COPY) | (1ULL << _UFFDIO_WAKE) |
+			  (l->m->hugepages ? 0 : 1ULL << _UFFDIO_ZEROPAGE);
+	struct uffdio_api api = { .api = UFFD_API };
+	const struct mm_region *r;
+	int ret;
+
+	if ((ret = open_uffd()) < 0) {
+		pr_err("lazy memory: userfaultfd: %s%s", strerror(-ret), ret == -EPERM ?
+		       " (vm.unprivileged_userfaultfd is 0 and /dev/userfaultfd is not ours)" : "");
+		return ret;
+	}
+	l->uffd = ret;
+	if (ioctl(l->uffd, UFFDIO_API, &api) < 0) {
+		ret = -errno;
+		pr_err("lazy memory: UFFDIO_API: %s", strerror(-ret));
+		return ret;
+	}
+	if ((api.features & need) != need) {
+		pr_err("lazy memory: the kernel's userfaultfd has no %s",
+		       l->m->hugepages ? "UFFD_FEATURE_MISSING_HUGETLBFS" : "UFFD_FEATURE_MISSING_SHMEM");
+		return -EOPNOTSUPP;
+	}
+	mm_for_each_region(l->m, r) {
+		struct uffdio_register reg = {
+			.range = { .start = (uintptr_t)r->hva, .len = r->size },
+			.mode = UFFDIO_REGISTER_MODE_MISSING,
+		};
+
+		if (ioctl(l->uffd, UFFDIO_REGISTER, &reg) < 0) {
+			ret = -errno;
+			pr_err("lazy memory: UFFDIO_REGISTER region %d: %s",
+			       mm_region_index(l->m, r), strerror(-ret));
+			return ret;
+		}
+		l->registered = 1;
+		if ((reg.ioctls & ioctls) != ioctls) {
+			pr_err("lazy memory: region %d offers no %s", mm_region_index(l->m, r),
+			       !(reg.ioctls & (1ULL << _UFFDIO_COPY)) ? "UFFDIO_COPY" :
+			       !(reg.ioctls & (1ULL << _UFFDIO_WAKE)) ? "UFFDIO_WAKE" :
+			       "UFFDIO_ZEROPAGE");
+			return -EOPNOTSUPP;
+		}
+	}
+	return 0;
+}
+
+int mig_lazy_start(struct guest_mem *m, const struct mig_page_source *src,
+		   const struct mig_lazy_params *params, struct mig_lazy **out)
+{
+	struct mig_lazy *l;
+	pthread_condattr_t ca;
+	uint64_t units, base = 0, buf_units;
+	int ret;
+
+	if (src->size != m->ram_size) {
+		pr_err("lazy memory: the page source has %llu bytes, the memory layout %llu",
+		       (unsigned long long)src->size, (unsigned long long)m->ram_size);
+		return -EINVAL;
+	}
+	if (!m->nr_regions || !m->regions[0].hva) {
+		pr_err("lazy memory: the memory layout has no memory behind it");
+		return -EINVAL;
+	}
+	l = calloc(1, sizeof(*l));
+	if (!l)
+		return -ENOMEM;
+	l->m = m;
+	l->src = *src;
+	l->uffd = -1;
+	l->unit = m->hugepages ? HUGE_UNIT : MM_PAGE_SIZE;
+	l->prefetch = params ? params->prefetch : 0;
+	l->batch = params && params->batch ? params->batch : 0;
+	if (!l->batch)
+		l->batch = DEFAULT_BATCH_BYTES / l->unit ? DEFAULT_BATCH_BYTES / l->unit : 1;
+	pthread_mutex_init(&l->lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);	/* mig_lazy_wait's clock */
+	pthread_cond_init(&l->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	for (int i = 0; i < mm_nr_regions(m); i++) {
+		l->base[i] = base;
+		base += mm_region(m, i)->size;
+	}
+	ret = -ENOMEM;
+	units = m->ram_size / l->unit;
+	buf_units = l->batch > l->prefetch + 1ULL ? l->batch : l->prefetch + 1ULL;
+	l->present = calloc((units + 63) / 64, sizeof(uint64_t));
+	l->buf = malloc(buf_units * l->unit);
+	if (!l->present || !l->buf)
+		goto err;
+	if (m->hugepages && !(l->zero = calloc(1, l->unit)))
+		goto err;
+	if ((ret = setup_uffd(l)) < 0)
+		goto err;
+	ret = -pthread_create(&l->thread, NULL, serve_thread, l);
+	if (ret) {
+		pr_err("lazy memory: starting the serving thread: %s", strerror(-ret));
+		goto err;
+	}
+	l->thread_started = 1;
+	*out = l;
+	return 0;
+err:
+	mig_lazy_stop(l);
+	return ret;
+}
+
+int mig_lazy_wait(struct mig_lazy *l, int timeout_ms)
+{
+	uint64_t deadline = now_ns() + (timeout_ms > 0 ? (uint64_t)timeout_ms * 1000000 : 0);
+	struct timespec until = { .tv_sec = (time_t)(deadline / 1000000000ULL),
+				  .tv_nsec = (long)(deadline % 1000000000ULL) };
+	int ret = 0;
+
+	pthread_mutex_lock(&l->lock);
+	while (!l->st.complete && !l->st.error && ret != ETIMEDOUT)
+		ret = timeout_ms < 0 ? pthread_cond_wait(&l->cond, &l->lock)
+				     : pthread_cond_timedwait(&l->cond, &l->lock, &until);
+	ret = l->st.error ? l->st.error : l->st.complete ? 0 : -ETIMEDOUT;
+	pthread_mutex_unlock(&l->lock);
+	return ret;
+}
+
+void mig_lazy_stats(struct mig_lazy *l, struct mig_lazy_stats *st)
+{
+	pthread_mutex_lock(&l->lock);
+	*st = l->st;
+	pthread_mutex_unlock(&l->lock);
+}
+
+uint64_t mig_lazy_latency_median_ns(const struct mig_lazy_stats *st)
+{
+	uint64_t total = 0, seen = 0;
+
+	for (int i = 0; i < MIG_LAZY_HIST; i++)
+		total += st->latency_hist[i];
+	for (int i = 0; i < MIG_LAZY_HIST && total; i++) {
+		seen += st->latency_hist[i];
+		if (2 * seen >= total)
+			return (1ULL << i) * 1000;
+	}
+	return 0;
+}
+
+void mig_lazy_stop(struct mig_lazy *l)
+{
+	if (!l)
+		return;
+	__atomic_store_n(&l->stopping, 1, __ATOMIC_RELEASE);
+	if (l->thread_started)
+		pthread_join(l->thread, NULL);
+	if (l->uffd >= 0)
+		close(l->uffd);		/* unregisters whatever is still registered */
+	pthread_cond_destroy(&l->cond);
+	pthread_mutex_destroy(&l->lock);
+	free(l->zero);
+	free(l->buf);
+	free(l->present);
+	free(l);
+}

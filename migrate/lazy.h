@@ -1,0 +1,90 @@
+/*
+ * Lazy guest memory (`kumo run --restore-lazy`): fresh guest RAM is registered with a
+ * userfaultfd and filled on demand from a page source, so the VM runs at once. One thread
+ * answers faults first (the page, a few data neighbours) and pushes the source's remaining data
+ * in between; holes of the source are never filled by that push and stay holes in the memfd.
+ * KVM's own accesses (a vCPU's stage-2 fault takes get_user_pages on the region) block on the
+ * same userfaultfd, so this serves a running VM.
+ */
+#ifndef KUMO_MIGRATE_LAZY_H
+#define KUMO_MIGRATE_LAZY_H
+
+#include <stdint.h>
+
+struct guest_mem;
+struct mig_lazy;
+
+/*
+ * Where pages come from. Offsets are in the memory file's order (docs/snapshot.md: regions one
+ * after another in mm_for_each_region() order), so a source is ram_size bytes long.
+ */
+struct mig_page_source_ops {
+	/* Read all len bytes at off into buf (holes read as zeros). 0 or -errno. */
+	int (*read)(void *opaque, uint64_t off, void *buf, uint64_t len);
+	/*
+	 * Is off the start of a hole? 1 (hole) or 0 (data), with *run the bytes from off up to len
+	 * that are the same kind; or -errno.
+	 */
+	int (*is_hole)(void *opaque, uint64_t off, uint64_t len, uint64_t *run);
+};
+
+struct mig_page_source {
+	const struct mig_page_source_ops *ops;
+	void *opaque;
+	uint64_t size;		/* bytes; must be the layout's RAM size */
+};
+
+/* A memory file (mig_memfile_write()) as a page source; fd stays the caller's. 0 or -errno. */
+int mig_page_source_file(struct mig_page_source *src, int fd)
+	__attribute__((warn_unused_result));
+
+#define MIG_LAZY_HIST 24	/* log2 buckets of fault service time in us: [2^(i-1), 2^i) */
+
+struct mig_lazy_stats {
+	uint64_t faults;		/* fault messages served (a page two threads fault is two) */
+	uint64_t pages_fault;		/* data pages copied for faults, neighbours included */
+	uint64_t pages_background;	/* data pages copied by the background push */
+	uint64_t pages_zero;		/* hole pages a fault zero-filled */
+	uint64_t bytes_read;		/* from the source */
+	uint64_t errors;		/* source reads or uffd ioctls that failed */
+	uint64_t latency_hist[MIG_LAZY_HIST];
+	uint64_t latency_max_ns;	/* from reading the fault to waking the faulting thread */
+	int complete;			/* all data present, userfaultfd unregistered */
+	int error;			/* the first error (-errno), 0 if none */
+};
+
+struct mig_lazy_params {
+	unsigned int prefetch;		/* data pages (huge pages with hugepages) after the faulting one */
+	unsigned int batch;		/* background push per step, in the same units (0: default) */
+};
+
+/*
+ * Serve m, which must be fresh (made and never touched: every page missing), from src: opens
+ * the userfaultfd (checks the features m's backing needs and names a missing one), registers
+ * every region for missing faults and starts the serving thread. A source whose size is not
+ * m's RAM size is refused with -EINVAL and one line before anything is registered. src (and its
+ * opaque) must outlive the serving. 0 with *out set, or -errno.
+ */
+int mig_lazy_start(struct guest_mem *m, const struct mig_page_source *src,
+		   const struct mig_lazy_params *params, struct mig_lazy **out)
+	__attribute__((warn_unused_result));
+
+/*
+ * Wait until all data is present (0), the serving failed (its first -errno: the VMM must stop
+ * the VM, a faulting vCPU stays blocked and is never given zeros), or timeout_ms passed
+ * (-ETIMEDOUT; a negative timeout waits without bound).
+ */
+int mig_lazy_wait(struct mig_lazy *l, int timeout_ms);
+
+void mig_lazy_stats(struct mig_lazy *l, struct mig_lazy_stats *st);
+/* The median fault service time in ns (upper bound of its log2 bucket), 0 without faults. */
+uint64_t mig_lazy_latency_median_ns(const struct mig_lazy_stats *st);
+
+/*
+ * Stop serving at any time: ends and joins the thread, closes the userfaultfd. Stop only after
+ * the VM's vCPUs are gone: closing the userfaultfd lets a fault still blocked on it through to
+ * an ordinary (zero-filled) page. NULL is fine.
+ */
+void mig_lazy_stop(struct mig_lazy *l);
+
+#endif
