@@ -53,6 +53,7 @@ OBJS += vmm/numa.o
 OBJS += sched/stats.o
 OBJS += sched/coord.o
 OBJS += sched/policy-margin.o
+OBJS += sched/policy-cpu-priority.o
 
 MAIN_OBJS := vmm/main.o
 

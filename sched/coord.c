@@ -800,6 +800,8 @@ static const struct sched_ops coord_ops = {
 
 const struct sched_policy *const sched_builtin_policies[] = {
 	&sched_policy_margin,
+	&sched_policy_cpu_priority,
+	&sched_policy_cpu_weight,
 	NULL,
 };
 
@@ -813,7 +815,8 @@ const struct sched_policy *coord_find_policy(const char *name, void **handle, ch
 		for (int i = 0; sched_builtin_policies[i]; i++)
 			if (!strcmp(sched_builtin_policies[i]->name, name))
 				return sched_builtin_policies[i];
-		snprintf(err, errlen, "unknown policy '%s' (built in: margin; or ./file.so)", name);
+		snprintf(err, errlen, "unknown policy '%s' (built in: margin, cpu-priority, "
+			 "cpu-weight; or ./file.so)", name);
 		return NULL;
 	}
 	*handle = dlopen(name, RTLD_NOW | RTLD_LOCAL);
@@ -845,7 +848,8 @@ static const char coord_usage[] =
 	"usage: kumo coord --vm SOCKET [--vm SOCKET...] --policy NAME[,NAME...] [--log FILE]\n"
 	"                  [--host-mem SIZE] [--duration SECONDS]\n"
 	"  --vm SOCKET      a VMM's control socket (kumo run --control); repeat for more VMs\n"
-	"  --policy LIST    built-in policies (margin) or shared objects (./my.so), comma-separated\n"
+	"  --policy LIST    built-in policies (margin, cpu-priority, cpu-weight) or shared\n"
+	"                   objects (./my.so), comma-separated\n"
 	"  --log FILE       JSON-lines log of every sample and action (default: stdout)\n"
 	"  --host-mem SIZE  what the VMs' memory targets may add up to (default: MemTotal)\n"
 	"  --duration S     stop after S seconds (default: until SIGINT/SIGTERM)\n";

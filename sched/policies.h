@@ -8,6 +8,8 @@
 #include "sched/sched.h"
 
 extern const struct sched_policy sched_policy_margin;
+extern const struct sched_policy sched_policy_cpu_priority;
+extern const struct sched_policy sched_policy_cpu_weight;
 
 /* NULL-terminated list of the built-in policies. */
 extern const struct sched_policy *const sched_builtin_policies[];
@@ -61,5 +63,34 @@ struct margin_decision {
 /* One tick for one VM: a pure function of params, state and input (updates state). */
 void margin_step(const struct margin_params *p, struct margin_vm *vm,
 		 const struct margin_input *in, struct margin_decision *d);
+
+/*
+ * cpu-priority / cpu-weight (paper 001): load1 per CPU above high → the lowest-priority VM
+ * (highest level, later on a tie) one level down; below low → the highest-priority VM (lowest
+ * level, earlier on a tie) one level up; levels within -bound..bound. The level is the nice of
+ * the vCPU threads, or for cpu-weight the nice whose weight cpu.weight gets.
+ */
+struct cpuprio_params {
+	double high, low;		/* load1 per online CPU (0.9, 0.1) */
+	int bound;			/* 15 */
+};
+extern const struct cpuprio_params cpuprio_defaults;
+
+struct cpuprio_vm {
+	bool ok;			/* fresh figures: a candidate */
+	int level;			/* its nice (or the cpu.weight variant's level) */
+};
+
+struct cpuprio_decision {
+	int vm;				/* -1: hold */
+	int level;			/* the new level of vm */
+	double load;			/* load1 per CPU it decided on */
+	const char *why;
+};
+
+void cpuprio_step(const struct cpuprio_params *p, double load1, int cpus,
+		  const struct cpuprio_vm *vms, int n, struct cpuprio_decision *d);
+/* cgroup v2 cpu.weight for a level: 100 at 0, 1.25x per step as the kernel's nice weights. */
+int cpuprio_weight(int level);
 
 #endif
