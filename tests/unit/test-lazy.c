@@ -207,6 +207,55 @@ static void test_lazy_serving(void)
 	close(fd);
 }
 
+/* Huge pages: whole 2 MiB units, a copied zero huge page for a hole (no ZEROPAGE there). */
+static void test_lazy_hugepages(void)
+{
+	const struct mm_node_spec spec = { NODE, -1 };
+	const uint64_t H = 2 * M;
+	struct mig_lazy_params params = { .prefetch = 1, .batch = 1 };
+	struct mig_page_source src;
+	struct guest_mem m, fresh;
+	struct mig_lazy_stats st;
+	struct mig_lazy *l;
+	int fd, ret;
+
+	NEED_UFFD();
+	ret = mm_init_nodes(&m, &spec, 1, 1);
+	if (ret == -ENOMEM || ret == -EINVAL)
+		SKIP("no free 2 MiB huge pages (vm.nr_hugepages)");
+	CHECK_EQ(ret, 0);
+	/* Units 0 and 1 data, 2 written zeros, 3 one data page then zeros, 4-7 untouched. */
+	for (uint64_t a = 0; a < 2 * H; a += 8)
+		CHECK_EQ(mm_write(&m, a, &(uint64_t){ a * 0x9e3779b97f4a7c15ULL + 1 }, 8), 0);
+	CHECK_EQ(mm_zero(&m, 2 * H, H), 0);
+	CHECK_EQ(mm_write(&m, 3 * H + P, "data", 4), 0);
+	fd = memfd_create("memfile", MFD_CLOEXEC);
+	CHECK(fd >= 0);
+	CHECK_EQ(mig_memfile_write(&m, fd), 0);
+	ret = mm_init_nodes(&fresh, &spec, 1, 1);
+	if (ret == -ENOMEM) {
+		mm_free(&m);
+		SKIP("too few free 2 MiB huge pages for two copies");
+	}
+	CHECK_EQ(ret, 0);
+	CHECK_EQ(mig_page_source_file(&src, fd), 0);
+	CHECK_EQ(mig_lazy_start(&fresh, &src, &params, &l), 0);
+	CHECK(!memcmp(fresh.nodes[0].hva + 3 * H, m.nodes[0].hva + 3 * H, H));	/* a fault */
+	CHECK(!memcmp(fresh.nodes[0].hva + 2 * H, m.nodes[0].hva + 2 * H, H));	/* a hole */
+	CHECK_EQ(mig_lazy_wait(l, 20000), 0);
+	mig_lazy_stats(l, &st);
+	CHECK_EQ(st.error, 0);
+	CHECK(st.faults >= 1);
+	CHECK_EQ(st.pages_fault + st.pages_background, 3 * H / P);	/* whole huge pages */
+	CHECK_EQ(st.bytes_read, 3 * H);
+	CHECK(st.pages_zero == 0 || st.pages_zero == H / P);
+	mig_lazy_stop(l);
+	CHECK(!memcmp(fresh.nodes[0].hva, m.nodes[0].hva, NODE));
+	mm_free(&fresh);
+	mm_free(&m);
+	close(fd);
+}
+
 static void test_wrong_size_refused(void)
 {
 	static const int64_t delta[] = { -(int64_t)P, -1, 1, (int64_t)NODE, -(int64_t)RAM };
@@ -357,5 +406,5 @@ static void test_source_error_not_zeros(void)
 	close(fd);
 }
 
-TEST_MAIN(TEST(test_lazy_serving), TEST(test_wrong_size_refused), TEST(test_stop_in_the_middle),
+TEST_MAIN(TEST(test_lazy_serving), TEST(test_lazy_hugepages), TEST(test_wrong_size_refused), TEST(test_stop_in_the_middle),
 	  TEST(test_source_error_not_zeros))
