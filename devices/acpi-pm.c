@@ -1,12 +1,17 @@
+#include <errno.h>
 #include <string.h>
 
 #include "devices/acpi-pm.h"
+#include "devices/dev.h"
 #include "vmm/bus.h"
 #include "vmm/layout.h"
+#include "vmm/log.h"
 
 #define PM1_CNT_SCI_EN 0x0001
 #define PM1_CNT_SLP_TYP_SHIFT 10
 #define PM1_CNT_SLP_EN 0x2000
+/* The status bits ACPI 6.5 (4.8.3.1) defines: TMR, BM, GBL, PWRBTN, SLPBTN, RTC, PCIEXP_WAKE, WAK. */
+#define PM1_STS_DEFINED 0xc731
 
 
 /* PM1a_EVT: status (write 1 to clear) at 0, enable at 2. */
@@ -57,11 +62,11 @@ static void cnt_write(void *opaque, uint64_t off, const void *data, uint32_t len
 	uint16_t v = (uint16_t)io_get_le(data, len);
 	int poweroff;
 
+	pthread_mutex_lock(&pm->lock);
 	if (off) /* a byte write to the high half */
 		v = (uint16_t)((v << 8) | (pm->pm1_cnt & 0xff));
 	else if (len == 1)
 		v = (uint16_t)((pm->pm1_cnt & 0xff00) | (v & 0xff));
-	pthread_mutex_lock(&pm->lock);
 	pm->pm1_cnt = v & (uint16_t)~PM1_CNT_SLP_EN;
 	pthread_mutex_unlock(&pm->lock);
 	poweroff = (v & PM1_CNT_SLP_EN) &&
@@ -105,3 +110,60 @@ void acpi_pm_init(struct acpi_pm *pm, void (*event)(void *opaque, enum pm_event 
 	pm->event = event;
 	pm->opaque = opaque;
 }
+
+/* The event and control registers; the event callback is the new process's own. */
+struct acpi_pm_regs {
+	uint16_t pm1_sts;	/* only ACPI-defined status bits */
+	uint16_t pm1_en;
+	uint16_t pm1_cnt;	/* SLP_EN is never stored: writing it acts at once */
+	uint16_t pad;
+};
+_Static_assert(sizeof(struct acpi_pm_regs) == 8, "acpi_pm_regs layout");
+
+static int acpi_pm_save(void *dev, const struct dev_state_out *o)
+{
+	struct acpi_pm *pm = dev;
+	struct acpi_pm_regs r = { 0 };
+
+	pthread_mutex_lock(&pm->lock);
+	r.pm1_sts = pm->pm1_sts;
+	r.pm1_en = pm->pm1_en;
+	r.pm1_cnt = pm->pm1_cnt;
+	pthread_mutex_unlock(&pm->lock);
+	return dev_put(o, "regs", &r, sizeof(r));
+}
+
+static int acpi_pm_load(void *dev, const struct dev_state_in *in)
+{
+	struct acpi_pm *pm = dev;
+	struct acpi_pm_regs r;
+	int ret;
+
+	ret = dev_get(in, "regs", &r, sizeof(r));
+	if (ret)
+		return ret;
+	if (r.pm1_sts & ~PM1_STS_DEFINED) {
+		pr_err("acpi-pm: state: pm1_sts 0x%x has undefined bits", r.pm1_sts);
+		return -EINVAL;
+	}
+	if (r.pm1_cnt & PM1_CNT_SLP_EN) {
+		pr_err("acpi-pm: state: pm1_cnt 0x%x has SLP_EN set", r.pm1_cnt);
+		return -EINVAL;
+	}
+	if (r.pad) {
+		pr_err("acpi-pm: state: pad 0x%x is not zero", r.pad);
+		return -EINVAL;
+	}
+	pthread_mutex_lock(&pm->lock);
+	pm->pm1_sts = r.pm1_sts;
+	pm->pm1_en = r.pm1_en;
+	pm->pm1_cnt = r.pm1_cnt;
+	pthread_mutex_unlock(&pm->lock);
+	return 0;
+}
+
+/* No quiesce or resume: these registers only act on vCPU exits. */
+const struct dev_ops acpi_pm_dev_ops = {
+	.save = acpi_pm_save,
+	.load = acpi_pm_load,
+};

@@ -22,6 +22,10 @@ extern const struct io_ops acpi_pm_cnt_ops;	/* 2 bytes at ACPI_PM1A_CNT_PORT */
 extern const struct io_ops acpi_reset_ops;	/* 1 byte at RESET_PORT */
 extern const struct io_ops kbd_reset_ops;	/* 1 byte at 0x64 */
 
+/* dev is a struct acpi_pm *; state: "regs" (struct acpi_pm_regs in acpi-pm.c). */
+struct dev_ops;
+extern const struct dev_ops acpi_pm_dev_ops;
+
 void acpi_pm_init(struct acpi_pm *pm, void (*event)(void *opaque, enum pm_event ev),
 		  void *opaque);
 

@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "devices/dev.h"
 #include "devices/pci.h"
 #include "vmm/bus.h"
 #include "vmm/layout.h"
@@ -38,6 +39,7 @@
 #define PCI_BAR_MEM_PREFETCH 0x8
 
 #define CF8_ENABLE 0x80000000u
+#define CF8_WRITABLE 0x80fffffcu	/* reserved bits and bits 1:0 read as 0 */
 #define IO_SPACE_END 0x10000ULL
 
 static uint32_t cfg_get(const struct pci_device *d, uint32_t off, uint32_t len)
@@ -210,14 +212,17 @@ static void bar_unmap(struct pci_device *d, int idx)
 
 /*
  * Make the bus match the BARs and the command register. Called with the host lock held, from
- * the vCPU thread that wrote config space.
+ * the vCPU thread that wrote config space (or from load). A BAR the bus refuses stays unmapped;
+ * the first refusal is returned (-errno) with its BAR in *bad_bar, or, without bad_bar, each one
+ * is logged as a guest's doing.
  */
-static void update_mappings(struct pci_device *d)
+static int update_mappings(struct pci_device *d, int *bad_bar)
 {
 	uint16_t cmd = (uint16_t)cfg_get(d, PCI_COMMAND, 2);
+	int first = 0;
 
 	if (!d->host)
-		return;
+		return 0;
 	for (int i = 0; i < PCI_NUM_BARS; i++) {
 		struct pci_bar *b = &d->bars[i];
 		uint64_t addr;
@@ -235,15 +240,21 @@ static void update_mappings(struct pci_device *d)
 			continue;
 		ret = bus_register(bar_bus(d, i), addr, b->size, b->ops, b->opaque, d->name);
 		if (ret) {
-			pr_warn_ratelimited("pci %s: BAR %d at 0x%llx (size 0x%llx) not mapped: %s",
-					    d->name, i, (unsigned long long)addr,
-					    (unsigned long long)b->size, strerror(-ret));
+			if (!bad_bar)
+				pr_warn_ratelimited("pci %s: BAR %d at 0x%llx (size 0x%llx) not mapped: %s",
+						    d->name, i, (unsigned long long)addr,
+						    (unsigned long long)b->size, strerror(-ret));
+			else if (!first)
+				*bad_bar = i;
+			if (!first)
+				first = ret;
 			continue;
 		}
 		b->mapped = 1;
 		if (d->bar_mapped)
 			d->bar_mapped(d, i, addr, 1);
 	}
+	return first;
 }
 
 /* ---- config space accesses ---- */
@@ -283,7 +294,7 @@ static void __pci_cfg_write(struct pci_device *d, uint32_t off, const void *data
 	}
 	if (overlaps(off, len, PCI_COMMAND, PCI_COMMAND + 2) ||
 	    overlaps(off, len, PCI_BAR0, PCI_BAR0 + 4 * PCI_NUM_BARS))
-		update_mappings(d);
+		update_mappings(d, NULL);
 	if (d->cfg_written)
 		d->cfg_written(d, off, len);
 }
@@ -304,6 +315,71 @@ void pci_cfg_write(struct pci_device *d, uint32_t off, const void *data, uint32_
 	__pci_cfg_write(d, off, data, len);
 	if (d->host)
 		pthread_mutex_unlock(&d->host->lock);
+}
+
+/* ---- state ---- */
+
+int pci_device_save(struct pci_device *d, const struct dev_state_out *o)
+{
+	uint8_t cfg[PCI_CFG_SIZE];
+
+	if (d->host)
+		pthread_mutex_lock(&d->host->lock);
+	memcpy(cfg, d->cfg, sizeof(cfg));
+	if (d->host)
+		pthread_mutex_unlock(&d->host->lock);
+	return dev_put(o, "config", cfg, sizeof(cfg));
+}
+
+static void unmap_all(struct pci_device *d)
+{
+	for (int i = 0; i < PCI_NUM_BARS; i++)
+		bar_unmap(d, i);
+}
+
+int pci_device_load(struct pci_device *d, const struct dev_state_in *in)
+{
+	uint8_t cfg[PCI_CFG_SIZE], old[PCI_CFG_SIZE];
+	int ret, bad_bar = -1;
+
+	ret = dev_get(in, "config", cfg, sizeof(cfg));
+	if (ret)
+		return ret;
+	if (d->host)
+		pthread_mutex_lock(&d->host->lock);
+	/* What the guest cannot write is what this build of the device says, byte for byte. */
+	for (uint32_t off = 0; off < PCI_CFG_SIZE; off++) {
+		uint8_t ro = (uint8_t)~(d->wmask[off] | d->w1cmask[off]);
+
+		if ((cfg[off] ^ d->cfg[off]) & ro) {
+			pr_err("pci %s: state: config byte 0x%x is 0x%02x, read-only bits 0x%02x "
+			       "must be as built (0x%02x)", d->name, off, cfg[off], ro,
+			       d->cfg[off] & ro);
+			ret = -EINVAL;
+			goto out;
+		}
+	}
+	/*
+	 * Map from nothing, so BARs that trade places do not collide with their own old ranges;
+	 * if the bus refuses one, put the old config and mappings back as they were.
+	 */
+	memcpy(old, d->cfg, sizeof(old));
+	unmap_all(d);
+	memcpy(d->cfg, cfg, sizeof(cfg));
+	ret = update_mappings(d, &bad_bar);
+	if (ret) {
+		pr_err("pci %s: state: BAR %d at 0x%llx (size 0x%llx) overlaps another range: %s",
+		       d->name, bad_bar, (unsigned long long)d->bars[bad_bar].addr,
+		       (unsigned long long)d->bars[bad_bar].size, strerror(-ret));
+		unmap_all(d);
+		memcpy(d->cfg, old, sizeof(old));
+		update_mappings(d, NULL);
+		ret = -EINVAL;
+	}
+out:
+	if (d->host)
+		pthread_mutex_unlock(&d->host->lock);
+	return ret;
 }
 
 /* Only bus 0, function 0 of each slot exists. */
@@ -354,7 +430,7 @@ static void cf8_write(void *opaque, uint64_t off, const void *data, uint32_t len
 	if (off == 0 && len == 4) {
 		memcpy(&v, data, 4);
 		pthread_mutex_lock(&h->lock);
-		h->cf8 = v & 0x80fffffcu;	/* reserved bits and bits 1:0 read as 0 */
+		h->cf8 = v & CF8_WRITABLE;
 		pthread_mutex_unlock(&h->lock);
 	} else if (off == 1 && len == 1 && h->cf9_ops && h->cf9_ops->write) {
 		h->cf9_ops->write(h->cf9_opaque, 0, data, 1);
@@ -554,7 +630,7 @@ int pci_host_add(struct pci_host *h, struct pci_device *d)
 	d->host = h;
 	h->slots[slot] = d;
 	/* Decode stays off until the guest sets the command register. */
-	update_mappings(d);
+	update_mappings(d, NULL);
 	pthread_mutex_unlock(&h->lock);
 	return slot;
 }
@@ -571,3 +647,47 @@ void pci_host_remove(struct pci_host *h, struct pci_device *d)
 	}
 	pthread_mutex_unlock(&h->lock);
 }
+
+/* The bridge's own state: the CONFIG_ADDRESS latch and its config space (slot 0). */
+static int pci_host_save(void *dev, const struct dev_state_out *o)
+{
+	struct pci_host *h = dev;
+	uint32_t cf8;
+	int ret;
+
+	pthread_mutex_lock(&h->lock);
+	cf8 = h->cf8;
+	pthread_mutex_unlock(&h->lock);
+	ret = dev_put(o, "cf8", &cf8, sizeof(cf8));
+	if (ret)
+		return ret;
+	return pci_device_save(h->slots[0], o);
+}
+
+static int pci_host_load(void *dev, const struct dev_state_in *in)
+{
+	struct pci_host *h = dev;
+	uint32_t cf8;
+	int ret;
+
+	ret = dev_get(in, "cf8", &cf8, sizeof(cf8));
+	if (ret)
+		return ret;
+	if (cf8 & ~CF8_WRITABLE) {
+		pr_err("pci host: state: cf8 0x%08x has reserved bits set", cf8);
+		return -EINVAL;
+	}
+	ret = pci_device_load(h->slots[0], in);
+	if (ret)
+		return ret;
+	pthread_mutex_lock(&h->lock);
+	h->cf8 = cf8;
+	pthread_mutex_unlock(&h->lock);
+	return 0;
+}
+
+/* No quiesce or resume: config space only changes on vCPU exits. */
+const struct dev_ops pci_host_dev_ops = {
+	.save = pci_host_save,
+	.load = pci_host_load,
+};

@@ -11,6 +11,9 @@
 
 struct bus;
 struct io_ops;
+struct dev_ops;
+struct dev_state_in;
+struct dev_state_out;
 
 #define PCI_CFG_SIZE 4096
 #define PCI_MAX_SLOTS 32
@@ -91,5 +94,20 @@ void pci_host_remove(struct pci_host *h, struct pci_device *d);
 /* Config-space access as the guest does it (also used by tests). off/len are bounds-checked. */
 void pci_cfg_read(struct pci_device *d, uint32_t off, void *data, uint32_t len);
 void pci_cfg_write(struct pci_device *d, uint32_t off, const void *data, uint32_t len);
+
+/*
+ * State of one function: property "config", its PCI_CFG_SIZE bytes of config space. Load
+ * refuses (-EINVAL, naming the offset) a byte whose read-only bits differ from this device's
+ * (ids, header type, capability list, BAR flags and size bits...) and a BAR that would overlap
+ * another range on its bus; otherwise it applies the config and maps the BARs as a guest write
+ * would (bar_mapped fires). It does not call cfg_written: the owner loads its own state.
+ */
+int pci_device_save(struct pci_device *d, const struct dev_state_out *o)
+	__attribute__((warn_unused_result));
+int pci_device_load(struct pci_device *d, const struct dev_state_in *in)
+	__attribute__((warn_unused_result));
+
+/* dev is a struct pci_host *; state: "cf8" (u32, CONFIG_ADDRESS), "config" (the bridge). */
+extern const struct dev_ops pci_host_dev_ops;
 
 #endif

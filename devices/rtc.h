@@ -13,6 +13,10 @@ struct rtc {
 
 extern const struct io_ops rtc_ops; /* 2 ports at 0x70 */
 
+/* dev is a struct rtc *; state: "regs" (struct rtc_regs in rtc.c). */
+struct dev_ops;
+extern const struct dev_ops rtc_dev_ops;
+
 void rtc_init(struct rtc *rtc);
 
 #endif

@@ -1,10 +1,13 @@
 #include <errno.h>
+#include <stddef.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "devices/dev.h"
 #include "devices/serial.h"
 #include "vmm/bus.h"
+#include "vmm/log.h"
 
 enum {
 	UART_RX = 0, UART_TX = 0, UART_DLL = 0, UART_IER = 1, UART_DLM = 1, UART_IIR = 2,
@@ -44,13 +47,19 @@ static uint8_t iir(const struct serial *s)
 	return fifo | IIR_NO_INT;
 }
 
-static void update_irq(struct serial *s)
+/* The level the registers ask for on the interrupt line. */
+static int line_level(const struct serial *s)
 {
-	int level = !(iir(s) & IIR_NO_INT);
-
 	/* Without OUT2 the PC wiring keeps the line off the interrupt controller. */
 	if (!(s->mcr & 0x08))
-		level = 0;
+		return 0;
+	return !(iir(s) & IIR_NO_INT);
+}
+
+static void update_irq(struct serial *s)
+{
+	int level = line_level(s);
+
 	if (level != s->irq_level) {
 		s->irq_level = level;
 		irq_set(&s->irq, level);
@@ -190,3 +199,118 @@ size_t serial_push_input(struct serial *s, const uint8_t *buf, size_t n)
 	pthread_mutex_unlock(&s->lock);
 	return i;
 }
+
+/*
+ * The guest-visible state: registers, the interrupt owed and the receive FIFO as it sits in
+ * the ring. Not the output fd, the IRQ route or the counters: those belong to the new process.
+ */
+struct serial_regs {
+	uint8_t ier, lcr, mcr, scr, dll, dlm, fcr;
+	uint8_t thr_empty_pending;	/* 0 or 1 */
+	uint8_t irq_level;		/* 0 or 1, must agree with the registers */
+	uint8_t rx_head;		/* < SERIAL_FIFO_SIZE */
+	uint8_t rx_count;		/* <= SERIAL_FIFO_SIZE */
+	uint8_t pad[5];
+	uint8_t rx[SERIAL_FIFO_SIZE];
+};
+_Static_assert(sizeof(struct serial_regs) == 16 + SERIAL_FIFO_SIZE, "serial_regs layout");
+
+static int serial_save(void *dev, const struct dev_state_out *o)
+{
+	struct serial *s = dev;
+	struct serial_regs r = { 0 };
+
+	pthread_mutex_lock(&s->lock);
+	r.ier = s->ier;
+	r.lcr = s->lcr;
+	r.mcr = s->mcr;
+	r.scr = s->scr;
+	r.dll = s->dll;
+	r.dlm = s->dlm;
+	r.fcr = s->fcr;
+	r.thr_empty_pending = (uint8_t)!!s->thr_empty_pending;
+	r.irq_level = (uint8_t)!!s->irq_level;
+	r.rx_head = (uint8_t)s->rx_head;
+	r.rx_count = (uint8_t)s->rx_count;
+	memcpy(r.rx, s->rx, sizeof(r.rx));
+	pthread_mutex_unlock(&s->lock);
+	return dev_put(o, "regs", &r, sizeof(r));
+}
+
+/* Name the first value no guest could have produced through the registers, or NULL. */
+static const char *serial_regs_bad(const struct serial_regs *r, unsigned int *val)
+{
+	struct serial t = { 0 };
+
+#define BAD_IF(cond, field)                     \
+	do {                                    \
+		if (cond) {                     \
+			*val = r->field;        \
+			return #field;          \
+		}                               \
+	} while (0)
+	BAD_IF(r->ier & ~0x0f, ier);
+	BAD_IF(r->mcr & ~0x1f, mcr);
+	BAD_IF(r->fcr & ~0xc9, fcr);
+	BAD_IF(r->thr_empty_pending > 1, thr_empty_pending);
+	BAD_IF(r->irq_level > 1, irq_level);
+	BAD_IF(r->rx_head >= SERIAL_FIFO_SIZE, rx_head);
+	BAD_IF(r->rx_count > SERIAL_FIFO_SIZE, rx_count);
+	for (size_t i = 0; i < sizeof(r->pad); i++) {
+		if (r->pad[i]) {
+			*val = r->pad[i];
+			return "pad";
+		}
+	}
+	/* The saver drove the line after every access, so the two must agree. */
+	t.ier = r->ier;
+	t.mcr = r->mcr;
+	t.fcr = r->fcr;
+	t.thr_empty_pending = r->thr_empty_pending;
+	t.rx_count = r->rx_count;
+	BAD_IF(line_level(&t) != r->irq_level, irq_level);
+#undef BAD_IF
+	return NULL;
+}
+
+static int serial_load(void *dev, const struct dev_state_in *in)
+{
+	struct serial *s = dev;
+	struct serial_regs r;
+	const char *bad;
+	unsigned int val;
+	int ret;
+
+	ret = dev_get(in, "regs", &r, sizeof(r));
+	if (ret)
+		return ret;
+	bad = serial_regs_bad(&r, &val);
+	if (bad) {
+		pr_err("serial: state: %s %u is out of range or disagrees with the registers", bad,
+		       val);
+		return -EINVAL;
+	}
+	pthread_mutex_lock(&s->lock);
+	s->ier = r.ier;
+	s->lcr = r.lcr;
+	s->mcr = r.mcr;
+	s->scr = r.scr;
+	s->dll = r.dll;
+	s->dlm = r.dlm;
+	s->fcr = r.fcr;
+	s->thr_empty_pending = r.thr_empty_pending;
+	s->rx_head = r.rx_head;
+	s->rx_count = r.rx_count;
+	memcpy(s->rx, r.rx, sizeof(s->rx));
+	/* Drive the line even when the cached level agrees: the new route starts from nothing. */
+	s->irq_level = line_level(s);
+	irq_set(&s->irq, s->irq_level);
+	pthread_mutex_unlock(&s->lock);
+	return 0;
+}
+
+/* No quiesce or resume: the UART only acts on vCPU exits and serial_push_input. */
+const struct dev_ops serial_dev_ops = {
+	.save = serial_save,
+	.load = serial_load,
+};

@@ -25,6 +25,10 @@ struct serial {
 
 extern const struct io_ops serial_ops;
 
+/* dev is a struct serial *; state: "regs" (struct serial_regs in serial.c). */
+struct dev_ops;
+extern const struct dev_ops serial_dev_ops;
+
 void serial_init(struct serial *s, const struct irq_line *irq, int out_fd);
 
 /* Queue input for the guest; returns how many bytes fit in the receive FIFO. */
