@@ -8,6 +8,7 @@
  */
 #include <stdio.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 
 #include "migrate/lazy.h"
 #include "migrate/memfile.h"
@@ -81,6 +82,7 @@ static void test_guest_reads_lazy_memory(void)
 	struct mig_lazy_stats st;
 	struct mig_lazy *l;
 	uint64_t sum, got;
+	struct stat sb;
 	struct tvm t;
 	int fd, status;
 
@@ -114,6 +116,11 @@ static void test_guest_reads_lazy_memory(void)
 	CHECK(st.pages_fault >= 1);
 	CHECK(st.pages_zero >= 1);	/* the guest read holes before the push ended */
 	CHECK_EQ(mig_lazy_wait(l, 60000), 0);
+	/* Every data page of the file exactly once, nothing else read. */
+	mig_lazy_stats(l, &st);
+	CHECK(fstat(fd, &sb) == 0);
+	CHECK_EQ((st.pages_fault + st.pages_background) * P, (uint64_t)sb.st_blocks * 512);
+	CHECK_EQ(st.bytes_read, (uint64_t)sb.st_blocks * 512);
 	mig_lazy_stop(l);
 	tvm_destroy(&t);
 	close(fd);
