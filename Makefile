@@ -11,7 +11,7 @@ ifeq ($(SAN),1)
 KUMO_CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer
 LDFLAGS += -fsanitize=address,undefined
 endif
-LIBS := -luring -lnuma -lfdt -llz4 -lz -llzma -lzstd -ljson-c -lpthread
+LIBS := -luring -lnuma -lfdt -llz4 -lz -llzma -lzstd -ljson-c -lcrypto -lpthread
 
 # Where heavy, machine-wide artefacts (kernels, busybox) are cached, outside the clone.
 export KUMO_CACHE ?= /var/cache/kumo
@@ -42,6 +42,7 @@ OBJS += devices/virtio-console.o
 OBJS += devices/virtio-balloon.o
 OBJS += mm/pagestate.o
 OBJS += vmm/control.o
+OBJS += vmm/control-auth.o
 OBJS += vmm/vm-control.o
 OBJS += vmm/agent-relay.o
 OBJS += mm/mem.o

@@ -59,6 +59,7 @@ struct coord {
 	int timeout_ms;
 	double stale_s;
 	const char *policy;		/* the policy being ticked, for the log */
+	const char *token;		/* token file for tcp: VMs (--token) */
 	bool host_ok;
 	struct sched_host host;
 };
@@ -137,14 +138,15 @@ static int vm_up(struct coord *c, struct coord_vm *v)
 	struct ucred cred;
 	socklen_t len = sizeof(cred);
 	struct json_object *o;
-	int fd = control_connect(v->path);
+	char err[ERRLEN];
+	int fd = control_connect_auth(v->path, c->token, err, sizeof(err));
 
 	if (fd < 0) {
 		v->next_connect = mono_now() + RECONNECT_S;
 		if (!v->down_logged) {
 			v->down_logged = true;
 			o = log_line("vm-down", v->path);
-			json_object_object_add(o, "reason", json_object_new_string(strerror(-fd)));
+			json_object_object_add(o, "reason", json_object_new_string(err));
 			log_put(c, o);
 		}
 		return fd;
@@ -152,7 +154,9 @@ static int vm_up(struct coord *c, struct coord_vm *v)
 	v->down_logged = false;
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	v->pid = getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 ? cred.pid : 0;
+	/* A VMM on TCP may be on another host: its threads are not ours to read or renice. */
+	v->pid = strncmp(v->path, "tcp:", 4) &&
+		 getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 ? cred.pid : 0;
 	v->fd = fd;
 	v->agent_ret = -ENODATA;
 	o = log_line("vm-up", v->path);
@@ -268,6 +272,11 @@ int coord_add_vm(struct coord *c, const char *path)
 void coord_set_host_budget(struct coord *c, uint64_t bytes)
 {
 	c->budget = bytes;
+}
+
+void coord_set_token(struct coord *c, const char *token_file)
+{
+	c->token = token_file;
 }
 
 void coord_set_timeout_ms(struct coord *c, int ms)
@@ -846,13 +855,15 @@ static void on_stop(int sig)
 
 static const char coord_usage[] =
 	"usage: kumo coord --vm SOCKET [--vm SOCKET...] --policy NAME[,NAME...] [--log FILE]\n"
-	"                  [--host-mem SIZE] [--duration SECONDS]\n"
-	"  --vm SOCKET      a VMM's control socket (kumo run --control); repeat for more VMs\n"
+	"                  [--host-mem SIZE] [--duration SECONDS] [--token FILE]\n"
+	"  --vm SOCKET      a VMM's control socket (kumo run --control): a Unix path or\n"
+	"                   tcp:HOST:PORT; repeat for more VMs\n"
 	"  --policy LIST    built-in policies (margin, cpu-priority, cpu-weight) or shared\n"
 	"                   objects (./my.so), comma-separated\n"
 	"  --log FILE       JSON-lines log of every sample and action (default: stdout)\n"
 	"  --host-mem SIZE  what the VMs' memory targets may add up to (default: MemTotal)\n"
-	"  --duration S     stop after S seconds (default: until SIGINT/SIGTERM)\n";
+	"  --duration S     stop after S seconds (default: until SIGINT/SIGTERM)\n"
+	"  --token FILE     the token (mode 0600) that tcp: VMs are reached with\n";
 
 #define MAX_POLICIES 16
 
@@ -864,6 +875,7 @@ int coord_main(int argc, char **argv)
 		{ "log", required_argument, NULL, 'l' },
 		{ "host-mem", required_argument, NULL, 'm' },
 		{ "duration", required_argument, NULL, 'd' },
+		{ "token", required_argument, NULL, 't' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -892,6 +904,7 @@ int coord_main(int argc, char **argv)
 			break;
 		case 'p': policies = optarg; break;
 		case 'l': logpath = optarg; break;
+		case 't': coord_set_token(c, optarg); break;
 		case 'm':
 			if (mm_parse_size(optarg, &budget) < 0 || !budget) {
 				fprintf(stderr, "kumo coord: --host-mem %s: not a size\n", optarg);

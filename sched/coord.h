@@ -22,6 +22,8 @@ int coord_add_vm(struct coord *c, const char *path);
 void coord_set_host_budget(struct coord *c, uint64_t bytes);
 /* Replies slower than this drop the connection (default 3000 ms). */
 void coord_set_timeout_ms(struct coord *c, int ms);
+/* The token file for VMs given as tcp:HOST:PORT (kept by reference). */
+void coord_set_token(struct coord *c, const char *token_file);
 /* Connects the VMs that are not connected and due for a try. Returns how many are connected. */
 int coord_connect(struct coord *c);
 /* Samples the host and every connected VM (VMM stats, agent stats, vCPU threads); logs them. */

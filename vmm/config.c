@@ -9,6 +9,7 @@
 
 #include "mm/mem.h"
 #include "vmm/config.h"
+#include "vmm/control-auth.h"
 #include "vmm/numa.h"
 #include "vmm/vm.h"
 
@@ -25,6 +26,8 @@ const char config_run_usage[] =
 	"  --agent-socket PATH  virtio-console port org.kumo.agent on a Unix socket\n"
 	"  --console-socket PATH  virtio-console port 0 (hvc0) on a Unix socket\n"
 	"  --control PATH       control socket (JSON lines; `kumo ctl PATH VERB`)\n"
+	"  --control tcp:ADDR:PORT --control-token FILE  the control socket on TCP; every\n"
+	"                       connection proves the token (file mode 0600) before any verb\n"
 	"  --agent              relay the guest agent over --control (verbs agent, agent-stats;\n"
 	"                       its port listens on --agent-socket, default CONTROL.agent)\n"
 	"  --balloon[=OPTS]     virtio-balloon; OPTS: stats=SECONDS,deflate-on-oom,\n"
@@ -48,7 +51,7 @@ const char config_run_usage[] =
 
 enum { OPT_KERNEL = 256, OPT_INITRD, OPT_CMDLINE, OPT_MEM, OPT_CPUS, OPT_ON_REBOOT, OPT_NO_PVM,
        OPT_DISK, OPT_AGENT_SOCKET, OPT_CONSOLE_SOCKET, OPT_CONTROL, OPT_BALLOON, OPT_NUMA,
-       OPT_NUMA_DISTANCE, OPT_HUGEPAGES, OPT_CPU_PIN, OPT_PV, OPT_AGENT };
+       OPT_NUMA_DISTANCE, OPT_HUGEPAGES, OPT_CPU_PIN, OPT_PV, OPT_AGENT, OPT_CONTROL_TOKEN };
 
 static const struct option run_opts[] = {
 	{ "kernel", required_argument, NULL, OPT_KERNEL },
@@ -62,6 +65,7 @@ static const struct option run_opts[] = {
 	{ "agent-socket", required_argument, NULL, OPT_AGENT_SOCKET },
 	{ "console-socket", required_argument, NULL, OPT_CONSOLE_SOCKET },
 	{ "control", required_argument, NULL, OPT_CONTROL },
+	{ "control-token", required_argument, NULL, OPT_CONTROL_TOKEN },
 	{ "balloon", optional_argument, NULL, OPT_BALLOON },
 	{ "numa", required_argument, NULL, OPT_NUMA },
 	{ "numa-distance", required_argument, NULL, OPT_NUMA_DISTANCE },
@@ -210,6 +214,29 @@ static int parse_cpu_pin(const char *arg, struct vm_config *cfg, char *err, size
 	return 0;
 }
 
+/* --control tcp:ADDR:PORT needs a usable --control-token; a token needs TCP. */
+static int check_control(struct vm_config *cfg, const struct run_options *opts, char *err,
+			 size_t errlen)
+{
+	char host[256], port[16], why[256];
+	struct control_token tok;
+	int tcp = cfg->control ? control_tcp_addr(cfg->control, host, sizeof(host), port,
+						  sizeof(port)) : 0;
+
+	if (tcp < 0)
+		FAIL("--control %s: use a Unix socket path or tcp:ADDR:PORT", cfg->control);
+	if (tcp && !opts->control_token)
+		FAIL("--control %s: a TCP control socket needs --control-token FILE", cfg->control);
+	if (!tcp && opts->control_token)
+		FAIL("--control-token goes with --control tcp:ADDR:PORT");
+	if (tcp && cfg->agent_relay && !cfg->agent_socket)
+		FAIL("--agent with --control %s needs --agent-socket PATH", cfg->control);
+	if (tcp && control_token_load(opts->control_token, &tok, why, sizeof(why)))
+		FAIL("--control-token %s", why);
+	explicit_bzero(&tok, sizeof(tok));
+	return 0;
+}
+
 /* Checks that need all options: the NUMA layout against --cpus/--mem and this host. */
 static int config_finish(struct vm_config *cfg, char *err, size_t errlen)
 {
@@ -303,6 +330,7 @@ int config_parse_run(int argc, char **argv, struct vm_config *cfg, struct run_op
 		case OPT_AGENT_SOCKET: cfg->agent_socket = optarg; break;
 		case OPT_CONSOLE_SOCKET: cfg->console_socket = optarg; break;
 		case OPT_CONTROL: cfg->control = optarg; break;
+		case OPT_CONTROL_TOKEN: opts->control_token = optarg; break;
 		case OPT_BALLOON: {
 			char why[200];
 
@@ -352,5 +380,7 @@ int config_parse_run(int argc, char **argv, struct vm_config *cfg, struct run_op
 		FAIL("unexpected argument %s", argv[optind]);
 	if (!cfg->kernel)
 		FAIL("--kernel is required");
+	if (check_control(cfg, opts, err, errlen))
+		return -EINVAL;
 	return config_finish(cfg, err, errlen);
 }

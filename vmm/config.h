@@ -9,6 +9,7 @@ struct vm_config;
 struct run_options {
 	int verbose;
 	int quiet;
+	const char *control_token;	/* --control-token FILE, with --control tcp:ADDR:PORT */
 };
 
 /*

@@ -5,6 +5,9 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -21,6 +24,7 @@
 
 #include <json-c/json.h>
 
+#include "vmm/control-auth.h"
 #include "vmm/control.h"
 #include "vmm/log.h"
 
@@ -40,11 +44,17 @@ struct client {
 	bool subscribed;
 	bool closing;		/* close once the output is flushed */
 	bool dead;		/* close at the end of this loop iteration */
+	/* TCP: no verb before the token is proven (control-auth.h). */
+	bool authed;
+	uint8_t nonce[CONTROL_AUTH_NONCE];
+	char peer[64];
 };
 
 struct control_server {
 	int lfd, epfd, wakefd;
-	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];	/* Unix only */
+	bool tcp;
+	struct control_token token;	/* tcp */
 	const struct control_verb *verbs;
 	size_t nverbs;
 	void *opaque;
@@ -471,6 +481,28 @@ static int verb_help(struct control_server *srv, struct json_object **result)
 	return 0;
 }
 
+/* A TCP client's first line: its answer to our challenge. Refused: logged and closed. */
+static void auth_line(struct control_server *srv, struct client *c, const char *line, size_t len)
+{
+	static const char ok[] = "{\"auth\":\"ok\"}";
+	static const char no[] = "{\"id\":null,\"ok\":false,\"error\":\"authentication failed\"}";
+	int ret = control_auth_check(&srv->token, c->nonce, line, len);
+
+	pthread_mutex_lock(&srv->lock);
+	if (ret) {
+		pr_warn_ratelimited("control: %s: refused (%s)", c->peer,
+				    ret == -EACCES ? "wrong token" : "no token answer");
+		client_queue(c, no, sizeof(no) - 1);
+		c->closing = true;
+	} else {
+		pr_debug("control: %s: authenticated", c->peer);
+		c->authed = true;
+		client_queue(c, ok, sizeof(ok) - 1);
+	}
+	client_flush(srv, c);
+	pthread_mutex_unlock(&srv->lock);
+}
+
 static void handle_line(struct control_server *srv, struct client *c, const char *line,
 			size_t len)
 {
@@ -486,6 +518,10 @@ static void handle_line(struct control_server *srv, struct client *c, const char
 			break;
 	if (i == len)
 		return;		/* blank lines are ignored */
+	if (!c->authed) {
+		auth_line(srv, c, line, len);
+		return;
+	}
 
 	if (control_parse_request(line, len, &req, err, sizeof(err))) {
 		client_reply(srv, c, error_reply(req.id, err), false);
@@ -587,6 +623,28 @@ static void client_free(struct client *c)
 	free(c);
 }
 
+/* A new TCP client gets a fresh nonce; nothing else until it answers. Under srv->lock. */
+static void challenge(struct control_server *srv, struct client *c)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char line[CONTROL_AUTH_LINE], host[48], port[8];
+
+	if (getpeername(c->fd, (struct sockaddr *)&ss, &sl) ||
+	    getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), port, sizeof(port),
+			NI_NUMERICHOST | NI_NUMERICSERV))
+		snprintf(c->peer, sizeof(c->peer), "tcp client");
+	else
+		snprintf(c->peer, sizeof(c->peer), "%s:%s", host, port);
+	if (control_auth_nonce(c->nonce)) {
+		c->dead = true;
+		return;
+	}
+	control_auth_challenge(c->nonce, line, sizeof(line));
+	client_queue(c, line, strlen(line));
+	client_flush(srv, c);
+}
+
 static void accept_clients(struct control_server *srv)
 {
 	for (;;) {
@@ -619,6 +677,7 @@ static void accept_clients(struct control_server *srv)
 			continue;
 		}
 		c->fd = fd;
+		c->authed = !srv->tcp;
 		c->events = EPOLLIN;
 		ev.events = EPOLLIN;
 		ev.data.ptr = c;
@@ -631,6 +690,8 @@ static void accept_clients(struct control_server *srv)
 		c->next = srv->clients;
 		srv->clients = c;
 		srv->nclients++;
+		if (srv->tcp)
+			challenge(srv, c);
 		pthread_mutex_unlock(&srv->lock);
 	}
 }
@@ -756,13 +817,53 @@ err_close:
 	return ret;
 }
 
+/* A listening (passive) or connected TCP socket to host:port: an fd or -errno. */
+static int tcp_socket(const char *host, const char *port, bool passive)
+{
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = passive ? AI_PASSIVE : 0 },
+			*res, *ai;
+	int fd = -1, one = 1, ret, flags = SOCK_CLOEXEC | (passive ? SOCK_NONBLOCK : 0);
+
+	ret = getaddrinfo(host, port, &hints, &res);
+	if (ret)
+		return ret == EAI_SYSTEM ? -errno : -EHOSTUNREACH;
+	ret = -EHOSTUNREACH;
+	for (ai = res; ai; ai = ai->ai_next) {
+		fd = socket(ai->ai_family, ai->ai_socktype | flags, ai->ai_protocol);
+		if (fd < 0) {
+			ret = -errno;
+			continue;
+		}
+		if (passive) {
+			setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+			if (!bind(fd, ai->ai_addr, ai->ai_addrlen) && !listen(fd, 16))
+				break;
+		} else if (!connect(fd, ai->ai_addr, ai->ai_addrlen)) {
+			setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+			break;
+		}
+		ret = -errno;
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(res);
+	return fd >= 0 ? fd : ret;
+}
+
 int control_start(struct control_server **out, const char *path, const struct control_verb *verbs,
 		  size_t nverbs, void *opaque)
 {
+	return control_start_auth(out, path, NULL, verbs, nverbs, opaque);
+}
+
+int control_start_auth(struct control_server **out, const char *path, const char *token_file,
+		       const struct control_verb *verbs, size_t nverbs, void *opaque)
+{
 	struct control_server *srv;
 	struct epoll_event ev;
+	char host[256], port[16], err[ERRLEN];
 	sigset_t all, old;
-	int ret;
+	int ret, tcp;
 
 	for (size_t i = 0; i < nverbs; i++) {
 		if (!verbs[i].name || !verbs[i].name[0] || !verbs[i].fn)
@@ -773,18 +874,33 @@ int control_start(struct control_server **out, const char *path, const struct co
 			if (!strcmp(verbs[i].name, verbs[j].name))
 				return -EEXIST;
 	}
+	tcp = control_tcp_addr(path, host, sizeof(host), port, sizeof(port));
+	if (tcp < 0 || (tcp && !token_file))
+		return -EINVAL;		/* a TCP control socket without a token: never */
 	srv = calloc(1, sizeof(*srv));
 	if (!srv)
 		return -ENOMEM;
 	srv->verbs = verbs;
 	srv->nverbs = nverbs;
 	srv->opaque = opaque;
+	srv->tcp = tcp;
 	pthread_mutex_init(&srv->lock, NULL);
 	pthread_cond_init(&srv->deferred_done, NULL);
-	ret = listen_socket(path, &srv->lfd);
+	if (tcp) {
+		ret = control_token_load(token_file, &srv->token, err, sizeof(err));
+		if (ret) {
+			pr_err("control: %s", err);
+			goto err_free;
+		}
+		srv->lfd = tcp_socket(host, port, true);
+		ret = srv->lfd < 0 ? srv->lfd : 0;
+	} else {
+		ret = listen_socket(path, &srv->lfd);
+	}
 	if (ret)
 		goto err_free;
-	snprintf(srv->path, sizeof(srv->path), "%s", path);
+	if (!tcp)
+		snprintf(srv->path, sizeof(srv->path), "%s", path);
 	srv->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (srv->epfd < 0) {
 		ret = -errno;
@@ -821,8 +937,10 @@ err_epoll:
 	close(srv->epfd);
 err_listen:
 	close(srv->lfd);
-	unlink(srv->path);
+	if (!srv->tcp)
+		unlink(srv->path);
 err_free:
+	explicit_bzero(&srv->token, sizeof(srv->token));
 	pthread_cond_destroy(&srv->deferred_done);
 	pthread_mutex_destroy(&srv->lock);
 	free(srv);
@@ -860,7 +978,9 @@ void control_stop(struct control_server *srv)
 	close(srv->wakefd);
 	close(srv->epfd);
 	close(srv->lfd);
-	unlink(srv->path);
+	if (!srv->tcp)
+		unlink(srv->path);
+	explicit_bzero(&srv->token, sizeof(srv->token));
 	pthread_cond_destroy(&srv->deferred_done);
 	pthread_mutex_destroy(&srv->lock);
 	free(srv);
@@ -910,7 +1030,8 @@ int control_emit_event(struct control_server *srv, const char *name, struct json
 
 static int ctl_usage(const char *name)
 {
-	fprintf(stderr, "usage: %s SOCKET VERB [key=value ...]\n"
+	fprintf(stderr, "usage: %s [--token FILE] SOCKET VERB [key=value ...]\n"
+		"  SOCKET is a Unix socket path or tcp:HOST:PORT (with --token: its token file);\n"
 		"  values are JSON when they parse as JSON (1, true, {\"a\":1}), else strings;\n"
 		"  \"%s SOCKET help\" lists the verbs, \"events\" streams events.\n", name, name);
 	return 2;
@@ -937,6 +1058,50 @@ static struct json_object *ctl_value(const char *s)
 		return v;
 	}
 	return json_object_new_string(s);
+}
+
+int control_connect_auth(const char *addr, const char *token_file, char *err, size_t errlen)
+{
+	struct timeval tv = { .tv_sec = 5 }, none = { 0 };
+	struct control_linebuf lb = { 0 };
+	struct control_token tok;
+	char host[256], port[16];
+	int fd, ret, tcp = control_tcp_addr(addr, host, sizeof(host), port, sizeof(port));
+
+	if (tcp < 0) {
+		snprintf(err, errlen, "%s: not tcp:HOST:PORT", addr);
+		return -EINVAL;
+	}
+	if (!tcp) {
+		fd = control_connect(addr);
+		if (fd < 0)
+			snprintf(err, errlen, "%s: %s", addr, strerror(-fd));
+		return fd;
+	}
+	if (!token_file) {
+		snprintf(err, errlen, "%s: a TCP control socket needs a token file", addr);
+		return -EINVAL;
+	}
+	ret = control_token_load(token_file, &tok, err, errlen);
+	if (ret)
+		return ret;
+	fd = tcp_socket(host, port, false);
+	if (fd < 0) {
+		explicit_bzero(&tok, sizeof(tok));
+		snprintf(err, errlen, "%s: %s", addr, strerror(-fd));
+		return fd;
+	}
+	/* The handshake is bounded; the caller sets its own timeouts afterwards. */
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	ret = control_auth_client(fd, &lb, &tok, err, errlen);
+	explicit_bzero(&tok, sizeof(tok));
+	control_linebuf_free(&lb);
+	if (ret) {
+		close(fd);
+		return ret;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof(none));
+	return fd;
 }
 
 int control_connect(const char *path)
@@ -1034,12 +1199,20 @@ void control_linebuf_free(struct control_linebuf *lb)
 int control_client_main(int argc, char **argv)
 {
 	const char *name = argc > 0 ? argv[0] : "kumo ctl";
+	const char *token = NULL;
 	struct control_linebuf lb = { 0 };
 	struct json_object *req, *args;
+	char err[ERRLEN];
 	size_t linelen;
 	bool events;
 	int fd, ret = 1;
 
+	if (argc >= 3 && !strcmp(argv[1], "--token")) {
+		token = argv[2];
+		argv += 2;
+		argc -= 2;
+		argv[0] = (char *)name;
+	}
 	if (argc < 3 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))
 		return ctl_usage(name);
 	events = !strcmp(argv[2], "events");
@@ -1063,9 +1236,9 @@ int control_client_main(int argc, char **argv)
 	}
 	json_object_object_add(req, "args", args);
 
-	fd = control_connect(argv[1]);
+	fd = control_connect_auth(argv[1], token, err, sizeof(err));
 	if (fd < 0) {
-		fprintf(stderr, "%s: %s: %s\n", name, argv[1], strerror(-fd));
+		fprintf(stderr, "%s: %s\n", name, err);
 		goto out_req;
 	}
 	ret = control_send(fd, req);

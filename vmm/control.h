@@ -37,6 +37,15 @@ struct control_verb {
  */
 int control_start(struct control_server **out, const char *path, const struct control_verb *verbs,
 		  size_t nverbs, void *opaque) __attribute__((warn_unused_result));
+/*
+ * The same, where path may also be "tcp:ADDR:PORT": then token_file (mode 0600, see
+ * vmm/control-auth.h) is required (-EINVAL without one), and every connection must answer the
+ * server's challenge with it before any verb; a wrong or missing answer is refused, logged and
+ * closed. token_file is ignored for a Unix socket.
+ */
+int control_start_auth(struct control_server **out, const char *path, const char *token_file,
+		       const struct control_verb *verbs, size_t nverbs, void *opaque)
+	__attribute__((warn_unused_result));
 /* Stops the thread (waiting for a running verb), flushes what it can, unlinks the socket.
  * Not from a verb. NULL is a no-op. */
 void control_stop(struct control_server *srv);
@@ -113,6 +122,11 @@ struct control_linebuf {
 	size_t cap, have, consumed;
 };
 int control_connect(const char *path);
+/*
+ * A Unix path (as control_connect) or tcp:HOST:PORT, authenticated with token_file there
+ * (control-auth.h). A connected fd, or -errno with a message in err.
+ */
+int control_connect_auth(const char *addr, const char *token_file, char *err, size_t errlen);
 int control_send(int fd, struct json_object *msg);
 int control_getline(int fd, struct control_linebuf *lb, size_t *linelen);
 void control_linebuf_free(struct control_linebuf *lb);

@@ -205,7 +205,7 @@ static int cmd_run(int argc, char **argv)
 		}
 		if (!cfg.restart_on_reboot)
 			vm_boot_free(&boot);	/* in guest RAM now; kept only for a restart */
-		if (cfg.control && vm_control_start(&vm, cfg.control) < 0) {
+		if (cfg.control && vm_control_start_auth(&vm, cfg.control, opts.control_token) < 0) {
 			vm_destroy(&vm);
 			status = KUMO_EXIT_USAGE;
 			break;
@@ -229,7 +229,7 @@ static int cmd_run(int argc, char **argv)
 }
 
 static const char relay_usage[] =
-	"usage: kumo relay --agent-socket PATH --control PATH\n"
+	"usage: kumo relay --agent-socket PATH --control PATH|tcp:ADDR:PORT [--control-token FILE]\n"
 	"  Relays a guest agent whose port another VMM serves on a Unix socket (QEMU:\n"
 	"  -chardev socket,path=PATH,server=on,wait=off + virtserialport name=org.kumo.agent)\n"
 	"  through a control socket with the verbs agent and agent-stats, as kumo run --agent\n"
@@ -265,11 +265,12 @@ static int cmd_relay(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "agent-socket", required_argument, NULL, 'a' },
 		{ "control", required_argument, NULL, 'c' },
+		{ "control-token", required_argument, NULL, 't' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct sigaction sa = { .sa_handler = on_signal };
-	const char *agent = NULL, *ctl = NULL;
+	const char *agent = NULL, *ctl = NULL, *token = NULL;
 	struct agent_relay *relay = NULL, *r;
 	struct control_server *srv = NULL;
 	sigset_t mask, old;
@@ -280,6 +281,7 @@ static int cmd_relay(int argc, char **argv)
 		switch (c) {
 		case 'a': agent = optarg; break;
 		case 'c': ctl = optarg; break;
+		case 't': token = optarg; break;
 		case 'h': fputs(relay_usage, stdout); return 0;
 		default: fputs(relay_usage, stderr); return KUMO_EXIT_USAGE;
 		}
@@ -298,8 +300,8 @@ static int cmd_relay(int argc, char **argv)
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGHUP, &sa, NULL);
-	ret = control_start(&srv, ctl, relay_verbs, sizeof(relay_verbs) / sizeof(relay_verbs[0]),
-			    &relay);
+	ret = control_start_auth(&srv, ctl, token, relay_verbs,
+				 sizeof(relay_verbs) / sizeof(relay_verbs[0]), &relay);
 	if (ret < 0) {
 		pr_err("control socket %s: %s", ctl, strerror(-ret));
 		return KUMO_EXIT_ERROR;
@@ -324,7 +326,8 @@ static void usage(FILE *f)
 {
 	fputs("usage: kumo COMMAND [ARGS]\n"
 	      "  run     run a VM (kumo run --help)\n"
-	      "  ctl     talk to a VM's control socket: kumo ctl PATH VERB [key=value ...]\n"
+	      "  ctl     talk to a VM's control socket: kumo ctl [--token FILE] PATH|tcp:HOST:PORT\n"
+	      "          VERB [key=value ...]\n"
 	      "  relay   relay another VMM's guest agent port over a control socket (--help)\n"
 	      "  coord   the coordinator: sample VMMs and run policies (--help)\n", f);
 }

@@ -426,8 +426,13 @@ static void relay_emit(void *opaque, const char *name, struct json_object *data)
 
 int vm_control_start(struct vm *vm, const char *path)
 {
-	int ret = control_start(&vm->ctl, path, vm_verbs, sizeof(vm_verbs) / sizeof(vm_verbs[0]),
-				vm);
+	return vm_control_start_auth(vm, path, NULL);
+}
+
+int vm_control_start_auth(struct vm *vm, const char *path, const char *token_file)
+{
+	int ret = control_start_auth(&vm->ctl, path, token_file, vm_verbs,
+				     sizeof(vm_verbs) / sizeof(vm_verbs[0]), vm);
 
 	if (ret < 0) {
 		pr_err("control socket %s: %s", path, strerror(-ret));
