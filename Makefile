@@ -55,6 +55,7 @@ OBJS += sched/stats.o
 OBJS += sched/coord.o
 OBJS += sched/policy-margin.o
 OBJS += sched/policy-cpu-priority.o
+OBJS += sched/policy-exclusive.o
 
 MAIN_OBJS := vmm/main.o
 

@@ -811,6 +811,7 @@ const struct sched_policy *const sched_builtin_policies[] = {
 	&sched_policy_margin,
 	&sched_policy_cpu_priority,
 	&sched_policy_cpu_weight,
+	&sched_policy_exclusive,
 	NULL,
 };
 
@@ -825,7 +826,7 @@ const struct sched_policy *coord_find_policy(const char *name, void **handle, ch
 			if (!strcmp(sched_builtin_policies[i]->name, name))
 				return sched_builtin_policies[i];
 		snprintf(err, errlen, "unknown policy '%s' (built in: margin, cpu-priority, "
-			 "cpu-weight; or ./file.so)", name);
+			 "cpu-weight, exclusive; or ./file.so)", name);
 		return NULL;
 	}
 	*handle = dlopen(name, RTLD_NOW | RTLD_LOCAL);
@@ -858,8 +859,8 @@ static const char coord_usage[] =
 	"                  [--host-mem SIZE] [--duration SECONDS] [--token FILE]\n"
 	"  --vm SOCKET      a VMM's control socket (kumo run --control): a Unix path or\n"
 	"                   tcp:HOST:PORT; repeat for more VMs\n"
-	"  --policy LIST    built-in policies (margin, cpu-priority, cpu-weight) or shared\n"
-	"                   objects (./my.so), comma-separated\n"
+	"  --policy LIST    built-in policies (margin, cpu-priority, cpu-weight, exclusive)\n"
+	"                   or shared objects (./my.so), comma-separated\n"
 	"  --log FILE       JSON-lines log of every sample and action (default: stdout)\n"
 	"  --host-mem SIZE  what the VMs' memory targets may add up to (default: MemTotal)\n"
 	"  --duration S     stop after S seconds (default: until SIGINT/SIGTERM)\n"

@@ -10,6 +10,7 @@
 extern const struct sched_policy sched_policy_margin;
 extern const struct sched_policy sched_policy_cpu_priority;
 extern const struct sched_policy sched_policy_cpu_weight;
+extern const struct sched_policy sched_policy_exclusive;
 
 /* NULL-terminated list of the built-in policies. */
 extern const struct sched_policy *const sched_builtin_policies[];
@@ -92,5 +93,35 @@ void cpuprio_step(const struct cpuprio_params *p, double load1, int cpus,
 		  const struct cpuprio_vm *vms, int n, struct cpuprio_decision *d);
 /* cgroup v2 cpu.weight for a level: 100 at 0, 1.25x per step as the kernel's nice weights. */
 int cpuprio_weight(int level);
+
+/*
+ * exclusive (paper 004): disjoint pCPU shares. excl_assign gives each of n VMs at least one
+ * of ncpus host CPUs, the rest by demand (CPUs used), at most one per vCPU, cut in node order
+ * (cpu_node[c] is CPU c's node) in VM order: out[i] is VM i's CPU mask. 0, -EAGAIN (a VM
+ * without fresh figures: hold), -ENOSPC (more VMs than CPUs) or -EINVAL.
+ */
+#define EXCL_MAX_CPUS	64
+#define EXCL_MAX_VMS	64
+struct excl_params {
+	double min_demand;		/* demand below this counts as this (CPUs) */
+};
+extern const struct excl_params excl_defaults;
+
+struct excl_vm {
+	bool ok;
+	int vcpus;
+	double demand;			/* CPUs its vCPU threads used over the last period */
+};
+
+int excl_assign(const struct excl_params *p, const int *cpu_node, int ncpus,
+		const struct excl_vm *vms, int n, uint64_t *out);
+/*
+ * Where a VM's vCPUs go within its share: pin[v] the pCPU of vCPU v, or -1 for a vCPU to park
+ * (its bit set in *parked). A VM with as many vCPUs as the host has CPUs (--numa full) keeps
+ * vCPU c on pCPU c; another runs its first vCPUs on its pCPUs in order.
+ */
+void excl_layout(uint64_t share, int vcpus, int ncpus, int *pin, uint64_t *parked);
+/* A CPU mask as a list ("0-3,6"). 0 or -ENOSPC. */
+int excl_cpulist(uint64_t mask, char *buf, size_t size);
 
 #endif
