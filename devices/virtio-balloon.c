@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "devices/dev.h"
 #include "devices/virtio-balloon.h"
 #include "devices/virtio.h"
 #include "mm/mem.h"
@@ -32,8 +33,7 @@
 #define STATS_BUF_MAX (1024 * BALLOON_STAT_ENTRY_SIZE)	/* entries beyond are not read */
 #define PFN_CHUNK 4096					/* bytes of PFNs copied at a time */
 
-enum { EV_STOP = 1, EV_KICK, EV_REQ, EV_TIMER };
-#define EV_TAG(kind, idx) (((uint64_t)(kind) << 32) | (uint32_t)(idx))
+enum { EV_REQ = 1, EV_TIMER };	/* the balloon's own fds on its worker */
 
 #define REQ_STATS 1u
 
@@ -45,10 +45,8 @@ struct balloon {
 	/* config space (atomics) */
 	uint32_t num_pages, actual, cmd_id, poison_val;
 	int qidx[BALLOON_Q_NR];		/* by role under the negotiated features, -1 = none */
-	int epfd, stop_fd, req_fd, timer_fd;
+	int req_fd, timer_fd;
 	unsigned int req;		/* REQ_* bits (atomic) */
-	pthread_t thread;
-	int running;			/* atomic for readers */
 	struct virtq_elem elem;		/* I/O thread scratch */
 	uint8_t *scratch;		/* PFN / stats bytes, STATS_BUF_MAX */
 	int stats_held;			/* the guest's stats buffer is with us (I/O thread) */
@@ -407,12 +405,6 @@ static void handle_queue(struct balloon *b, unsigned int q)
 		serve_reporting(b);
 }
 
-static void serve_all(struct balloon *b)
-{
-	for (unsigned int q = 0; q < b->vdev.nqueues; q++)
-		handle_queue(b, q);
-}
-
 static void drain(int fd)
 {
 	uint64_t v;
@@ -421,41 +413,24 @@ static void drain(int fd)
 		v = 0;
 }
 
-static void *io_thread(void *arg)
+/* ---- on the device's worker ---- */
+
+static void balloon_queue_notify(struct virtio_dev *vdev, unsigned int q)
 {
-	struct balloon *b = arg;
-	struct epoll_event evs[8];
+	handle_queue(to_balloon(vdev), q);
+}
 
-	serve_all(b);	/* whatever the driver queued before DRIVER_OK */
-	for (;;) {
-		int n = epoll_wait(b->epfd, evs, 8, -1);
+static void balloon_fd_ready(struct virtio_dev *vdev, uint32_t tag, uint32_t events)
+{
+	struct balloon *b = to_balloon(vdev);
 
-		if (n < 0 && errno != EINTR) {
-			pr_err("virtio-balloon: epoll_wait: %s", strerror(errno));
-			return NULL;
-		}
-		for (int i = 0; i < n; i++) {
-			unsigned int kind = evs[i].data.u64 >> 32, idx = (uint32_t)evs[i].data.u64;
-
-			switch (kind) {
-			case EV_STOP:
-				return NULL;
-			case EV_KICK:
-				drain(b->vdev.kick_fd[idx]);
-				handle_queue(b, idx);
-				break;
-			case EV_TIMER:
-				drain(b->timer_fd);
-				stats_return(b);
-				break;
-			case EV_REQ:
-				drain(b->req_fd);
-				if (__atomic_fetch_and(&b->req, ~REQ_STATS, __ATOMIC_ACQ_REL) &
-				    REQ_STATS)
-					stats_return(b);
-				break;
-			}
-		}
+	if (tag == EV_TIMER) {
+		drain(b->timer_fd);
+		stats_return(b);
+	} else if (tag == EV_REQ) {
+		drain(b->req_fd);
+		if (__atomic_fetch_and(&b->req, ~REQ_STATS, __ATOMIC_ACQ_REL) & REQ_STATS)
+			stats_return(b);
 	}
 }
 
@@ -537,23 +512,7 @@ static void map_queues(struct balloon *b)
 
 static int balloon_activate(struct virtio_dev *vdev)
 {
-	struct balloon *b = to_balloon(vdev);
-	sigset_t all, old;
-	int r;
-
-	if (b->running)
-		return 0;
-	map_queues(b);
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	r = pthread_create(&b->thread, NULL, io_thread, b);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (r) {
-		pr_err("virtio-balloon: cannot start its thread: %s", strerror(r));
-		return -r;
-	}
-	pthread_setname_np(b->thread, "kumo-balloon");
-	__atomic_store_n(&b->running, 1, __ATOMIC_RELEASE);
+	map_queues(to_balloon(vdev));
 	return 0;
 }
 
@@ -566,15 +525,7 @@ static int clear_run(void *opaque, uint64_t gpa, uint64_t len)
 static void balloon_reset(struct virtio_dev *vdev)
 {
 	struct balloon *b = to_balloon(vdev);
-	uint64_t one = 1;
 
-	if (b->running) {
-		if (write(b->stop_fd, &one, sizeof(one)) < 0)
-			pr_err("virtio-balloon: cannot stop its thread: %s", strerror(errno));
-		pthread_join(b->thread, NULL);
-		drain(b->stop_fd);
-		__atomic_store_n(&b->running, 0, __ATOMIC_RELEASE);
-	}
 	/* A new driver starts with an empty balloon: every page is the guest's again. */
 	for (int s = MM_PAGE_BALLOONED; s < MM_PAGE_NR_STATES; s++)
 		mm_pagestate_for_each_run(b->ps, s, clear_run, b->ps);
@@ -589,6 +540,129 @@ static void balloon_reset(struct virtio_dev *vdev)
 		b->qidx[r] = -1;
 }
 
+/* Quiesce: the stats buffer we hold goes back to its ring (it is the last one popped). */
+static void balloon_drain(struct virtio_dev *vdev)
+{
+	struct balloon *b = to_balloon(vdev);
+	int q = b->qidx[BALLOON_Q_STATS];
+
+	if (b->stats_held && q >= 0)
+		virtq_unpop(&vdev->vqs[q]);
+	b->stats_held = 0;
+}
+
+/* Saved as "balloon": the config words and the hinting session. */
+struct balloon_state {
+	uint32_t num_pages, actual, cmd_id, poison_val;
+	uint32_t next_cmd_id, hint_active;
+};
+_Static_assert(sizeof(struct balloon_state) == 24, "balloon state layout");
+
+/* Saved as "balloon-pages": every page not present, as runs (gpa, len, state). */
+struct balloon_run {
+	uint64_t gpa, len;
+	uint32_t state, pad;
+};
+_Static_assert(sizeof(struct balloon_run) == 24, "balloon run layout");
+#define BALLOON_MAX_RUNS (1u << 22)
+
+struct runs {
+	struct balloon_run *r;
+	size_t n, cap;
+	uint32_t state;
+};
+
+static int add_run(void *opaque, uint64_t gpa, uint64_t len)
+{
+	struct runs *rs = opaque;
+
+	if (rs->n == rs->cap) {
+		size_t cap = rs->cap ? 2 * rs->cap : 256;
+		struct balloon_run *r = cap <= BALLOON_MAX_RUNS ?
+					realloc(rs->r, cap * sizeof(*r)) : NULL;
+
+		if (!r)
+			return -ENOMEM;
+		rs->r = r;
+		rs->cap = cap;
+	}
+	rs->r[rs->n++] = (struct balloon_run){ .gpa = gpa, .len = len, .state = rs->state };
+	return 0;
+}
+
+static int balloon_save(struct virtio_dev *vdev, const struct dev_state_out *out)
+{
+	struct balloon *b = to_balloon(vdev);
+	struct balloon_state st = {
+		.num_pages = ld32(&b->num_pages), .actual = ld32(&b->actual),
+		.cmd_id = ld32(&b->cmd_id), .poison_val = ld32(&b->poison_val),
+	};
+	struct runs rs = { 0 };
+	int ret = 0;
+
+	pthread_mutex_lock(&b->hlock);
+	st.next_cmd_id = b->next_cmd_id;
+	st.hint_active = b->hint_active;
+	for (int s = MM_PAGE_BALLOONED; !ret && s < MM_PAGE_NR_STATES; s++) {
+		rs.state = (uint32_t)s;
+		ret = mm_pagestate_for_each_run(b->ps, s, add_run, &rs);
+	}
+	pthread_mutex_unlock(&b->hlock);
+	if (!ret)
+		ret = dev_put(out, "balloon", &st, sizeof(st));
+	if (!ret)
+		ret = dev_put(out, "balloon-pages", rs.r, rs.n * sizeof(rs.r[0]));
+	free(rs.r);
+	return ret;
+}
+
+static int balloon_load(struct virtio_dev *vdev, const struct dev_state_in *in)
+{
+	struct balloon *b = to_balloon(vdev);
+	const struct balloon_run *r;
+	struct balloon_state st;
+	const void *p;
+	size_t len, n;
+	int ret;
+
+	ret = dev_get(in, "balloon", &st, sizeof(st));
+	if (!ret)
+		ret = in->get_var(in->opaque, "balloon-pages", &p, &len,
+				  (size_t)BALLOON_MAX_RUNS * sizeof(*r));
+	if (ret)
+		return ret;
+	if (len % sizeof(*r) || (uint64_t)st.actual > b->m->ram_size / PAGE ||
+	    (st.next_cmd_id < VIRTIO_BALLOON_CMD_ID_MIN)) {
+		pr_err("state: virtio-balloon: inconsistent balloon state");
+		return -EINVAL;
+	}
+	r = p;
+	n = len / sizeof(*r);
+	for (size_t i = 0; i < n; i++)
+		if (r[i].state < MM_PAGE_BALLOONED || r[i].state >= MM_PAGE_NR_STATES ||
+		    !r[i].len || (r[i].gpa | r[i].len) & (PAGE - 1) ||
+		    !mm_range_is_ram(b->m, r[i].gpa, r[i].len)) {
+			pr_err("state: virtio-balloon: page run %zu (%#" PRIx64 ", %#" PRIx64
+			       ", state %u) is not guest RAM", i, r[i].gpa, r[i].len, r[i].state);
+			return -EINVAL;
+		}
+	for (size_t i = 0; i < n; i++) {
+		ret = mm_pagestate_set(b->ps, r[i].gpa, r[i].len, (enum mm_page_state)r[i].state);
+		if (ret)
+			return ret;
+	}
+	st32(&b->num_pages, st.num_pages);
+	st32(&b->actual, st.actual);
+	st32(&b->cmd_id, st.cmd_id);
+	st32(&b->poison_val, st.poison_val);
+	pthread_mutex_lock(&b->hlock);
+	b->next_cmd_id = st.next_cmd_id;
+	b->hint_active = st.hint_active;
+	pthread_mutex_unlock(&b->hlock);
+	map_queues(b);
+	return 0;
+}
+
 static const struct virtio_dev_ops balloon_ops = {
 	.name = "virtio-balloon",
 	.device_id = VIRTIO_ID_BALLOON,
@@ -601,16 +675,14 @@ static const struct virtio_dev_ops balloon_ops = {
 	.config_write = balloon_config_write,
 	.activate = balloon_activate,
 	.reset = balloon_reset,
+	.queue_notify = balloon_queue_notify,
+	.fd_ready = balloon_fd_ready,
+	.drain = balloon_drain,
+	.save = balloon_save,
+	.load = balloon_load,
 };
 
 /* ---- create / destroy ---- */
-
-static int epoll_add(int epfd, int fd, uint64_t tag)
-{
-	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = tag };
-
-	return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
-}
 
 int virtio_balloon_create(const struct dev_env *env, struct guest_mem *m,
 			  const struct balloon_options *o, struct virtio_dev **out)
@@ -627,7 +699,7 @@ int virtio_balloon_create(const struct dev_env *env, struct guest_mem *m,
 	b->opt = *o;
 	if (b->opt.stats_period)
 		b->opt.stats = 1;
-	b->epfd = b->stop_fd = b->req_fd = b->timer_fd = -1;
+	b->req_fd = b->timer_fd = -1;
 	b->next_cmd_id = VIRTIO_BALLOON_CMD_ID_MIN;
 	for (int i = 0; i < BALLOON_Q_NR; i++)
 		b->qidx[i] = -1;
@@ -644,18 +716,12 @@ int virtio_balloon_create(const struct dev_env *env, struct guest_mem *m,
 	r = virtio_dev_init(&b->vdev, &balloon_ops, env, b);
 	if (r)
 		goto err_free;
-	b->epfd = epoll_create1(EPOLL_CLOEXEC);
-	b->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	b->req_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (b->epfd < 0 || b->stop_fd < 0 || b->req_fd < 0) {
+	if (b->req_fd < 0) {
 		r = -errno;
 		goto err_fds;
 	}
-	r = epoll_add(b->epfd, b->stop_fd, EV_TAG(EV_STOP, 0));
-	if (!r)
-		r = epoll_add(b->epfd, b->req_fd, EV_TAG(EV_REQ, 0));
-	for (unsigned int q = 0; !r && q < b->vdev.nqueues; q++)
-		r = epoll_add(b->epfd, b->vdev.kick_fd[q], EV_TAG(EV_KICK, q));
+	r = virtio_dev_watch(&b->vdev, b->req_fd, EPOLLIN, EV_REQ);
 	if (!r && b->opt.stats_period) {
 		struct itimerspec its = {
 			.it_interval.tv_sec = b->opt.stats_period,
@@ -666,7 +732,7 @@ int virtio_balloon_create(const struct dev_env *env, struct guest_mem *m,
 		if (b->timer_fd < 0 || timerfd_settime(b->timer_fd, 0, &its, NULL) < 0)
 			r = -errno;
 		else
-			r = epoll_add(b->epfd, b->timer_fd, EV_TAG(EV_TIMER, 0));
+			r = virtio_dev_watch(&b->vdev, b->timer_fd, EPOLLIN, EV_TIMER);
 	}
 	if (r)
 		goto err_fds;
@@ -676,13 +742,9 @@ int virtio_balloon_create(const struct dev_env *env, struct guest_mem *m,
 err_fds:
 	if (b->timer_fd >= 0)
 		close(b->timer_fd);
+	virtio_dev_exit(&b->vdev);
 	if (b->req_fd >= 0)
 		close(b->req_fd);
-	if (b->stop_fd >= 0)
-		close(b->stop_fd);
-	if (b->epfd >= 0)
-		close(b->epfd);
-	virtio_dev_exit(&b->vdev);
 err_free:
 	free(b->scratch);
 	pthread_mutex_destroy(&b->slock);
@@ -698,13 +760,11 @@ void virtio_balloon_destroy(struct virtio_dev *vdev)
 	if (!vdev)
 		return;
 	b = to_balloon(vdev);
+	virtio_dev_exit(vdev);	/* stops the worker */
 	balloon_reset(vdev);
 	if (b->timer_fd >= 0)
 		close(b->timer_fd);
 	close(b->req_fd);
-	close(b->stop_fd);
-	close(b->epfd);
-	virtio_dev_exit(vdev);
 	free(b->scratch);
 	pthread_mutex_destroy(&b->slock);
 	pthread_mutex_destroy(&b->hlock);
@@ -753,7 +813,7 @@ int virtio_balloon_request_stats(struct virtio_dev *vdev)
 	uint64_t one = 1;
 
 	if (!virtio_has_feature(vdev, VIRTIO_BALLOON_F_STATS_VQ) ||
-	    !__atomic_load_n(&b->running, __ATOMIC_ACQUIRE))
+	    !virtio_dev_running(vdev))
 		return -ENODEV;
 	__atomic_fetch_or(&b->req, REQ_STATS, __ATOMIC_ACQ_REL);
 	if (write(b->req_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
@@ -835,7 +895,7 @@ int virtio_balloon_queue(struct virtio_dev *vdev, enum balloon_queue role)
 
 	if ((unsigned int)role >= BALLOON_Q_NR)
 		return -1;
-	if (!b->running)
+	if (!virtio_dev_running(vdev))
 		map_queues(b);	/* before activation: what the current features would give */
 	return b->qidx[role];
 }

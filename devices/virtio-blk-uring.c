@@ -1,26 +1,22 @@
 /*
- * virtio-blk I/O thread: one per disk, one io_uring for everything. The thread sleeps in
- * io_uring_submit_and_wait(); the guest's doorbell (kick eventfd) and the stop eventfd are
- * POLL_ADD requests on the same ring, so a single syscall submits new I/O and waits for
- * whichever comes first. Reads and writes go straight to the guest's buffers.
+ * virtio-blk I/O on io_uring, one ring per disk, driven from the device's virtio worker
+ * (devices/virtio.c): a kick takes every available request while slots are free and submits
+ * them; completions signal an eventfd the worker watches. Reads and writes go straight to the
+ * guest's buffers. Quiesce waits for what is in flight and hands it to the guest; reset waits
+ * for it and hands nothing back.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <liburing.h>
-#include <poll.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "devices/virtio-blk.h"
 #include "vmm/devenv.h"
 #include "vmm/log.h"
-
-#define TAG_KICK 1
-#define TAG_STOP 2
 
 /* One request in flight; it has at most one SQE outstanding at a time. */
 struct blk_io {
@@ -36,10 +32,8 @@ struct blk_io {
 struct blk_uring {
 	struct virtio_blk *b;
 	struct io_uring ring;
-	pthread_t thread;
-	int stop_fd;
+	int cq_fd;		/* eventfd io_uring signals on every completion */
 	int stopping;
-	int kick_armed;
 	int dirty;		/* used entries pushed since the last notification check */
 	unsigned int inflight;
 	struct blk_io *free;
@@ -56,16 +50,6 @@ static struct io_uring_sqe *get_sqe(struct blk_uring *u)
 		sqe = io_uring_get_sqe(&u->ring);
 	}
 	return sqe;
-}
-
-static void arm_poll(struct blk_uring *u, int fd, uint64_t tag)
-{
-	struct io_uring_sqe *sqe = get_sqe(u);
-
-	if (!sqe)
-		return;
-	io_uring_prep_poll_add(sqe, fd, POLLIN);
-	io_uring_sqe_set_data64(sqe, tag);
 }
 
 static void io_free(struct blk_uring *u, struct blk_io *io)
@@ -353,7 +337,7 @@ static void process_queue(struct blk_uring *u)
 	}
 }
 
-static void reap(struct blk_uring *u, int *kicked)
+static void reap(struct blk_uring *u)
 {
 	struct io_uring_cqe *cqe;
 	unsigned int head, n = 0;
@@ -362,65 +346,71 @@ static void reap(struct blk_uring *u, int *kicked)
 		uint64_t tag = io_uring_cqe_get_data64(cqe);
 
 		n++;
-		if (tag == TAG_KICK) {
-			u->kick_armed = 0;
-			*kicked = 1;
-		} else if (tag == TAG_STOP) {
-			u->stopping = 1;
-		} else if (tag) {
+		if (tag)
 			io_complete(u, (struct blk_io *)(uintptr_t)tag, cqe->res);
-		}
 	}
 	io_uring_cq_advance(&u->ring, n);
 }
 
-static void *blk_thread(void *arg)
+/* Submit what was prepared and interrupt the guest for what was used. */
+static void flush(struct blk_uring *u)
 {
-	struct blk_uring *u = arg;
-	struct virtio_dev *vdev = &u->b->vdev;
-	int kick_fd = vdev->kick_fd[0];
-	sigset_t all;
+	int ret = io_uring_submit(&u->ring);
+
+	if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY)
+		pr_err_ratelimited("disk %s: io_uring: %s", u->b->path, strerror(-ret));
+	if (u->dirty) {
+		u->dirty = 0;
+		virtio_notify(&u->b->vdev, 0);
+	}
+}
+
+void blk_uring_kick(struct virtio_blk *b)
+{
+	struct blk_uring *u = b->io;
+
+	if (!u)
+		return;
+	process_queue(u);
+	flush(u);
+}
+
+void blk_uring_complete(struct virtio_blk *b)
+{
+	struct blk_uring *u = b->io;
 	uint64_t v;
 
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, NULL);
-	arm_poll(u, u->stop_fd, TAG_STOP);
-	arm_poll(u, kick_fd, TAG_KICK);
-	u->kick_armed = 1;
-	process_queue(u);	/* the driver may have queued requests before DRIVER_OK */
-	while (!u->stopping) {
-		int kicked = 0, ret;
+	if (!u)
+		return;
+	if (read(u->cq_fd, &v, sizeof(v)) < 0)
+		v = 0;
+	reap(u);
+	process_queue(u);	/* requests that waited for a free slot */
+	flush(u);
+}
 
-		if (u->dirty) {
-			u->dirty = 0;
-			virtio_notify(vdev, 0);
-		}
-		ret = io_uring_submit_and_wait(&u->ring, 1);
-		if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY) {
-			pr_err("disk %s: io_uring: %s", u->b->path, strerror(-ret));
-			break;
-		}
-		reap(u, &kicked);
-		if (u->stopping)
-			break;
-		if (kicked && read(kick_fd, &v, sizeof(v)) < 0)
-			v = 0;
-		process_queue(u);
-		if (!u->kick_armed) {
-			arm_poll(u, kick_fd, TAG_KICK);
-			u->kick_armed = 1;
-		}
-	}
-	/* Reset: wait for the I/O in flight; it may still write guest buffers until then. */
-	u->stopping = 1;
+/* Wait until nothing is in flight; with stopping set, nothing goes to the guest. */
+static void wait_inflight(struct blk_uring *u)
+{
 	while (u->inflight) {
-		int dummy = 0, ret = io_uring_submit_and_wait(&u->ring, 1);
+		int ret = io_uring_submit_and_wait(&u->ring, 1);
 
-		if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY)
+		if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY) {
+			pr_err("disk %s: io_uring while draining: %s", u->b->path, strerror(-ret));
 			break;
-		reap(u, &dummy);
+		}
+		reap(u);
 	}
-	return NULL;
+}
+
+void blk_uring_drain(struct virtio_blk *b)
+{
+	struct blk_uring *u = b->io;
+
+	if (!u)
+		return;
+	wait_inflight(u);
+	flush(u);
 }
 
 int blk_uring_start(struct virtio_blk *b)
@@ -434,51 +424,47 @@ int blk_uring_start(struct virtio_blk *b)
 	if (!u)
 		return -ENOMEM;
 	u->b = b;
-	u->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (u->stop_fd < 0) {
+	u->cq_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (u->cq_fd < 0) {
 		ret = -errno;
 		goto err_free;
 	}
-	/*
-	 * One SQE per request slot plus the two polls. Completions are only looked at when the
-	 * thread waits, so they need not interrupt it (COOP_TASKRUN, 5.19+).
-	 */
-	ret = io_uring_queue_init(VIRTIO_BLK_QUEUE_SIZE * 2, &u->ring, IORING_SETUP_COOP_TASKRUN);
-	if (ret == -EINVAL)
-		ret = io_uring_queue_init(VIRTIO_BLK_QUEUE_SIZE * 2, &u->ring, 0);
+	/* One SQE per request slot. Completions wake the device's worker through cq_fd. */
+	ret = io_uring_queue_init(VIRTIO_BLK_QUEUE_SIZE * 2, &u->ring, 0);
 	if (ret)
 		goto err_efd;
-	for (int i = VIRTIO_BLK_QUEUE_SIZE - 1; i >= 0; i--)
-		io_free(u, &u->ios[i]);
-	ret = -pthread_create(&u->thread, NULL, blk_thread, u);
+	ret = io_uring_register_eventfd(&u->ring, u->cq_fd);
+	if (!ret)
+		ret = virtio_dev_watch(&b->vdev, u->cq_fd, EPOLLIN, 0);
 	if (ret)
 		goto err_ring;
-	pthread_setname_np(u->thread, "kumo-blk");
+	for (int i = VIRTIO_BLK_QUEUE_SIZE - 1; i >= 0; i--)
+		io_free(u, &u->ios[i]);
 	b->io = u;
 	return 0;
 
 err_ring:
 	io_uring_queue_exit(&u->ring);
 err_efd:
-	close(u->stop_fd);
+	close(u->cq_fd);
 err_free:
 	free(u);
-	pr_err("disk %s: cannot start the I/O thread: %s", b->path, strerror(-ret));
+	pr_err("disk %s: cannot set up io_uring: %s", b->path, strerror(-ret));
 	return ret;
 }
 
 void blk_uring_stop(struct virtio_blk *b)
 {
 	struct blk_uring *u = b->io;
-	uint64_t one = 1;
 
 	if (!u)
 		return;
-	if (write(u->stop_fd, &one, sizeof(one)) < 0)
-		pr_err("disk %s: cannot stop the I/O thread", b->path);
-	pthread_join(u->thread, NULL);
+	virtio_dev_unwatch(&b->vdev, u->cq_fd);
+	/* Reset: wait for the I/O in flight; it may still write guest buffers until then. */
+	u->stopping = 1;
+	wait_inflight(u);
 	io_uring_queue_exit(&u->ring);
-	close(u->stop_fd);
+	close(u->cq_fd);
 	free(u);
 	b->io = NULL;
 }

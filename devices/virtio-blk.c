@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <linux/fs.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -13,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "devices/dev.h"
 #include "devices/virtio-blk.h"
 #include "vmm/log.h"
 
@@ -251,6 +253,45 @@ static void blk_reset(struct virtio_dev *vdev)
 	blk_uring_stop(to_blk(vdev));
 }
 
+static void blk_queue_notify(struct virtio_dev *vdev, unsigned int q)
+{
+	blk_uring_kick(to_blk(vdev));
+}
+
+static void blk_fd_ready(struct virtio_dev *vdev, uint32_t tag, uint32_t events)
+{
+	blk_uring_complete(to_blk(vdev));
+}
+
+static void blk_drain(struct virtio_dev *vdev)
+{
+	blk_uring_drain(to_blk(vdev));
+}
+
+/* The disk's size is part of what the guest saw: a restore onto another size is refused. */
+static int blk_save(struct virtio_dev *vdev, const struct dev_state_out *out)
+{
+	uint64_t cap = to_blk(vdev)->cfg.capacity;
+
+	return dev_put(out, "blk-capacity", &cap, sizeof(cap));
+}
+
+static int blk_load(struct virtio_dev *vdev, const struct dev_state_in *in)
+{
+	struct virtio_blk *b = to_blk(vdev);
+	uint64_t cap;
+	int ret = dev_get(in, "blk-capacity", &cap, sizeof(cap));
+
+	if (ret)
+		return ret;
+	if (cap != b->cfg.capacity) {
+		pr_err("state: disk %s: %" PRIu64 " sectors, the state has %" PRIu64, b->path,
+		       (uint64_t)b->cfg.capacity, cap);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 static const struct virtio_dev_ops blk_ops = {
 	.name = "virtio-blk",
 	.device_id = VIRTIO_ID_BLOCK,
@@ -263,6 +304,11 @@ static const struct virtio_dev_ops blk_ops = {
 	.config_write = blk_config_write,
 	.activate = blk_activate,
 	.reset = blk_reset,
+	.queue_notify = blk_queue_notify,
+	.fd_ready = blk_fd_ready,
+	.drain = blk_drain,
+	.save = blk_save,
+	.load = blk_load,
 };
 
 static unsigned int ilog2u(uint32_t v)
@@ -407,8 +453,8 @@ void virtio_blk_destroy(struct virtio_dev *vdev)
 	if (!vdev)
 		return;
 	b = to_blk(vdev);
+	virtio_dev_exit(vdev);	/* stops the worker */
 	blk_uring_stop(b);
-	virtio_dev_exit(vdev);
 	if (b->fd != b->fd_buffered)
 		close(b->fd);
 	close(b->fd_buffered);

@@ -128,12 +128,19 @@ struct virtio_blk {
 	struct blk_options opts;
 	struct blk_limits lim;
 	struct virtio_blk_config cfg;
-	struct blk_uring *io;		/* the running I/O thread, NULL when stopped */
+	struct blk_uring *io;		/* the io_uring while active, NULL when stopped */
 	uint64_t stats_read_bytes, stats_write_bytes;
 };
 
-/* Start / stop the I/O thread of b (activate / reset). Stop waits for all in-flight I/O. */
+/*
+ * b's io_uring: start sets it up (activate), stop waits for all in-flight I/O and frees it
+ * (reset). On the device's worker: kick takes new requests, complete reaps completions;
+ * drain (quiesce, the worker stopped) finishes what is in flight and hands it to the guest.
+ */
 int blk_uring_start(struct virtio_blk *b);
 void blk_uring_stop(struct virtio_blk *b);
+void blk_uring_kick(struct virtio_blk *b);
+void blk_uring_complete(struct virtio_blk *b);
+void blk_uring_drain(struct virtio_blk *b);
 
 #endif

@@ -23,6 +23,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "devices/dev.h"
 #include "devices/virtio-console.h"
 #include "devices/virtio.h"
 #include "vmm/devenv.h"
@@ -34,10 +35,10 @@
 #define SINK_CHUNK 512		/* below PIPE_BUF: a write after POLLOUT does not block */
 #define SINK_RETRY_MS 20
 
-enum { EV_STOP = 1, EV_KICK, EV_LISTEN, EV_CLIENT };
+enum { EV_LISTEN = 1, EV_CLIENT };	/* the console's own fds on its worker */
 _Static_assert(sizeof(VIRTIO_CONSOLE_AGENT_NAME) <= 256, "PORT_NAME fits ctrl_flush's buffer");
 
-#define EV_TAG(kind, idx) (((uint64_t)(kind) << 32) | (uint32_t)(idx))
+#define EV_TAG(kind, idx) ((uint32_t)(kind) << 16 | (uint32_t)(idx))
 
 struct ctrl_msg {
 	uint32_t id;
@@ -68,9 +69,6 @@ struct console {
 	size_t buf_limit;
 	int multiport;
 	int session;			/* guest-side state was set up for this driver instance */
-	int epfd, stop_fd;
-	pthread_t thread;
-	int running;
 	struct virtq_elem tx_elem;	/* scratch for transmitq and control transmitq chains */
 	struct virtq_elem ctrl_elem;	/* scratch for control receiveq chains */
 	struct ctrl_msg *ctrl;		/* control messages waiting for a control receive buffer */
@@ -253,7 +251,7 @@ static void close_client(struct console *c, struct cport *p)
 	if (ioctl(p->client_fd, FIONREAD, &avail) == 0 && avail > 0)
 		pr_info("virtio-console: port %u: client gone, %d bytes it sent not delivered",
 			p->id, avail);
-	epoll_ctl(c->epfd, EPOLL_CTL_DEL, p->client_fd, NULL);
+	virtio_dev_unwatch(&c->vdev, p->client_fd);
 	close(p->client_fd);
 	p->client_fd = -1;
 	p->client_eof = 0;
@@ -512,12 +510,11 @@ static void ctrl_tx(struct console *c)
 		virtio_notify(&c->vdev, CTRL_TXQ);
 }
 
-/* ---- the I/O thread ---- */
+/* ---- on the device's worker ---- */
 
 static void accept_client(struct console *c, struct cport *p)
 {
-	struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET };
-	int fd;
+	int fd, ret;
 
 	fd = accept4(p->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 	if (fd < 0) {
@@ -533,9 +530,10 @@ static void accept_client(struct console *c, struct cport *p)
 		return;
 	}
 	close_client(c, p);	/* one that hung up and still had undelivered bytes */
-	ev.data.u64 = EV_TAG(EV_CLIENT, p->id);
-	if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
-		pr_warn_ratelimited("virtio-console: port %u: epoll: %s", p->id, strerror(errno));
+	ret = virtio_dev_watch(&c->vdev, fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+			       EV_TAG(EV_CLIENT, p->id));
+	if (ret) {
+		pr_warn_ratelimited("virtio-console: port %u: epoll: %s", p->id, strerror(-ret));
 		close(fd);
 		return;
 	}
@@ -613,47 +611,39 @@ static void serve_all(struct console *c)
 	}
 }
 
-static void *io_thread(void *arg)
+static void console_start(struct virtio_dev *vdev)
 {
-	struct console *c = arg;
-	struct epoll_event evs[16];
+	serve_all(to_console(vdev));	/* whatever the driver queued meanwhile */
+}
 
-	serve_all(c);	/* whatever the driver queued before DRIVER_OK */
-	for (;;) {
-		const struct cport *p0 = &c->ports[0];
-		int timeout = p0->client_fd < 0 && p0->sink_fd >= 0 &&
-			      p0->out_len != p0->out_head ? SINK_RETRY_MS : -1;
-		int n = epoll_wait(c->epfd, evs, 16, timeout);
+static void console_queue_notify(struct virtio_dev *vdev, unsigned int q)
+{
+	handle_queue(to_console(vdev), q);
+}
 
-		if (n < 0 && errno != EINTR) {
-			pr_err("virtio-console: epoll_wait: %s", strerror(errno));
-			return NULL;
-		}
-		for (int i = 0; i < n; i++) {
-			unsigned int kind = evs[i].data.u64 >> 32, idx = (uint32_t)evs[i].data.u64;
-			uint64_t cnt;
+static void console_fd_ready(struct virtio_dev *vdev, uint32_t tag, uint32_t events)
+{
+	struct console *c = to_console(vdev);
+	unsigned int kind = tag >> 16, idx = tag & 0xffff;
 
-			switch (kind) {
-			case EV_STOP:
-				return NULL;
-			case EV_KICK:
-				if (read(c->vdev.kick_fd[idx], &cnt, sizeof(cnt)) < 0 &&
-				    errno != EAGAIN)
-					pr_warn_ratelimited("virtio-console: kick %u: %s", idx,
-							    strerror(errno));
-				handle_queue(c, idx);
-				break;
-			case EV_LISTEN:
-				accept_client(c, &c->ports[idx]);
-				break;
-			case EV_CLIENT:
-				client_event(c, &c->ports[idx], evs[i].events);
-				break;
-			}
-		}
-		if (timeout >= 0)
-			flush_out(c, &c->ports[0]);
-	}
+	if (idx >= c->nr_ports)
+		return;
+	if (kind == EV_LISTEN)
+		accept_client(c, &c->ports[idx]);
+	else if (kind == EV_CLIENT)
+		client_event(c, &c->ports[idx], events);
+}
+
+/* Port 0's output to a sink that was full: retry every SINK_RETRY_MS while some is left. */
+static int console_idle(struct virtio_dev *vdev)
+{
+	struct console *c = to_console(vdev);
+	struct cport *p0 = &c->ports[0];
+
+	if (p0->client_fd >= 0 || p0->sink_fd < 0 || p0->out_len == p0->out_head)
+		return -1;
+	flush_out(c, p0);
+	return p0->out_len != p0->out_head ? SINK_RETRY_MS : -1;
 }
 
 /* ---- virtio_dev_ops ---- */
@@ -686,40 +676,14 @@ static void console_config_write(struct virtio_dev *vdev, uint32_t off, const vo
 
 static int console_activate(struct virtio_dev *vdev)
 {
-	struct console *c = to_console(vdev);
-	sigset_t all, old;
-	int r;
-
-	if (c->running)
-		return 0;
-	begin_session(c);
-	/* Signals belong to kumo's main thread; a write to a closed pipe gives EPIPE here. */
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	r = pthread_create(&c->thread, NULL, io_thread, c);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (r) {
-		pr_err("virtio-console: cannot start its thread: %s", strerror(r));
-		return -r;
-	}
-	pthread_setname_np(c->thread, "kumo-console");
-	c->running = 1;
+	begin_session(to_console(vdev));
 	return 0;
 }
 
 static void console_reset(struct virtio_dev *vdev)
 {
 	struct console *c = to_console(vdev);
-	uint64_t one = 1;
 
-	if (c->running) {
-		if (write(c->stop_fd, &one, sizeof(one)) < 0)
-			pr_err("virtio-console: cannot stop its thread: %s", strerror(errno));
-		pthread_join(c->thread, NULL);
-		if (read(c->stop_fd, &one, sizeof(one)) < 0)
-			one = 0;
-		c->running = 0;
-	}
 	/* The driver's view goes; sockets, clients and unsent host-bound output stay. */
 	c->session = 0;
 	c->multiport = 0;
@@ -729,6 +693,96 @@ static void console_reset(struct virtio_dev *vdev)
 		c->ports[i].guest_connected = 0;
 		c->ports[i].rx_held = 0;
 	}
+}
+
+/* Quiesce: receive buffers held for input that has not come go back to their rings. */
+static void console_drain(struct virtio_dev *vdev)
+{
+	struct console *c = to_console(vdev);
+
+	for (unsigned int i = 0; i < c->nr_ports; i++) {
+		if (c->ports[i].rx_held)
+			virtq_unpop(&vdev->vqs[rxq_of(i)]);
+		c->ports[i].rx_held = 0;
+	}
+}
+
+/* Saved as "console": the driver's session and what each port looked like to it. */
+struct console_state {
+	uint8_t session, multiport, nr_ports, pad;
+	uint32_t ctrl_count;
+	struct {
+		uint8_t guest_ready, guest_connected, host_open, pad;
+	} ports[VIRTIO_CONSOLE_MAX_PORTS];
+};
+
+static int console_save(struct virtio_dev *vdev, const struct dev_state_out *out)
+{
+	struct console *c = to_console(vdev);
+	struct ctrl_msg msgs[64 + 4 * VIRTIO_CONSOLE_MAX_PORTS];
+	struct console_state st;
+	int ret;
+
+	memset(&st, 0, sizeof(st));
+	st.session = (uint8_t)c->session;
+	st.multiport = (uint8_t)c->multiport;
+	st.nr_ports = (uint8_t)c->nr_ports;
+	st.ctrl_count = c->ctrl_count;
+	for (unsigned int i = 0; i < c->nr_ports; i++) {
+		st.ports[i].guest_ready = (uint8_t)c->ports[i].guest_ready;
+		st.ports[i].guest_connected = (uint8_t)c->ports[i].guest_connected;
+		st.ports[i].host_open = (uint8_t)host_connected(&c->ports[i]);
+	}
+	for (unsigned int i = 0; i < c->ctrl_count; i++)
+		msgs[i] = c->ctrl[(c->ctrl_head + i) % c->ctrl_max];
+	ret = dev_put(out, "console", &st, sizeof(st));
+	if (!ret)
+		ret = dev_put(out, "console-ctrl", msgs, c->ctrl_count * sizeof(msgs[0]));
+	return ret;
+}
+
+static int console_load(struct virtio_dev *vdev, const struct dev_state_in *in)
+{
+	struct console *c = to_console(vdev);
+	struct console_state st;
+	const void *p;
+	size_t len;
+	int ret;
+
+	ret = dev_get(in, "console", &st, sizeof(st));
+	if (!ret)
+		ret = in->get_var(in->opaque, "console-ctrl", &p, &len,
+				  c->ctrl_max * sizeof(struct ctrl_msg));
+	if (ret)
+		return ret;
+	if (st.nr_ports != c->nr_ports || st.session > 1 || st.multiport > 1 ||
+	    len != st.ctrl_count * sizeof(struct ctrl_msg)) {
+		pr_err("state: virtio-console: %u ports and %u control messages do not fit this "
+		       "console (%u ports)", st.nr_ports, st.ctrl_count, c->nr_ports);
+		return -EINVAL;
+	}
+	for (unsigned int i = 0; i < st.ctrl_count; i++)
+		if (((const struct ctrl_msg *)p)[i].id >= c->nr_ports) {
+			pr_err("state: virtio-console: control message for port %u",
+			       ((const struct ctrl_msg *)p)[i].id);
+			return -EINVAL;
+		}
+	c->session = st.session;
+	c->multiport = st.multiport;
+	c->ctrl_head = 0;
+	c->ctrl_count = st.ctrl_count;
+	memcpy(c->ctrl, p, len);
+	for (unsigned int i = 0; i < c->nr_ports; i++) {
+		struct cport *port = &c->ports[i];
+
+		port->guest_ready = !!st.ports[i].guest_ready;
+		port->guest_connected = !!st.ports[i].guest_connected;
+		port->rx_held = 0;
+		/* The host end the guest was told about is gone with the old process. */
+		if (st.ports[i].host_open && port->guest_ready && !host_connected(port))
+			ctrl_send(c, port->id, VIRTIO_CONSOLE_PORT_OPEN, 0);
+	}
+	return 0;
 }
 
 static const struct virtio_dev_ops console_ops = {
@@ -743,6 +797,13 @@ static const struct virtio_dev_ops console_ops = {
 	.config_write = console_config_write,
 	.activate = console_activate,
 	.reset = console_reset,
+	.start = console_start,
+	.queue_notify = console_queue_notify,
+	.fd_ready = console_fd_ready,
+	.idle = console_idle,
+	.drain = console_drain,
+	.save = console_save,
+	.load = console_load,
 };
 
 /* ---- create / destroy ---- */
@@ -807,13 +868,6 @@ static void free_ports(struct console *c)
 	}
 }
 
-static int epoll_add(int epfd, int fd, uint64_t tag)
-{
-	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = tag };
-
-	return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
-}
-
 int virtio_console_create(const struct dev_env *env, const struct console_options *o,
 			  struct virtio_dev **out)
 {
@@ -828,7 +882,6 @@ int virtio_console_create(const struct dev_env *env, const struct console_option
 		return -ENOMEM;
 	c->nr_ports = nr;
 	c->buf_limit = o->buf_limit ? o->buf_limit : VIRTIO_CONSOLE_BUF_LIMIT;
-	c->epfd = c->stop_fd = -1;
 	c->ctrl_max = 64 + 4 * nr;
 	put_le32(c->config + 4, nr);
 	for (unsigned int i = 0; i < nr; i++) {
@@ -869,28 +922,16 @@ int virtio_console_create(const struct dev_env *env, const struct console_option
 	r = virtio_dev_init(&c->vdev, &console_ops, env, c);
 	if (r)
 		goto err_ports;
-	c->epfd = epoll_create1(EPOLL_CLOEXEC);
-	c->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (c->epfd < 0 || c->stop_fd < 0) {
-		r = -errno;
-		goto err_fds;
-	}
-	r = epoll_add(c->epfd, c->stop_fd, EV_TAG(EV_STOP, 0));
-	for (unsigned int q = 0; !r && q < c->vdev.nqueues; q++)
-		r = epoll_add(c->epfd, c->vdev.kick_fd[q], EV_TAG(EV_KICK, q));
 	for (unsigned int i = 0; !r && i < nr; i++)
 		if (c->ports[i].listen_fd >= 0)
-			r = epoll_add(c->epfd, c->ports[i].listen_fd, EV_TAG(EV_LISTEN, i));
+			r = virtio_dev_watch(&c->vdev, c->ports[i].listen_fd, EPOLLIN,
+					     EV_TAG(EV_LISTEN, i));
 	if (r)
 		goto err_fds;
 	*out = &c->vdev;
 	return 0;
 
 err_fds:
-	if (c->stop_fd >= 0)
-		close(c->stop_fd);
-	if (c->epfd >= 0)
-		close(c->epfd);
 	virtio_dev_exit(&c->vdev);
 err_ports:
 	free_ports(c);
@@ -907,10 +948,8 @@ void virtio_console_destroy(struct virtio_dev *vdev)
 	if (!vdev)
 		return;
 	c = to_console(vdev);
+	virtio_dev_exit(vdev);	/* stops the worker */
 	console_reset(vdev);
-	close(c->stop_fd);
-	close(c->epfd);
-	virtio_dev_exit(vdev);
 	free_ports(c);
 	free(c->ctrl);
 	free(c);
@@ -939,7 +978,7 @@ void virtio_console_poll(struct virtio_dev *vdev)
 {
 	struct console *c = to_console(vdev);
 
-	if (c->running)
+	if (virtio_dev_running(vdev))
 		return;
 	begin_session(c);
 	for (unsigned int i = 0; i < c->nr_ports; i++)

@@ -1,9 +1,11 @@
 #include <errno.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "devices/dev.h"
 #include "devices/virtio-pci.h"
 #include "mm/mem.h"
 #include "vmm/bus.h"
@@ -357,8 +359,8 @@ static void set_status(struct virtio_pci *vp, uint8_t v)
 					    (uint8_t)(v | (old & VIRTIO_STATUS_NEEDS_RESET)), 0,
 					    __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
 		;
-	if (activate && vdev->ops->activate) {
-		ret = vdev->ops->activate(vdev);
+	if (activate) {
+		ret = virtio_dev_activate(vdev);
 		if (ret) {
 			pr_warn_ratelimited("%s: activation failed: %s", vdev->ops->name,
 					    strerror(-ret));
@@ -373,15 +375,10 @@ static void enable_queue(struct virtio_pci *vp, unsigned int q)
 	struct virtio_dev *vdev = vp->vdev;
 	const struct guest_mem *m = vp->env->mem;
 	struct virtq *vq = &vdev->vqs[q];
-	uint64_t n = vq->size;
 
 	if (vq->ready)
 		return;
-	/* Alignments of 2.7 (split virtqueues): desc 16, avail 2, used 4. */
-	if (!n || (vq->desc_gpa & 15) || (vq->avail_gpa & 1) || (vq->used_gpa & 3) ||
-	    !m || !mm_gpa_to_hva(m, vq->desc_gpa, 16 * n) ||
-	    !mm_gpa_to_hva(m, vq->avail_gpa, 6 + 2 * n) ||
-	    !mm_gpa_to_hva(m, vq->used_gpa, 6 + 8 * n)) {
+	if (!virtq_rings_ok(m, vq)) {
 		pr_warn_ratelimited("%s: queue %u rings outside guest RAM", vdev->ops->name, q);
 		virtio_set_needs_reset(vdev, q);
 		return;
@@ -630,23 +627,29 @@ static void vp_cfg_before_read(struct pci_device *d, uint32_t off, uint32_t len)
 		msix_read(vp, boff, cd, blen);
 }
 
+/* The MSI-X message control word in config space changed: enable and function mask. */
+static void msix_control_changed(struct virtio_pci *vp)
+{
+	uint16_t ctrl;
+
+	memcpy(&ctrl, &vp->pci.cfg[vp->msix_cap + 2], 2);
+	pthread_mutex_lock(&vp->lock);
+	vp->msix_enabled = !!(ctrl & MSIX_FLAGS_ENABLE);
+	vp->msix_masked = !!(ctrl & MSIX_FLAGS_MASKALL);
+	for (unsigned int v = 0; v < vp->nvectors; v++)
+		msix_update(vp, v);
+	pthread_mutex_unlock(&vp->lock);
+}
+
 static void vp_cfg_written(struct pci_device *d, uint32_t off, uint32_t len)
 {
 	struct virtio_pci *vp = d->owner;
 	uint64_t boff;
 	uint32_t blen;
-	uint16_t ctrl;
 	int bar;
 
-	if (overlaps(off, len, vp->msix_cap + 2, vp->msix_cap + 4)) {
-		memcpy(&ctrl, &d->cfg[vp->msix_cap + 2], 2);
-		pthread_mutex_lock(&vp->lock);
-		vp->msix_enabled = !!(ctrl & MSIX_FLAGS_ENABLE);
-		vp->msix_masked = !!(ctrl & MSIX_FLAGS_MASKALL);
-		for (unsigned int v = 0; v < vp->nvectors; v++)
-			msix_update(vp, v);
-		pthread_mutex_unlock(&vp->lock);
-	}
+	if (overlaps(off, len, vp->msix_cap + 2, vp->msix_cap + 4))
+		msix_control_changed(vp);
 	if (overlaps(off, len, vp->cfg_cap + CFG_CAP_DATA, vp->cfg_cap + CFG_CAP_DATA + 4) &&
 	    cfg_cap_target(vp, &boff, &blen, &bar)) {
 		const uint8_t *cd = &d->cfg[vp->cfg_cap + CFG_CAP_DATA];
@@ -799,3 +802,153 @@ void virtio_pci_destroy(struct virtio_pci *vp)
 	pthread_mutex_destroy(&vp->lock);
 	free(vp);
 }
+
+/* ---- the state contract (devices/dev.h) ---- */
+
+/* Saved as "virtio-pci": the transport's registers. */
+struct vp_state {
+	uint32_t device_feature_select, driver_feature_select;
+	uint16_t queue_select, msix_config;
+	uint8_t isr, pad[3];
+	uint32_t nvectors, pad2;
+};
+_Static_assert(sizeof(struct vp_state) == 24, "virtio-pci state layout");
+
+/* Saved as "msix", one per vector: the table entry as the guest wrote it, and the PBA bit. */
+struct vp_vector {
+	uint64_t addr;
+	uint32_t data, ctrl;
+	uint32_t pending, pad;
+};
+_Static_assert(sizeof(struct vp_vector) == 24, "virtio-pci vector layout");
+
+static int vp_quiesce(void *dev)
+{
+	struct virtio_pci *vp = dev;
+
+	return virtio_dev_quiesce(vp->vdev);
+}
+
+static int vp_save(void *dev, const struct dev_state_out *out)
+{
+	struct virtio_pci *vp = dev;
+	struct vp_vector vec[VIRTIO_PCI_MAX_VECTORS];
+	struct vp_state st;
+	int ret;
+
+	memset(&st, 0, sizeof(st));
+	memset(vec, 0, sizeof(vec));
+	pthread_mutex_lock(&vp->lock);
+	st.device_feature_select = vp->device_feature_select;
+	st.driver_feature_select = vp->driver_feature_select;
+	st.queue_select = vp->queue_select;
+	st.msix_config = vp->msix_config;
+	st.isr = vp->isr;
+	st.nvectors = vp->nvectors;
+	for (unsigned int v = 0; v < vp->nvectors; v++) {
+		vec[v].addr = vp->msix[v].addr;
+		vec[v].data = vp->msix[v].data;
+		vec[v].ctrl = vp->msix[v].ctrl;
+		vec[v].pending = !!vp->msix[v].pending;
+	}
+	pthread_mutex_unlock(&vp->lock);
+	ret = pci_device_save(&vp->pci, out);
+	if (!ret)
+		ret = dev_put(out, "virtio-pci", &st, sizeof(st));
+	if (!ret)
+		ret = dev_put(out, "msix", vec, vp->nvectors * sizeof(vec[0]));
+	if (!ret)
+		ret = virtio_dev_save(vp->vdev, out);
+	return ret;
+}
+
+static int vp_bad(const struct virtio_pci *vp, const char *what, uint64_t v)
+{
+	pr_err("state: %s: %s %#" PRIx64 " is not possible here", vp->pci.name, what, v);
+	return -EINVAL;
+}
+
+static int vp_load(void *dev, const struct dev_state_in *in)
+{
+	struct virtio_pci *vp = dev;
+	struct virtio_dev *vdev = vp->vdev;
+	struct vp_vector vec[VIRTIO_PCI_MAX_VECTORS];
+	struct vp_state st;
+	int ret;
+
+	ret = dev_get(in, "virtio-pci", &st, sizeof(st));
+	if (ret)
+		return ret;
+	if (st.nvectors != vp->nvectors)
+		return vp_bad(vp, "MSI-X vectors", st.nvectors);
+	if (st.msix_config >= vp->nvectors && st.msix_config != VIRTIO_MSI_NO_VECTOR)
+		return vp_bad(vp, "config vector", st.msix_config);
+	if (st.isr & ~(ISR_QUEUE | ISR_CONFIG))
+		return vp_bad(vp, "ISR", st.isr);
+	ret = dev_get(in, "msix", vec, vp->nvectors * sizeof(vec[0]));
+	if (ret)
+		return ret;
+	for (unsigned int v = 0; v < vp->nvectors; v++)
+		if ((vec[v].ctrl & ~MSIX_CTRL_MASKED) || vec[v].pending > 1)
+			return vp_bad(vp, "MSI-X entry control", vec[v].ctrl);
+	ret = virtio_dev_load(vdev, in);
+	if (ret)
+		return ret;
+	for (unsigned int i = 0; i < vdev->nqueues; i++) {
+		uint16_t qv = vdev->vqs[i].msix_vector;
+
+		if (qv >= vp->nvectors && qv != VIRTIO_MSI_NO_VECTOR)
+			return vp_bad(vp, "queue vector", qv);
+	}
+	/* Config space last: mapping BAR 4 registers the ioeventfds, the MSI-X enable bit
+	 * routes the vectors just loaded. */
+	pthread_mutex_lock(&vp->lock);
+	vp->device_feature_select = st.device_feature_select;
+	vp->driver_feature_select = st.driver_feature_select;
+	vp->queue_select = st.queue_select;
+	vp->msix_config = st.msix_config;
+	vp->isr = st.isr;
+	for (unsigned int v = 0; v < vp->nvectors; v++) {
+		struct msix_entry *e = &vp->msix[v];
+
+		e->addr = vec[v].addr;
+		e->data = vec[v].data;
+		e->ctrl = vec[v].ctrl;
+		e->pending = (int)vec[v].pending;
+		e->routed = 0;
+	}
+	pthread_mutex_unlock(&vp->lock);
+	ret = pci_device_load(&vp->pci, in);
+	if (ret)
+		return ret;
+	msix_control_changed(vp);
+	vp->loaded = 1;
+	return 0;
+}
+
+static int vp_resume(void *dev)
+{
+	struct virtio_pci *vp = dev;
+	struct virtio_dev *vdev = vp->vdev;
+	int ret = virtio_dev_resume(vdev);
+
+	/*
+	 * After a load, interrupt every queue the driver uses once: one that fired between the
+	 * source's vCPU save and its quiesce would otherwise be lost. A spurious one is harmless
+	 * (the driver finds nothing new in the used ring).
+	 */
+	if (vp->loaded) {
+		vp->loaded = 0;
+		for (unsigned int q = 0; q < vdev->nqueues; q++)
+			if (vdev->vqs[q].ready)
+				vp_notify_queue(vdev, q);
+	}
+	return ret;
+}
+
+const struct dev_ops virtio_pci_dev_ops = {
+	.quiesce = vp_quiesce,
+	.save = vp_save,
+	.load = vp_load,
+	.resume = vp_resume,
+};

@@ -39,7 +39,12 @@ struct virtio_pci {
 	int ioeventfds_on;
 	uint64_t msix_irqs;		/* interrupts sent through MSI-X irqfds */
 	uint8_t msix_cap, cfg_cap;	/* config-space offsets of the MSI-X and pci_cfg caps */
+	int loaded;			/* state loaded, not yet resumed */
 };
+
+/* The state contract (devices/dev.h) of the function, its transport and its virtio device;
+ * the device pointer is the struct virtio_pci. */
+extern const struct dev_ops virtio_pci_dev_ops;
 
 /*
  * Wrap vdev in a virtio-pci function and add it to the host bridge. 0 or -errno.

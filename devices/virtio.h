@@ -45,6 +45,10 @@ struct virtq_elem {
 /* Reset the ring state (addresses and size are kept by the transport). */
 void virtq_reset(struct virtq *vq);
 
+/* Whether vq's size is valid and its three rings lie in guest RAM with the alignments of
+ * virtio 2.7 (desc 16, avail 2, used 4). */
+int virtq_rings_ok(const struct guest_mem *m, const struct virtq *vq);
+
 /*
  * Take the next available chain. Returns 1 with *e filled, 0 when the ring is empty, or
  * -EINVAL/-EFAULT/-ELOOP/-E2BIG for a malformed ring or chain: then vq->broken is set and the
@@ -71,6 +75,8 @@ size_t iov_from_buf(const struct iovec *iov, unsigned int n, size_t off, const v
 #include <pthread.h>
 
 struct dev_env;
+struct dev_state_in;
+struct dev_state_out;
 struct virtio_dev;
 
 #define VIRTIO_MAX_QUEUES 64
@@ -96,10 +102,37 @@ struct virtio_dev_ops {
 	uint64_t (*features)(struct virtio_dev *vdev);
 	void (*config_read)(struct virtio_dev *vdev, uint32_t off, void *data, uint32_t len);
 	void (*config_write)(struct virtio_dev *vdev, uint32_t off, const void *data, uint32_t len);
-	/* DRIVER_OK was set: start serving the queues (poll vdev->kick_fd[]). 0 or -errno. */
+	/*
+	 * DRIVER_OK was set (or a loaded state has it): set up what serving the queues needs.
+	 * Runs before the I/O worker starts. 0 or -errno.
+	 */
 	int (*activate)(struct virtio_dev *vdev);
-	/* Device reset by the driver: stop serving, drop in-flight state; queues are reset after. */
+	/*
+	 * Device reset by the driver, the worker already stopped: drop in-flight state (wait for
+	 * host I/O touching guest buffers, hand nothing back); queues are reset after.
+	 */
 	void (*reset)(struct virtio_dev *vdev);
+
+	/* ---- on the device's one I/O worker (virtio_dev_activate starts it) ---- */
+	/* Queue q was kicked (its eventfd already drained). */
+	void (*queue_notify)(struct virtio_dev *vdev, unsigned int q);
+	/* First thing on every (re)start: serve what was queued meanwhile (default: every
+	 * queue's queue_notify). */
+	void (*start)(struct virtio_dev *vdev);
+	/* A descriptor added with virtio_dev_watch(..., tag) is ready (epoll events). */
+	void (*fd_ready)(struct virtio_dev *vdev, uint32_t tag, uint32_t events);
+	/* After every round of events: the next wait's timeout in ms, -1 for none (optional). */
+	int (*idle)(struct virtio_dev *vdev);
+
+	/* ---- the state contract (devices/dev.h), the worker stopped ---- */
+	/*
+	 * Quiesce: finish the I/O in flight and hand it to the guest, give back every buffer
+	 * taken from a ring and not used (virtq_unpop), so the device holds no descriptor.
+	 */
+	void (*drain)(struct virtio_dev *vdev);
+	/* The device type's own guest-visible state (the core saves queues and features). */
+	int (*save)(struct virtio_dev *vdev, const struct dev_state_out *out);
+	int (*load)(struct virtio_dev *vdev, const struct dev_state_in *in);
 };
 
 /*
@@ -128,6 +161,11 @@ struct virtio_dev {
 	struct virtq vqs[VIRTIO_MAX_QUEUES];
 	int kick_fd[VIRTIO_MAX_QUEUES];		/* eventfds: the guest notified queue i */
 	uint64_t stats_requests, stats_errors;	/* counters for `stats` */
+	/* The I/O worker: one thread, epoll on the kick eventfds and the device's own fds. */
+	int epfd, ctl_fd;
+	pthread_t worker;
+	int running;				/* atomic: the worker thread exists */
+	int quiesced;				/* stopped by virtio_dev_quiesce() */
 };
 
 /*
@@ -158,7 +196,34 @@ void virtio_notify(struct virtio_dev *vdev, unsigned int q);
 /* A malformed ring: set NEEDS_RESET, tell the driver (config interrupt), stop using q. */
 void virtio_set_needs_reset(struct virtio_dev *vdev, unsigned int q);
 
-/* Reset the device to its initial state (ops->reset, then every queue). */
+/* Reset the device to its initial state: stop the worker, ops->reset, then every queue. */
 void virtio_dev_reset(struct virtio_dev *vdev);
+
+/* DRIVER_OK: ops->activate, then start the I/O worker. 0 or -errno. */
+int virtio_dev_activate(struct virtio_dev *vdev) __attribute__((warn_unused_result));
+
+/* Watch fd on the worker (epoll events); ops->fd_ready gets tag. 0 or -errno. */
+int virtio_dev_watch(struct virtio_dev *vdev, int fd, uint32_t events, uint32_t tag)
+	__attribute__((warn_unused_result));
+void virtio_dev_unwatch(struct virtio_dev *vdev, int fd);
+
+/* Whether the worker runs (for callers that serve the device themselves when it does not). */
+int virtio_dev_running(const struct virtio_dev *vdev);
+
+/*
+ * The state contract (devices/dev.h) for the device and its queues, the transport calling:
+ * quiesce stops the worker and drains the device (ops->drain); resume restarts the worker if
+ * the driver had the device running (DRIVER_OK, not NEEDS_RESET). save/load write and read
+ * features, status and every queue's state, then the device type's own (ops->save/load).
+ * load checks every value against what the device offers and guest RAM.
+ */
+int virtio_dev_quiesce(struct virtio_dev *vdev);
+int virtio_dev_resume(struct virtio_dev *vdev);
+int virtio_dev_save(struct virtio_dev *vdev, const struct dev_state_out *out);
+int virtio_dev_load(struct virtio_dev *vdev, const struct dev_state_in *in)
+	__attribute__((warn_unused_result));
+
+/* Give back the last chain taken from vq (a buffer held, not used): it will be popped again. */
+void virtq_unpop(struct virtq *vq);
 
 #endif

@@ -261,7 +261,7 @@ static void drv_open(struct drv *d, uint64_t ram)
 		__atomic_store_n(&vq->ready, 1, __ATOMIC_RELEASE);
 	}
 	d->vdev->status |= VIRTIO_STATUS_DRIVER_OK;
-	if (d->vdev->ops->activate(d->vdev))
+	if (virtio_dev_activate(d->vdev))
 		die("activate");
 }
 

@@ -299,7 +299,7 @@ static int run_kumo(const char *path, const struct bench *b)
 	vq->ready = 1;
 	for (unsigned int i = 0; i < b->qd; i++)
 		memset(g(&d, DATA_GPA(i), b->bs), 0x5a, b->bs);
-	if (d.vdev->ops->activate(d.vdev))
+	if (virtio_dev_activate(d.vdev))
 		return -1;
 	t0 = now();
 	for (unsigned int i = 0; i < b->qd; i++)

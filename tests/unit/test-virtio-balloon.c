@@ -114,7 +114,7 @@ static int tb_open(struct tb *t, const struct balloon_options *o, uint64_t accep
 	memset(g(t, POOL, POOL_PAGES * P), 0x5a, POOL_PAGES * P);
 	t->vdev->status = VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
 			  VIRTIO_STATUS_FEATURES_OK | VIRTIO_STATUS_DRIVER_OK;
-	return t->vdev->ops->activate(t->vdev);
+	return virtio_dev_activate(t->vdev);
 }
 
 static void tb_close(struct tb *t)

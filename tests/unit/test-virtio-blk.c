@@ -94,7 +94,7 @@ static int tb_start(struct tb *t)
 	vq->ready = 1;
 	v->status = VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
 		    VIRTIO_STATUS_FEATURES_OK | VIRTIO_STATUS_DRIVER_OK;
-	return v->ops->activate(v);
+	return virtio_dev_activate(v);
 }
 
 static int tb_open(struct tb *t, const struct blk_options *o, int event_idx)

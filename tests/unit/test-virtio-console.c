@@ -274,7 +274,7 @@ static int start_driver(struct tdrv *d)
 			return -1;
 	d->vdev->status = VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
 			  VIRTIO_STATUS_FEATURES_OK | VIRTIO_STATUS_DRIVER_OK;
-	return d->vdev->ops->activate(d->vdev);
+	return virtio_dev_activate(d->vdev);
 }
 
 static int setup(struct tdrv *d, size_t buf_limit, int with_sink)
