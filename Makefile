@@ -56,6 +56,7 @@ OBJS += sched/coord.o
 OBJS += sched/policy-margin.o
 OBJS += sched/policy-cpu-priority.o
 OBJS += sched/policy-exclusive.o
+OBJS += sched/policy-cache.o
 
 MAIN_OBJS := vmm/main.o
 

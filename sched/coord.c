@@ -812,6 +812,7 @@ const struct sched_policy *const sched_builtin_policies[] = {
 	&sched_policy_cpu_priority,
 	&sched_policy_cpu_weight,
 	&sched_policy_exclusive,
+	&sched_policy_cache,
 	NULL,
 };
 
@@ -826,7 +827,7 @@ const struct sched_policy *coord_find_policy(const char *name, void **handle, ch
 			if (!strcmp(sched_builtin_policies[i]->name, name))
 				return sched_builtin_policies[i];
 		snprintf(err, errlen, "unknown policy '%s' (built in: margin, cpu-priority, "
-			 "cpu-weight, exclusive; or ./file.so)", name);
+			 "cpu-weight, exclusive, cache; or ./file.so)", name);
 		return NULL;
 	}
 	*handle = dlopen(name, RTLD_NOW | RTLD_LOCAL);
@@ -859,8 +860,8 @@ static const char coord_usage[] =
 	"                  [--host-mem SIZE] [--duration SECONDS] [--token FILE]\n"
 	"  --vm SOCKET      a VMM's control socket (kumo run --control): a Unix path or\n"
 	"                   tcp:HOST:PORT; repeat for more VMs\n"
-	"  --policy LIST    built-in policies (margin, cpu-priority, cpu-weight, exclusive)\n"
-	"                   or shared objects (./my.so), comma-separated\n"
+	"  --policy LIST    built-in policies (margin, cpu-priority, cpu-weight, exclusive,\n"
+	"                   cache) or shared objects (./my.so), comma-separated\n"
 	"  --log FILE       JSON-lines log of every sample and action (default: stdout)\n"
 	"  --host-mem SIZE  what the VMs' memory targets may add up to (default: MemTotal)\n"
 	"  --duration S     stop after S seconds (default: until SIGINT/SIGTERM)\n"

@@ -11,6 +11,7 @@ extern const struct sched_policy sched_policy_margin;
 extern const struct sched_policy sched_policy_cpu_priority;
 extern const struct sched_policy sched_policy_cpu_weight;
 extern const struct sched_policy sched_policy_exclusive;
+extern const struct sched_policy sched_policy_cache;
 
 /* NULL-terminated list of the built-in policies. */
 extern const struct sched_policy *const sched_builtin_policies[];
@@ -123,5 +124,46 @@ int excl_assign(const struct excl_params *p, const int *cpu_node, int ncpus,
 void excl_layout(uint64_t share, int vcpus, int ncpus, int *pin, uint64_t *parked);
 /* A CPU mask as a list ("0-3,6"). 0 or -ENOSPC. */
 int excl_cpulist(uint64_t mask, char *buf, size_t size);
+
+/*
+ * cache (paper 000): per period, the VM whose cache pays off least (workingset activations of
+ * file pages per cached page: refaults that more memory would have made hits) gives step bytes
+ * of balloon target to the one that pays off most, if that one has at least activate_min such
+ * refaults (or is under pressure) and pays off ratio times more; the giver keeps at least
+ * max(Committed_AS + Active(file) + floor, min_keep).
+ */
+struct cache_params {
+	double stale_s;
+	uint64_t step, floor, min_keep;	/* bytes */
+	uint64_t activate_min;		/* activations per period that say "more would help" */
+	uint64_t min_move;		/* bytes: a smaller move is not made */
+	double ratio;			/* taker's payoff / giver's payoff needed to move */
+	double psi_pressure;		/* PSI some avg10 (%): pressure (never gives, may take) */
+};
+extern const struct cache_params cache_defaults;
+
+/* Per-VM state; zeroed = never seen. The fields after the counters are this tick's view. */
+struct cache_vm {
+	bool have_base;
+	uint64_t refault, activate;	/* counters at the last tick */
+	bool eligible, pressure;
+	uint64_t hits, refaults, headroom;	/* hits: file activations in the period */
+	double score;			/* activations per cached page over the last period */
+};
+
+struct cache_input {
+	bool ok;			/* VMM stats with a balloon and agent stats, fresh */
+	uint64_t ram, target;
+	struct sched_agent agent;
+};
+
+struct cache_decision {
+	int from, to;			/* -1: hold */
+	uint64_t amount, from_target, to_target;
+	const char *why;
+};
+
+void cache_step(const struct cache_params *p, struct cache_vm *st, const struct cache_input *in,
+		int n, struct cache_decision *d);
 
 #endif
