@@ -28,6 +28,7 @@ OBJS += vmm/cpuid.o
 OBJS += vmm/bus.o
 OBJS += vmm/vm.o
 OBJS += vmm/vm-run.o
+OBJS += vmm/snapshot.o
 OBJS += vmm/linux-loader.o
 OBJS += vmm/config.o
 OBJS += devices/serial.o

@@ -11,6 +11,7 @@
 
 #include <libfdt.h>
 
+#include "devices/dev.h"
 #include "migrate/state.h"
 #include "vmm/log.h"
 
@@ -196,9 +197,45 @@ static int put_vm(void *fdt, const struct kvm_vm_state *vm)
 	return fdt_end_node(fdt);
 }
 
+/* A device's save op writes its properties into its node through this. */
+static int put_prop(void *opaque, const char *name, const void *data, size_t len)
+{
+	int ret;
+
+	if (len > INT32_MAX)
+		return -E2BIG;
+	ret = fdt_property(opaque, name, data, (int)len);
+	return ret == -FDT_ERR_NOSPACE ? -ENOSPC : ret < 0 ? -EINVAL : 0;
+}
+
+static int put_devices(void *fdt, const struct dev *devs, unsigned int ndevs)
+{
+	const struct dev_state_out out = { .put = put_prop, .opaque = fdt };
+	int ret;
+
+	for (unsigned int i = 0; i < ndevs; i++) {
+		ret = fdt_begin_node(fdt, devs[i].name);
+		if (ret < 0)
+			return ret;
+		if (devs[i].ops->save) {
+			ret = devs[i].ops->save(devs[i].state, &out);
+			if (ret == -ENOSPC)
+				return -FDT_ERR_NOSPACE;
+			if (ret) {
+				pr_err("state: device %s: %s", devs[i].name, strerror(-ret));
+				return ret;
+			}
+		}
+		ret = fdt_end_node(fdt);
+		if (ret < 0)
+			return ret;
+	}
+	return 0;
+}
+
 static int put_all(void *fdt, int cap, const struct mig_machine *m,
 		   const struct kvm_vcpu_state *vcpus, const struct kvm_vm_state *vm,
-		   uint8_t *msrs)
+		   const struct dev *devs, unsigned int ndevs, uint8_t *msrs)
 {
 	int ret;
 
@@ -208,8 +245,8 @@ static int put_all(void *fdt, int cap, const struct mig_machine *m,
 	TRY(fdt_property_string(fdt, "compatible", COMPATIBLE));
 	TRY(fdt_property_u32(fdt, "kumo,state-version", MIG_STATE_VERSION));
 	TRY(put_machine(fdt, m));
-	/* Filled by the devices' save ops once they have them (docs/snapshot.md). */
 	TRY(fdt_begin_node(fdt, "devices"));
+	TRY(put_devices(fdt, devs, ndevs));
 	TRY(fdt_end_node(fdt));
 	TRY(fdt_begin_node(fdt, "vcpus"));
 	for (uint32_t i = 0; i < m->nr_vcpus; i++)
@@ -222,7 +259,8 @@ static int put_all(void *fdt, int cap, const struct mig_machine *m,
 #undef TRY
 
 int mig_state_encode(const struct mig_machine *m, const struct kvm_vcpu_state *vcpus,
-		     const struct kvm_vm_state *vm, void **blob, size_t *size)
+		     const struct kvm_vm_state *vm, const struct dev *devs, unsigned int ndevs,
+		     void **blob, size_t *size)
 {
 	/* Each vCPU's properties fit in its struct; names and node headers in the slack. */
 	size_t cap = 65536 + (size_t)m->nr_vcpus * (sizeof(*vcpus) + 4096);
@@ -241,19 +279,30 @@ int mig_state_encode(const struct mig_machine *m, const struct kvm_vcpu_state *v
 			return -EINVAL;
 		}
 	}
-	if (cap > INT32_MAX)
-		return -E2BIG;
-	fdt = malloc(cap);
 	msrs = malloc(KVM_STATE_MAX_MSRS * MSR_PAIR);
-	if (!fdt || !msrs) {
-		free(fdt);
-		free(msrs);
+	if (!msrs)
 		return -ENOMEM;
+	/* Devices' sizes are theirs to know: grow until everything fits. */
+	for (;;) {
+		if (cap > INT32_MAX) {
+			free(msrs);
+			return -E2BIG;
+		}
+		fdt = malloc(cap);
+		if (!fdt) {
+			free(msrs);
+			return -ENOMEM;
+		}
+		ret = put_all(fdt, (int)cap, m, vcpus, vm, devs, ndevs, msrs);
+		if (ret != -FDT_ERR_NOSPACE)
+			break;
+		free(fdt);
+		cap *= 2;
 	}
-	ret = put_all(fdt, (int)cap, m, vcpus, vm, msrs);
 	free(msrs);
-	if (ret < 0) {
-		pr_err("state: encoding: %s", fdt_strerror(ret));
+	if (ret) {
+		if (ret < 0 && ret >= -FDT_ERR_MAX)
+			pr_err("state: encoding: %s", fdt_strerror(ret));
 		free(fdt);
 		return -EINVAL;
 	}
@@ -502,8 +551,19 @@ int mig_state_decode(const void *blob, size_t size, struct mig_state *out)
 		blob = copy;
 	}
 	if (!(ret = check_header(blob, size)) && !(ret = get_machine(blob, &out->machine)) &&
-	    !(ret = get_vcpus(blob, out)))
-		ret = get_vm(blob, &out->vm);
+	    !(ret = get_vcpus(blob, out)) && !(ret = get_vm(blob, &out->vm)) &&
+	    (ret = node_at(blob, 0, "devices", "/devices")) >= 0) {
+		ret = 0;
+		/* Kept for mig_state_load_devices(): the devices read their own nodes. */
+		if (!copy && !(copy = malloc(size ? size : 1)))
+			ret = -ENOMEM;
+		else if (blob != copy)
+			memcpy(copy, blob, size);
+		out->fdt = copy;
+		copy = NULL;
+	} else if (ret > 0) {
+		ret = -EINVAL;
+	}
 	free(copy);
 	if (ret)
 		mig_state_free(out);
@@ -514,4 +574,80 @@ void mig_state_free(struct mig_state *s)
 {
 	free(s->vcpus);
 	s->vcpus = NULL;
+	free(s->fdt);
+	s->fdt = NULL;
+}
+
+struct dev_in {
+	const void *fdt;
+	int node;
+	char path[48];
+};
+
+static int in_get(void *opaque, const char *name, void *data, size_t len)
+{
+	const struct dev_in *in = opaque;
+
+	return get_bytes(in->fdt, in->node, in->path, name, data, len);
+}
+
+static int in_get_var(void *opaque, const char *name, const void **data, size_t *len,
+		      size_t max)
+{
+	const struct dev_in *in = opaque;
+	uint32_t n;
+	const void *p = get(in->fdt, in->node, in->path, name, 1, 0,
+			    max > UINT32_MAX ? UINT32_MAX : (uint32_t)max, &n);
+
+	if (!p)
+		return -EINVAL;
+	*data = p;
+	*len = n;
+	return 0;
+}
+
+int mig_state_load_devices(const struct mig_state *s, const struct dev *devs, unsigned int ndevs)
+{
+	const void *fdt = s->fdt;
+	unsigned int n = 0;
+	int parent, node, ret;
+
+	if (!fdt || (parent = node_at(fdt, 0, "devices", "/devices")) < 0)
+		return -EINVAL;
+	/* The same devices, by name: every saved one exists here and nothing more. */
+	fdt_for_each_subnode(node, fdt, parent) {
+		const char *name = fdt_get_name(fdt, node, NULL);
+		unsigned int i;
+
+		for (i = 0; i < ndevs && strcmp(devs[i].name, name ? name : ""); i++)
+			;
+		if (i == ndevs) {
+			pr_err("state: /devices/%s: the config has no such device", name);
+			return -EINVAL;
+		}
+		n++;
+	}
+	if (n != ndevs) {
+		for (unsigned int i = 0; i < ndevs; i++)
+			if (fdt_subnode_offset(fdt, parent, devs[i].name) < 0)
+				pr_err("state: the config has device %s, the state does not",
+				       devs[i].name);
+		return -EINVAL;
+	}
+	for (unsigned int i = 0; i < ndevs; i++) {
+		struct dev_in din = { .fdt = fdt };
+		const struct dev_state_in in = { .get = in_get, .get_var = in_get_var,
+						 .opaque = &din };
+
+		din.node = fdt_subnode_offset(fdt, parent, devs[i].name);
+		snprintf(din.path, sizeof(din.path), "/devices/%s", devs[i].name);
+		if (!devs[i].ops->load)
+			continue;
+		ret = devs[i].ops->load(devs[i].state, &in);
+		if (ret) {
+			pr_err("state: %s: not loaded (%s)", din.path, strerror(-ret));
+			return ret;
+		}
+	}
+	return 0;
 }

@@ -33,7 +33,10 @@ struct mig_state {
 	struct mig_machine machine;
 	struct kvm_vm_state vm;
 	struct kvm_vcpu_state *vcpus;
+	void *fdt;		/* the checked blob, for mig_state_load_devices() */
 };
+
+struct dev;
 
 /* The description of m's layout (a layout without memory will do) with nr_vcpus vCPUs. */
 void mig_machine_describe(struct mig_machine *d, const struct guest_mem *m, uint32_t nr_vcpus);
@@ -49,8 +52,8 @@ int mig_machine_check(const struct mig_machine *saved, const struct mig_machine 
  * size in *size. 0, -EINVAL for a state that would not decode, or -ENOMEM.
  */
 int mig_state_encode(const struct mig_machine *m, const struct kvm_vcpu_state *vcpus,
-		     const struct kvm_vm_state *vm, void **blob, size_t *size)
-	__attribute__((warn_unused_result));
+		     const struct kvm_vm_state *vm, const struct dev *devs, unsigned int ndevs,
+		     void **blob, size_t *size) __attribute__((warn_unused_result));
 
 /*
  * Decode and check size bytes: fdt_check_full, the version (-EPROTO for another one), then
@@ -60,5 +63,13 @@ int mig_state_encode(const struct mig_machine *m, const struct kvm_vcpu_state *v
 int mig_state_decode(const void *blob, size_t size, struct mig_state *out)
 	__attribute__((warn_unused_result));
 void mig_state_free(struct mig_state *s);
+
+/*
+ * Load /devices into devs (the machine the config built, quiesced), in list order through
+ * each device's load op. The saved devices must be exactly the config's, by name: -EINVAL
+ * naming the first one missing on either side. A device's refusal is its -errno.
+ */
+int mig_state_load_devices(const struct mig_state *s, const struct dev *devs, unsigned int ndevs)
+	__attribute__((warn_unused_result));
 
 #endif

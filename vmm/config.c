@@ -17,6 +17,7 @@
 
 const char config_run_usage[] =
 	"usage: kumo run --kernel FILE [options]\n"
+	"       kumo run --restore DIR [--restore-lazy] [options]\n"
 	"  --kernel FILE        bzImage (LZ4/gzip/xz/zstd payload) or vmlinux ELF\n"
 	"  --initrd FILE        initramfs\n"
 	"  --cmdline STR        kernel command line (console=ttyS0 is added if absent)\n"
@@ -43,6 +44,9 @@ const char config_run_usage[] =
 	"                       pv-tlb-flush, pv-ipi, pv-eoi, async-pf, poll-control (default:\n"
 	"                       what KVM offers); halt-poll-ns=N (KVM_CAP_HALT_POLL)\n"
 	"  --on-reboot=exit|restart  what a guest reboot does (default exit, status 3)\n"
+	"  --restore DIR        resume the VM saved in DIR by `snapshot` (no --kernel, --initrd,\n"
+	"                       --cmdline; the other options must build the same machine)\n"
+	"  --restore-lazy       with --restore: guest memory served on demand (userfaultfd)\n"
 	"  --no-pvm-quirks      no PVM handling even on a PVM host\n"
 	"  -v, --verbose        debug messages;  -q, --quiet  errors only\n"
 	"Console: the guest's serial port on stdin/stdout; Ctrl-A x quits.\n"
@@ -51,10 +55,13 @@ const char config_run_usage[] =
 
 enum { OPT_KERNEL = 256, OPT_INITRD, OPT_CMDLINE, OPT_MEM, OPT_CPUS, OPT_ON_REBOOT, OPT_NO_PVM,
        OPT_DISK, OPT_AGENT_SOCKET, OPT_CONSOLE_SOCKET, OPT_CONTROL, OPT_BALLOON, OPT_NUMA,
-       OPT_NUMA_DISTANCE, OPT_HUGEPAGES, OPT_CPU_PIN, OPT_PV, OPT_AGENT, OPT_CONTROL_TOKEN };
+       OPT_NUMA_DISTANCE, OPT_HUGEPAGES, OPT_CPU_PIN, OPT_PV, OPT_AGENT, OPT_CONTROL_TOKEN,
+       OPT_RESTORE, OPT_RESTORE_LAZY };
 
 static const struct option run_opts[] = {
 	{ "kernel", required_argument, NULL, OPT_KERNEL },
+	{ "restore", required_argument, NULL, OPT_RESTORE },
+	{ "restore-lazy", no_argument, NULL, OPT_RESTORE_LAZY },
 	{ "initrd", required_argument, NULL, OPT_INITRD },
 	{ "cmdline", required_argument, NULL, OPT_CMDLINE },
 	{ "mem", required_argument, NULL, OPT_MEM },
@@ -286,6 +293,8 @@ int config_parse_run(int argc, char **argv, struct vm_config *cfg, struct run_op
 	while ((c = getopt_long(argc, argv, ":vqh", run_opts, NULL)) != -1) {
 		switch (c) {
 		case OPT_KERNEL: cfg->kernel = optarg; break;
+		case OPT_RESTORE: cfg->restore = optarg; break;
+		case OPT_RESTORE_LAZY: cfg->restore_lazy = 1; break;
 		case OPT_INITRD: cfg->initrd = optarg; break;
 		case OPT_CMDLINE: cfg->cmdline = optarg; break;
 		case OPT_MEM:
@@ -378,7 +387,11 @@ int config_parse_run(int argc, char **argv, struct vm_config *cfg, struct run_op
 	}
 	if (optind < argc)
 		FAIL("unexpected argument %s", argv[optind]);
-	if (!cfg->kernel)
+	if (cfg->restore && (cfg->kernel || cfg->initrd || cfg->cmdline))
+		FAIL("--restore brings its own kernel and memory: no --kernel, --initrd, --cmdline");
+	if (cfg->restore_lazy && !cfg->restore)
+		FAIL("--restore-lazy needs --restore DIR");
+	if (!cfg->kernel && !cfg->restore)
 		FAIL("--kernel is required");
 	if (check_control(cfg, opts, err, errlen))
 		return -EINVAL;

@@ -19,6 +19,7 @@
 #include "vmm/log.h"
 #include "vmm/pvm.h"
 #include "vmm/vcpu.h"
+#include "vmm/snapshot.h"
 #include "vmm/vm.h"
 
 static struct termios saved_tio;
@@ -161,7 +162,8 @@ static int cmd_run(int argc, char **argv)
 	struct vm_config cfg;
 	struct run_options opts;
 	struct sigaction sa = { .sa_handler = on_signal };
-	struct vm_boot boot;
+	struct vm_boot boot = { 0 };
+	struct vm_restore saved = { .mem_fd = -1 };
 	char err[512];
 	struct vm vm;
 	int ret, status;
@@ -180,7 +182,10 @@ static int cmd_run(int argc, char **argv)
 	if (opts.quiet)
 		log_level = LOG_ERR;
 	/* All input is checked before /dev/kvm is opened: bad input is status 2 on any host. */
-	ret = vm_boot_load(&boot, &cfg, err, sizeof(err));
+	if (cfg.restore)
+		ret = vm_restore_check(&saved, &cfg, err, sizeof(err));
+	else
+		ret = vm_boot_load(&boot, &cfg, err, sizeof(err));
 	if (ret < 0) {
 		pr_err("%s", err);
 		return ret == -ENOMEM ? KUMO_EXIT_ERROR : KUMO_EXIT_USAGE;
@@ -197,10 +202,17 @@ static int cmd_run(int argc, char **argv)
 				 KUMO_EXIT_USAGE : KUMO_EXIT_ERROR;
 			break;
 		}
-		ret = vm_load_linux(&vm, &boot);
-		if (ret < 0) {	/* not the input's fault: vm_boot_load() checked it */
+		if (cfg.restore) {
+			ret = vm_restore(&vm, &saved, cfg.restore_lazy);
+			vm_restore_free(&saved);
+			cfg.restore = NULL;	/* a guest reboot boots nothing else */
+			cfg.restart_on_reboot = 0;
+		} else {
+			ret = vm_load_linux(&vm, &boot);
+		}
+		if (ret < 0) {	/* vm_boot_load() / vm_restore_check() checked the input */
 			vm_destroy(&vm);
-			status = KUMO_EXIT_ERROR;
+			status = ret == -EINVAL ? KUMO_EXIT_USAGE : KUMO_EXIT_ERROR;
 			break;
 		}
 		if (!cfg.restart_on_reboot)
@@ -225,6 +237,7 @@ static int cmd_run(int argc, char **argv)
 		pr_info("guest rebooted: restarting (--on-reboot=restart)");
 	}
 	vm_boot_free(&boot);
+	vm_restore_free(&saved);
 	return status;
 }
 

@@ -16,6 +16,7 @@
 #include "vmm/log.h"
 #include "vmm/vcpu.h"
 #include "vmm/vm-control.h"
+#include "vmm/snapshot.h"
 #include "vmm/vm.h"
 
 static const char *vm_state(struct vm *vm)
@@ -405,6 +406,38 @@ static int verb_agent_stats(void *opaque, struct json_object *args,
 						      __ATOMIC_ACQUIRE), args, result, err, errlen);
 }
 
+static int verb_snapshot(void *opaque, struct json_object *args, struct json_object **result,
+			 char *err, size_t errlen)
+{
+	struct vm *vm = opaque;
+	struct vm_snapshot_info info;
+	struct json_object *r;
+	const char *dir = NULL;
+	int stop = 0, ret;
+
+	ret = control_arg_string(args, "dir", &dir, err, errlen);
+	if (ret < 0)
+		return ret;
+	ret = control_arg_bool(args, "stop", &stop, err, errlen);
+	if (ret < 0 && ret != -ENOENT)
+		return ret;
+	ret = vm_snapshot(vm, dir, stop, &info, err, errlen);
+	if (ret < 0)
+		return ret;
+	r = json_object_new_object();
+	json_object_object_add(r, "dir", json_object_new_string(dir));
+	json_object_object_add(r, "state_bytes", json_object_new_int64((int64_t)info.state_bytes));
+	json_object_object_add(r, "memory_bytes",
+			       json_object_new_int64((int64_t)info.memory_bytes));
+	json_object_object_add(r, "ram_bytes", json_object_new_int64((int64_t)info.ram_bytes));
+	json_object_object_add(r, "paused_ms", json_object_new_double((double)info.paused_ns / 1e6));
+	json_object_object_add(r, "total_ms", json_object_new_double((double)info.total_ns / 1e6));
+	json_object_object_add(r, "stopped", json_object_new_boolean(stop));
+	vm_control_event(vm, "snapshot", json_object_get(r));
+	*result = r;
+	return 0;
+}
+
 static const struct control_verb vm_verbs[] = {
 	{ "status", verb_status, "state, vCPUs, memory, devices, uptime" },
 	{ "pause", verb_pause, "stop all vCPUs (devices keep running)" },
@@ -417,6 +450,7 @@ static const struct control_verb vm_verbs[] = {
 	{ "topology", verb_topology, "virtual NUMA nodes, distances, vCPU placement" },
 	{ "agent", verb_agent, "verb=NAME [args={...}] [timeout_ms=N]: ask the guest agent" },
 	{ "agent-stats", verb_agent_stats, "the guest agent's latest statistics" },
+	{ "snapshot", verb_snapshot, "dir=DIR [stop=true]: save the VM (kumo run --restore DIR)" },
 };
 
 static void relay_emit(void *opaque, const char *name, struct json_object *data)

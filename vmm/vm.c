@@ -19,6 +19,7 @@
  *   tables instead of expecting the same numbers.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,6 +27,7 @@
 
 #include "devices/virtio-console.h"
 #include "devices/virtio-pci.h"
+#include "migrate/lazy.h"
 #include "vmm/cpuid.h"
 #include "vmm/layout.h"
 #include "vmm/log.h"
@@ -65,11 +67,26 @@ static int env_ioeventfd(void *vmm, int fd, uint64_t addr, uint32_t len, int ass
 	return kvm_ioeventfd(&((struct vm *)vmm)->kvm, fd, addr, len, assign);
 }
 
+/* Enter a device in the VM's list (devices/dev.h); names are the state's node names. */
+static int add_dev(struct vm *vm, const char *name, const struct dev_ops *ops, void *state)
+{
+	struct dev *d;
+
+	if (vm->ndevs == VM_MAX_DEVS)
+		return -ENOSPC;
+	d = &vm->devs[vm->ndevs++];
+	snprintf(d->name, sizeof(d->name), "%s", name);
+	d->ops = ops;
+	d->state = state;
+	return 0;
+}
+
 /* Put a virtio device on the PCI bus; on failure the device is destroyed. */
 static int add_virtio(struct vm *vm, struct virtio_dev *vdev, void (*destroy)(struct virtio_dev *))
 {
 	struct vm_virtio *v = &vm->virtio[vm->nvirtio];
 	int ret = virtio_pci_create(&vm->pci, &vm->env, vdev, &v->pci);
+	char name[32];
 
 	if (ret < 0) {
 		destroy(vdev);
@@ -78,7 +95,9 @@ static int add_virtio(struct vm *vm, struct virtio_dev *vdev, void (*destroy)(st
 	v->vdev = vdev;
 	v->destroy = destroy;
 	vm->nvirtio++;
-	return 0;
+	/* The slot follows the config (see the top of this file), so the name does too. */
+	snprintf(name, sizeof(name), "%s@%02x", vdev->ops->name, v->pci->pci.slot);
+	return add_dev(vm, name, &virtio_pci_dev_ops, v->pci);
 }
 
 /* virtio devices from the configuration: disks, then the console with the agent port. */
@@ -251,7 +270,10 @@ static int register_devices(struct vm *vm)
 				"pm1a_evt")) ||
 	    (ret = bus_register(&vm->pio, ACPI_PM1A_CNT_PORT, 2, &acpi_pm_cnt_ops, &vm->pm,
 				"pm1a_cnt")) ||
-	    (ret = bus_register(&vm->pio, 0x64, 1, &kbd_reset_ops, &vm->pm, "kbd-reset")))
+	    (ret = bus_register(&vm->pio, 0x64, 1, &kbd_reset_ops, &vm->pm, "kbd-reset")) ||
+	    (ret = add_dev(vm, "serial@3f8", &serial_dev_ops, &vm->com1)) ||
+	    (ret = add_dev(vm, "rtc@70", &rtc_dev_ops, &vm->rtc)) ||
+	    (ret = add_dev(vm, "acpi-pm@600", &acpi_pm_dev_ops, &vm->pm)))
 		pr_err("registering a legacy device: %s", strerror(-ret));
 	return ret;
 }
@@ -303,6 +325,9 @@ int vm_create(struct vm *vm, const struct vm_config *cfg)
 	}
 	/* The reset register 0xcf9 sits inside CONFIG_ADDRESS: the host bridge passes it on. */
 	pci_host_set_reset_port(&vm->pci, &acpi_reset_ops, &vm->pm);
+	ret = add_dev(vm, "pci-host", &pci_host_dev_ops, &vm->pci);
+	if (ret < 0)
+		goto err_virtio;
 	ret = create_virtio_devices(vm);
 	if (ret < 0)
 		goto err_virtio;
@@ -348,6 +373,8 @@ void vm_destroy(struct vm *vm)
 	for (unsigned int i = 0; i < vm->ncpus && vm->vcpus; i++)
 		vcpu_destroy(vm->vcpus[i]);
 	free(vm->vcpus);
+	mig_lazy_stop(vm->lazy);	/* no vCPU waits on a fault any more */
+	vm->lazy = NULL;
 	free(vm->cpuid);
 	destroy_virtio_devices(vm);
 	pci_host_destroy(&vm->pci);

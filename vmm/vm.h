@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "devices/acpi-pm.h"
+#include "devices/dev.h"
 #include "devices/pci.h"
 #include "devices/virtio-balloon.h"
 #include "devices/virtio-blk.h"
@@ -28,8 +29,10 @@ struct virtio_dev;
 struct virtio_pci;
 struct control_server;
 struct agent_relay;
+struct mig_lazy;
 
 #define VM_MAX_DISKS 8
+#define VM_MAX_DEVS (VM_MAX_DISKS + 8)
 
 struct disk_config {
 	char *path;
@@ -60,6 +63,8 @@ struct vm_config {
 	const char *kernel;
 	const char *initrd;
 	const char *cmdline;
+	const char *restore;		/* --restore DIR: a saved VM instead of a kernel */
+	int restore_lazy;		/* --restore-lazy: its memory through userfaultfd */
 	int pvm_quirks;		/* apply the PVM handling when PVM is detected (default on) */
 	int restart_on_reboot;	/* --on-reboot=restart */
 	int console_out_fd;	/* where the serial console goes (stdout) */
@@ -104,6 +109,11 @@ struct vm {
 	struct control_server *ctl;
 	struct agent_relay *relay;	/* --agent: the guest agent through the control socket */
 	unsigned int nvirtio;
+	/* Every device with guest-visible state, in the order its state is loaded (legacy,
+	 * the PCI host, then the virtio functions by slot): devices/dev.h's contract. */
+	struct dev devs[VM_MAX_DEVS];
+	unsigned int ndevs;
+	struct mig_lazy *lazy;		/* --restore-lazy: memory still arriving, else NULL */
 	struct kvm_cpuid2 *cpuid;	/* KVM's supported CPUID, patched per vCPU */
 	struct vcpu **vcpus;
 	unsigned int ncpus;

@@ -40,7 +40,7 @@ static void make_valid(void)
 		v[i].xcrs.nr_xcrs = 1;
 		v[i].has_sregs2 = i;
 	}
-	if (mig_state_encode(&m, v, &vm, &valid, &valid_len))
+	if (mig_state_encode(&m, v, &vm, NULL, 0, &valid, &valid_len))
 		abort();
 	free(v);
 }
@@ -59,10 +59,10 @@ static void check(const uint8_t *data, size_t size)
 		return;
 	}
 	if (mig_machine_check(&s.machine, &s.machine) ||
-	    mig_state_encode(&s.machine, s.vcpus, &s.vm, &blob, &len))
+	    mig_state_encode(&s.machine, s.vcpus, &s.vm, NULL, 0, &blob, &len))
 		abort();
 	if (mig_state_decode(blob, len, &again) ||
-	    mig_state_encode(&again.machine, again.vcpus, &again.vm, &blob2, &len2))
+	    mig_state_encode(&again.machine, again.vcpus, &again.vm, NULL, 0, &blob2, &len2))
 		abort();
 	if (len != len2 || memcmp(blob, blob2, len))
 		abort();

@@ -94,7 +94,7 @@ static struct example *example_encoded(void)
 		vcpu_example(&e->vcpus[i], i);
 	vm_example(&e->vm);
 	if (machine_example(&e->machine, 64 * M, NVCPUS) ||
-	    mig_state_encode(&e->machine, e->vcpus, &e->vm, &e->blob, &e->size)) {
+	    mig_state_encode(&e->machine, e->vcpus, &e->vm, NULL, 0, &e->blob, &e->size)) {
 		free(e);
 		return NULL;
 	}
@@ -343,13 +343,13 @@ static void test_encode_refuses_bad_counts(void)
 
 	CHECK(e);
 	e->vcpus[1].nmsrs = KVM_STATE_MAX_MSRS + 1;
-	CHECK_EQ(mig_state_encode(&e->machine, e->vcpus, &e->vm, &blob, &size), -EINVAL);
+	CHECK_EQ(mig_state_encode(&e->machine, e->vcpus, &e->vm, NULL, 0, &blob, &size), -EINVAL);
 	e->vcpus[1].nmsrs = 1;
 	e->vcpus[0].xsave_size = KVM_STATE_XSAVE_MAX + 1;
-	CHECK_EQ(mig_state_encode(&e->machine, e->vcpus, &e->vm, &blob, &size), -EINVAL);
+	CHECK_EQ(mig_state_encode(&e->machine, e->vcpus, &e->vm, NULL, 0, &blob, &size), -EINVAL);
 	e->vcpus[0].xsave_size = 0;
 	e->machine.ram_size++;
-	CHECK_EQ(mig_state_encode(&e->machine, e->vcpus, &e->vm, &blob, &size), -EINVAL);
+	CHECK_EQ(mig_state_encode(&e->machine, e->vcpus, &e->vm, NULL, 0, &blob, &size), -EINVAL);
 	CHECK(!blob);
 	example_free(e);
 }
