@@ -250,7 +250,7 @@ busybox_applets() {
 GUEST_CFLAGS="-ffreestanding -nostdlib -static -fno-pic -no-pie -mgeneral-regs-only
 	-fno-stack-protector -fno-builtin -fno-tree-loop-distribute-patterns -O2 -g0
 	-Wall -Wextra -Wno-unused-parameter -Werror"
-WORKLOADS="filereader webload cpuload membench ompbench"
+WORKLOADS="filereader webload cpuload membench ompbench blkseq"
 
 # gcc_guest BITS OUT SOURCES...
 gcc_guest() {
