@@ -187,7 +187,8 @@ static int cmd_run(int argc, char **argv)
 	else
 		ret = vm_boot_load(&boot, &cfg, err, sizeof(err));
 	if (ret < 0) {
-		pr_err("%s", err);
+		if (err[0])
+			pr_err("%s", err);
 		return ret == -ENOMEM ? KUMO_EXIT_ERROR : KUMO_EXIT_USAGE;
 	}
 	sigaction(SIGINT, &sa, NULL);

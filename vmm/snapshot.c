@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -276,8 +277,7 @@ int vm_restore_check(struct vm_restore *r, const struct vm_config *cfg, char *er
 	ret = mig_state_decode(blob, size, &r->state);
 	free(blob);
 	if (ret) {
-		snprintf(err, errlen, "%s: %s (the reason is above)", path,
-			 ret == -EPROTO ? "another state version" : "not a state kumo can load");
+		err[0] = '\0';	/* the decoder named the problem in its one line */
 		return ret;
 	}
 	/* The machine the config builds, from its layout alone (no memory yet). */
@@ -289,8 +289,7 @@ int vm_restore_check(struct vm_restore *r, const struct vm_config *cfg, char *er
 	mig_machine_describe(&mach, &layout, cfg->ncpus);
 	ret = mig_machine_check(&r->state.machine, &mach);
 	if (ret) {
-		snprintf(err, errlen, "%s does not fit this config (the difference is above)",
-			 path);
+		err[0] = '\0';	/* mig_machine_check() named the first difference */
 		goto err_state;
 	}
 	path_in(path, sizeof(path), cfg->restore, MEMORY_FILE);
@@ -321,6 +320,55 @@ void vm_restore_free(struct vm_restore *r)
 	r->mem_fd = -1;
 }
 
+/*
+ * Watch a lazy restore: log when all memory has arrived; if the source fails the guest must
+ * not run on silent zeros: stop the VM with an error, then release the faults still waiting
+ * (their vCPUs see the stop before they run another guest instruction).
+ */
+static void *lazy_watch(void *arg)
+{
+	struct vm *vm = arg;
+	struct mig_lazy_stats st;
+
+	for (;;) {
+		int ret = mig_lazy_wait(vm->lazy, 200);
+
+		if (!ret) {
+			mig_lazy_stats(vm->lazy, &st);
+			pr_info("restore: all memory arrived: %llu faults, %llu pages by fault, "
+				"%llu pushed, %llu zero, median fault %.1f us, max %.1f us",
+				(unsigned long long)st.faults, (unsigned long long)st.pages_fault,
+				(unsigned long long)st.pages_background,
+				(unsigned long long)st.pages_zero,
+				(double)mig_lazy_latency_median_ns(&st) / 1e3,
+				(double)st.latency_max_ns / 1e3);
+			return NULL;
+		}
+		if (ret != -ETIMEDOUT) {
+			pr_err("restore: guest memory could not be served (%s): stopping the VM",
+			       strerror(-ret));
+			vm_request_stop(vm, VM_STOP_ERROR, KUMO_EXIT_ERROR);
+			mig_lazy_stop(vm->lazy);
+			__atomic_store_n(&vm->lazy, NULL, __ATOMIC_RELEASE);
+			return NULL;
+		}
+		if (__atomic_load_n(&vm->stop, __ATOMIC_ACQUIRE) != VM_RUNNING)
+			return NULL;
+	}
+}
+
+void vm_restore_end(struct vm *vm)
+{
+	if (vm->lazy_watching)
+		pthread_join(vm->lazy_watcher, NULL);
+	vm->lazy_watching = 0;
+	mig_lazy_stop(vm->lazy);
+	vm->lazy = NULL;
+	if (vm->lazy_fd >= 0)
+		close(vm->lazy_fd);
+	vm->lazy_fd = -1;
+}
+
 int vm_restore(struct vm *vm, struct vm_restore *r, int lazy)
 {
 	uint64_t t0 = vm_now_ns();
@@ -333,6 +381,12 @@ int vm_restore(struct vm *vm, struct vm_restore *r, int lazy)
 		ret = mig_page_source_file(&src, r->mem_fd);
 		if (!ret)
 			ret = mig_lazy_start(&vm->mem, &src, &params, &vm->lazy);
+		if (!ret) {	/* served from until all has arrived: the VM's now */
+			vm->lazy_fd = r->mem_fd;
+			r->mem_fd = -1;
+			ret = -pthread_create(&vm->lazy_watcher, NULL, lazy_watch, vm);
+			vm->lazy_watching = !ret;
+		}
 	} else {
 		ret = mig_memfile_read(&vm->mem, r->mem_fd);
 	}

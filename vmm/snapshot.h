@@ -35,8 +35,9 @@ struct vm_restore {
 
 /*
  * Read cfg->restore's state, decode and check it, check that the config builds the machine it
- * describes and that the memory file has its RAM size. 0, or -errno with one line in err
- * (details of a refused state are logged above it). Free with vm_restore_free().
+ * describes and that the memory file has its RAM size. 0, or -errno with one line in err --
+ * or err empty when the state's decoder or the machine check logged that line already. Free
+ * with vm_restore_free().
  */
 int vm_restore_check(struct vm_restore *r, const struct vm_config *cfg, char *err,
 		     size_t errlen) __attribute__((warn_unused_result));
@@ -49,5 +50,8 @@ void vm_restore_free(struct vm_restore *r);
  */
 int vm_restore(struct vm *vm, struct vm_restore *r, int lazy)
 	__attribute__((warn_unused_result));
+
+/* After the vCPUs are gone: end a lazy restore's watcher and server, close its file. */
+void vm_restore_end(struct vm *vm);
 
 #endif

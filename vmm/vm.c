@@ -22,16 +22,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <linux/kvm.h>
 
 #include "devices/virtio-console.h"
 #include "devices/virtio-pci.h"
-#include "migrate/lazy.h"
 #include "vmm/cpuid.h"
 #include "vmm/layout.h"
 #include "vmm/log.h"
 #include "vmm/pvm.h"
+#include "vmm/snapshot.h"
 #include "vmm/vcpu.h"
 #include "vmm/vm.h"
 
@@ -283,6 +284,7 @@ int vm_create(struct vm *vm, const struct vm_config *cfg)
 	int ret;
 
 	memset(vm, 0, sizeof(*vm));
+	vm->lazy_fd = -1;
 	vm->cfg = *cfg;
 	if (cfg->agent_socket == cfg->agent_socket_buf)	/* keep pointing into our copy */
 		vm->cfg.agent_socket = vm->cfg.agent_socket_buf;
@@ -373,8 +375,7 @@ void vm_destroy(struct vm *vm)
 	for (unsigned int i = 0; i < vm->ncpus && vm->vcpus; i++)
 		vcpu_destroy(vm->vcpus[i]);
 	free(vm->vcpus);
-	mig_lazy_stop(vm->lazy);	/* no vCPU waits on a fault any more */
-	vm->lazy = NULL;
+	vm_restore_end(vm);	/* no vCPU waits on a fault any more */
 	free(vm->cpuid);
 	destroy_virtio_devices(vm);
 	pci_host_destroy(&vm->pci);

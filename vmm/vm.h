@@ -114,6 +114,9 @@ struct vm {
 	struct dev devs[VM_MAX_DEVS];
 	unsigned int ndevs;
 	struct mig_lazy *lazy;		/* --restore-lazy: memory still arriving, else NULL */
+	int lazy_fd;			/* the memory file it serves from (ours to close) */
+	pthread_t lazy_watcher;		/* stops the VM if the memory cannot be served */
+	int lazy_watching;
 	struct kvm_cpuid2 *cpuid;	/* KVM's supported CPUID, patched per vCPU */
 	struct vcpu **vcpus;
 	unsigned int ncpus;

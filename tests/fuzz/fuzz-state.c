@@ -2,7 +2,9 @@
  * libFuzzer target for the state FDT decoder (migrate/state.c): any input is refused or
  * decodes into states that encode again, and whose encoding decodes and encodes to the very
  * same bytes; the decoded machine matches itself. Random bytes rarely pass fdt_check_full, so
- * the input is also applied as byte edits (be16 offset, value) to a valid two-vCPU state.
+ * the input is also applied as byte edits (be16 offset, value) to a valid two-vCPU state with
+ * two device nodes; a decoded state's /devices is loaded into two probe devices that read
+ * their properties with exact and variable sizes (the accessors devices get).
  *
  *   sh tests/fuzz/run.sh    (builds every tests/fuzz/fuzz-*.c)
  */
@@ -12,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "devices/dev.h"
 #include "migrate/state.h"
 #include "vmm/log.h"
 
@@ -19,6 +22,44 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static void *valid;
 static size_t valid_len;
+
+/* A probe device: "regs" of exactly 16 bytes and "runs" of up to 256 bytes. */
+struct probe {
+	uint8_t regs[16];
+	uint8_t runs[256];
+	size_t nruns;
+};
+
+static int probe_save(void *dev, const struct dev_state_out *out)
+{
+	struct probe *p = dev;
+	int ret = dev_put(out, "regs", p->regs, sizeof(p->regs));
+
+	return ret ? ret : dev_put(out, "runs", p->runs, p->nruns);
+}
+
+static int probe_load(void *dev, const struct dev_state_in *in)
+{
+	struct probe *p = dev;
+	const void *v;
+	size_t len;
+	int ret = dev_get(in, "regs", p->regs, sizeof(p->regs));
+
+	if (!ret)
+		ret = in->get_var(in->opaque, "runs", &v, &len, sizeof(p->runs));
+	if (ret)
+		return ret;
+	if (len > sizeof(p->runs))
+		abort();	/* the accessor let more than max through */
+	memcpy(p->runs, v, len);	/* reads every byte it was given */
+	p->nruns = len;
+	return 0;
+}
+
+static const struct dev_ops probe_ops = { .save = probe_save, .load = probe_load };
+static struct probe probes[2] = { { .nruns = 24 }, { .nruns = 0 } };
+static const struct dev devs[2] = { { "serial@3f8", &probe_ops, &probes[0] },
+				    { "virtio-blk@01", &probe_ops, &probes[1] } };
 
 static void make_valid(void)
 {
@@ -40,7 +81,7 @@ static void make_valid(void)
 		v[i].xcrs.nr_xcrs = 1;
 		v[i].has_sregs2 = i;
 	}
-	if (mig_state_encode(&m, v, &vm, NULL, 0, &valid, &valid_len))
+	if (mig_state_encode(&m, v, &vm, devs, 2, &valid, &valid_len))
 		abort();
 	free(v);
 }
@@ -58,6 +99,9 @@ static void check(const uint8_t *data, size_t size)
 			abort();
 		return;
 	}
+	ret = mig_state_load_devices(&s, devs, 2);
+	if (ret && ret != -EINVAL)
+		abort();
 	if (mig_machine_check(&s.machine, &s.machine) ||
 	    mig_state_encode(&s.machine, s.vcpus, &s.vm, NULL, 0, &blob, &len))
 		abort();
