@@ -121,6 +121,16 @@ if [ -f "$KERNEL" ]; then
 			conv=notrunc 2>/dev/null
 	bad_input cli-corrupt-payload 'corrupt|truncated' --kernel "$T/corrupt"
 fi
+# --restore: its own input, checked before /dev/kvm like a kernel (a good state and the
+# config checks against it are in test-snapshot.sh, in the KVM box).
+bad cli-restore-with-kernel '--restore brings its own kernel' --restore "$T" --kernel "$GOOD"
+bad cli-restore-lazy-alone '--restore-lazy needs --restore' --restore-lazy --kernel "$GOOD"
+bad_input cli-restore-missing-dir "$T/no-such-snapshot/state.fdt: No such file" \
+	--restore "$T/no-such-snapshot"
+mkdir -p "$T/junk-snapshot"
+cp "$T/random" "$T/junk-snapshot/state.fdt"
+bad_input cli-restore-not-a-state 'state: not a valid FDT' --restore "$T/junk-snapshot"
+
 # Virtual NUMA layouts that cannot be built on this host are refused before anything starts.
 bad cli-numa-no-host-node 'host node 7 does not exist' --kernel "$GOOD" --cpus 2 \
 	--numa node=0,cpus=0-1,mem=256M,host-node=7
