@@ -8,6 +8,8 @@
  * the guest's node of vCPU c is the host's node of pCPU c), else its first vCPUs on its pCPUs
  * one to one; the vCPUs left over are parked through the guest agent and pinned inside the
  * share. A VM that lost CPUs is moved before one that gained them, so shares never overlap.
+ * A new assignment is applied once two ticks in a row agree on it; a VM whose actions did not
+ * all take (an agent slow to answer) is moved again at the next tick.
  * Memory per node is not moved: kumo has no per-node balloon (docs/coordinator.md).
  */
 #include <errno.h>
@@ -143,7 +145,8 @@ struct excl_policy {
 	int nvms;
 	double last_t;
 	uint64_t last_ns[EXCL_MAX_VMS];
-	uint64_t share[EXCL_MAX_VMS];	/* what we set last; 0 none */
+	uint64_t share[EXCL_MAX_VMS];	/* what we set last; 0 none (or to be set again) */
+	uint64_t proposed[EXCL_MAX_VMS];	/* last tick's assignment, not applied yet */
 	int cpu_node[EXCL_MAX_CPUS];
 	int ncpus;
 };
@@ -151,28 +154,46 @@ struct excl_policy {
 static int excl_init(struct sched *s, void **state)
 {
 	struct excl_policy *ep = calloc(1, sizeof(*ep));
-	struct sched_host h;
 
 	if (!ep)
 		return -ENOMEM;
-	ep->ncpus = !sched_get_host(s, &h) ? h.cpus : 0;
-	if (ep->ncpus <= 0 || ep->ncpus > EXCL_MAX_CPUS) {
-		free(ep);
-		return -ERANGE;
-	}
-	for (int c = 0; c < ep->ncpus; c++)
-		ep->cpu_node[c] = numa_available() < 0 ? 0 : numa_node_of_cpu(c);
 	*state = ep;
 	return 0;
 }
 
-/* Moves one VM to its new share: unpark and pin what runs, park and pin the rest inside it. */
-static void apply(struct sched *s, struct excl_policy *ep, int vm, int vcpus, uint64_t share,
+/* The host's CPUs and their nodes, at the first tick with host figures. */
+static bool host_topology(struct sched *s, struct excl_policy *ep)
+{
+	struct sched_host h;
+
+	if (ep->ncpus)
+		return true;
+	if (sched_get_host(s, &h) || h.cpus <= 0)
+		return false;
+	if (h.cpus > EXCL_MAX_CPUS) {
+		sched_log(s, "exclusive", "more than 64 host CPUs: hold");
+		return false;
+	}
+	for (int c = 0; c < h.cpus; c++) {
+		int node = numa_available() < 0 ? 0 : numa_node_of_cpu(c);
+
+		ep->cpu_node[c] = node < 0 ? 0 : node;
+	}
+	ep->ncpus = h.cpus;
+	return true;
+}
+
+/*
+ * Moves one VM to its new share: unpark and pin what runs, park and pin the rest inside it.
+ * Returns how many of those actions failed (an agent slow to answer, say).
+ */
+static int apply(struct sched *s, struct excl_policy *ep, int vm, int vcpus, uint64_t share,
 		  const char *why)
 {
 	int pin[EXCL_MAX_CPUS * 4];
 	uint64_t parked, running = 0;
 	char list[256], one[16];
+	int failed = 0;
 
 	if (vcpus > (int)(sizeof(pin) / sizeof(pin[0])))
 		vcpus = sizeof(pin) / sizeof(pin[0]);
@@ -181,17 +202,18 @@ static void apply(struct sched *s, struct excl_policy *ep, int vm, int vcpus, ui
 		if (pin[v] >= 0)
 			running |= 1ull << v;
 	if (!excl_cpulist(running, list, sizeof(list)))
-		sched_set_park(s, vm, list, false, why);
+		failed += !!sched_set_park(s, vm, list, false, why);
 	for (int v = 0; v < vcpus; v++) {
 		if (pin[v] >= 0) {
 			snprintf(one, sizeof(one), "%d", pin[v]);
-			sched_set_pin(s, vm, v, one, why);
+			failed += !!sched_set_pin(s, vm, v, one, why);
 		} else if (!excl_cpulist(share, list, sizeof(list))) {
-			sched_set_pin(s, vm, v, list, why);
+			failed += !!sched_set_pin(s, vm, v, list, why);
 		}
 	}
 	if (parked && !excl_cpulist(parked, list, sizeof(list)))
-		sched_set_park(s, vm, list, true, why);
+		failed += !!sched_set_park(s, vm, list, true, why);
+	return failed;
 }
 
 static void excl_tick(struct sched *s, void *state)
@@ -201,9 +223,11 @@ static void excl_tick(struct sched *s, void *state)
 	uint64_t share[EXCL_MAX_VMS];
 	int n = sched_vm_count(s), ret;
 	double now = sched_now(s), dt = now - ep->last_t;
-	bool first = !ep->last_t, changed = false;
+	bool first = !ep->last_t, changed = false, settled = true;
 	char why[320], list[256];
 
+	if (!host_topology(s, ep))
+		return;
 	if (n > EXCL_MAX_VMS)
 		n = EXCL_MAX_VMS;
 	for (int i = 0; i < n; i++) {
@@ -227,10 +251,20 @@ static void excl_tick(struct sched *s, void *state)
 				  "cannot assign: hold");
 		return;
 	}
-	for (int i = 0; i < n; i++)
+	for (int i = 0; i < n; i++) {
 		changed |= share[i] != ep->share[i];
+		settled &= !!ep->share[i];
+	}
 	if (!changed)
 		return;
+	/*
+	 * A new assignment must come out of two ticks in a row before it is applied, so a one-off
+	 * burst (or a busy boot) does not move CPUs back and forth; the first one goes at once.
+	 */
+	if (settled && memcmp(share, ep->proposed, n * sizeof(share[0]))) {
+		memcpy(ep->proposed, share, n * sizeof(share[0]));
+		return;
+	}
 	/* Shrinking VMs first, so no two shares overlap at any moment. */
 	for (int pass = 0; pass < 2; pass++) {
 		for (int i = 0; i < n; i++) {
@@ -242,8 +276,8 @@ static void excl_tick(struct sched *s, void *state)
 			snprintf(why, sizeof(why), "share %s (%d pCPUs, demand %.2f CPUs)", list,
 				 popcount(share[i]), in[i].demand);
 			sched_log(s, "exclusive", why);
-			apply(s, ep, i, in[i].vcpus, share[i], why);
-			ep->share[i] = share[i];
+			/* What did not take is done again at the next tick. */
+			ep->share[i] = apply(s, ep, i, in[i].vcpus, share[i], why) ? 0 : share[i];
 		}
 	}
 }
