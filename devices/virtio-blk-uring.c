@@ -67,8 +67,16 @@ static void io_finish(struct blk_uring *u, struct blk_io *io, int status)
 	if (status != VIRTIO_BLK_S_OK)
 		vdev->stats_errors++;
 	if (!u->stopping && !vq->broken) {
-		if (io->r.status)
+		const struct guest_mem *m = vdev->env->mem;
+
+		if (io->r.type == VIRTIO_BLK_T_IN || io->r.type == VIRTIO_BLK_T_GET_ID)
+			virtio_mark_written(m, io->r.iov, io->r.niov, io->r.len);
+		if (io->r.status) {
+			struct iovec st = { .iov_base = io->r.status, .iov_len = 1 };
+
 			__atomic_store_n(io->r.status, (uint8_t)status, __ATOMIC_RELAXED);
+			virtio_mark_written(m, &st, 1, 1);
+		}
 		if (virtq_push(vdev->env->mem, vq, io->head, virtio_blk_used_len(&io->r, status)))
 			virtio_set_needs_reset(vdev, 0);
 		else

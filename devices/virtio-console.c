@@ -201,6 +201,7 @@ static void ctrl_flush(struct console *c)
 			len += n;
 		}
 		done = iov_from_buf(e->in, e->nin, 0, msg, len);
+		virtio_mark_written(c->vdev.env->mem, e->in, e->nin, done);
 		if (done < len)
 			pr_warn_ratelimited("virtio-console: control buffer of %" PRIu64
 					    " bytes is too small for a %zu-byte message",
@@ -408,6 +409,7 @@ static void pump_rx(struct console *c, struct cport *p)
 		n = readv(p->client_fd, e->in, (int)e->nin);
 		if (n > 0) {
 			p->rx_held = 0;
+			virtio_mark_written(c->vdev.env->mem, e->in, e->nin, (size_t)n);
 			stat_add(&p->to_guest, n);
 			virtio_complete(&c->vdev, q, e->head, (uint32_t)n);
 			continue;

@@ -15,6 +15,7 @@
 
 #include "devices/dev.h"
 #include "devices/virtio.h"
+#include "mm/dirty.h"
 #include "mm/mem.h"
 #include "vmm/devenv.h"
 #include "vmm/log.h"
@@ -212,6 +213,11 @@ int virtq_push(const struct guest_mem *m, struct virtq *vq, uint16_t head, uint3
 	__atomic_store_n(&ring->len, len, __ATOMIC_RELAXED);
 	vq->used_idx++;
 	__atomic_store_n(&used[1], vq->used_idx, __ATOMIC_RELEASE);
+	if (m->dirty) {		/* the used ring's index and this entry, for a migration */
+		mm_dirty_mark(m, vq->used_gpa, 4);
+		mm_dirty_mark(m, vq->used_gpa + 4 + 8ULL * (uint16_t)((vq->used_idx - 1) & (size - 1)),
+			      8);
+	}
 	return 0;
 }
 
@@ -285,6 +291,22 @@ size_t iov_from_buf(const struct iovec *iov, unsigned int n, size_t off, const v
 		    size_t len)
 {
 	return iov_copy(iov, n, off, (uint8_t *)buf, len, 1);
+}
+
+void virtio_mark_written(const struct guest_mem *m, const struct iovec *iov, unsigned int n,
+			 size_t len)
+{
+	uint64_t gpa;
+
+	if (!m->dirty)
+		return;
+	for (unsigned int i = 0; i < n && len; i++) {
+		size_t l = iov[i].iov_len < len ? iov[i].iov_len : len;
+
+		if (l && !mm_hva_to_gpa(m, iov[i].iov_base, l, &gpa))
+			mm_dirty_mark(m, gpa, l);
+		len -= l;
+	}
 }
 
 /* ---- the I/O worker ---- */

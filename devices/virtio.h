@@ -65,6 +65,14 @@ int virtq_should_notify(const struct guest_mem *m, struct virtq *vq);
 /* With event idx: tell the guest which avail index to kick us at (avail_event). */
 void virtq_set_avail_event(const struct guest_mem *m, struct virtq *vq);
 
+/*
+ * The device wrote the first len bytes of these buffers (host pointers into m): mark their
+ * pages dirty for a migration in progress (nothing otherwise). Call after the write, before the
+ * chain is pushed: KVM's dirty log does not see what the VMM writes.
+ */
+void virtio_mark_written(const struct guest_mem *m, const struct iovec *iov, unsigned int n,
+			 size_t len);
+
 /* Copy helpers across an iovec array (bounded by the iovecs). Return bytes copied. */
 size_t iov_to_buf(const struct iovec *iov, unsigned int n, size_t off, void *buf, size_t len);
 size_t iov_from_buf(const struct iovec *iov, unsigned int n, size_t off, const void *buf,

@@ -69,7 +69,7 @@ int mm_dirty_merge(struct guest_mem *m, int region, const uint64_t *bits)
 	return 0;
 }
 
-int mm_dirty_mark(struct guest_mem *m, uint64_t gpa, uint64_t len)
+int mm_dirty_mark(const struct guest_mem *m, uint64_t gpa, uint64_t len)
 {
 	uint64_t end;
 

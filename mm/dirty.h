@@ -21,7 +21,7 @@ uint64_t mm_dirty_words(const struct guest_mem *m, int region);
 /* OR bits (mm_dirty_words() words, KVM_GET_DIRTY_LOG's layout) into region i's. 0 or -errno. */
 int mm_dirty_merge(struct guest_mem *m, int region, const uint64_t *bits);
 /* Mark the pages of [gpa, gpa+len) dirty (may span regions). 0, -ENODEV untracked, -EFAULT. */
-int mm_dirty_mark(struct guest_mem *m, uint64_t gpa, uint64_t len);
+int mm_dirty_mark(const struct guest_mem *m, uint64_t gpa, uint64_t len);
 
 /* 1 if the page holding gpa is dirty, 0 if clean, -ENODEV when untracked, -EFAULT off RAM. */
 int mm_dirty_test(const struct guest_mem *m, uint64_t gpa);

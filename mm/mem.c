@@ -264,8 +264,11 @@ static int copy(const struct guest_mem *m, uint64_t gpa, uint64_t len, struct co
 int mm_write(const struct guest_mem *m, uint64_t gpa, const void *src, uint64_t len)
 {
 	struct copy c = { .from = src };
+	int ret = copy(m, gpa, len, &c);
 
-	return copy(m, gpa, len, &c);
+	if (!ret && m->dirty)	/* a migration sends what the VMM wrote, too */
+		mm_dirty_mark(m, gpa, len);
+	return ret;
 }
 
 int mm_read(const struct guest_mem *m, uint64_t gpa, void *dst, uint64_t len)
@@ -278,8 +281,11 @@ int mm_read(const struct guest_mem *m, uint64_t gpa, void *dst, uint64_t len)
 int mm_zero(const struct guest_mem *m, uint64_t gpa, uint64_t len)
 {
 	struct copy c = { 0 };
+	int ret = copy(m, gpa, len, &c);
 
-	return copy(m, gpa, len, &c);
+	if (!ret && m->dirty)
+		mm_dirty_mark(m, gpa, len);
+	return ret;
 }
 
 static void no_piece(const struct mm_region *r, uint64_t off, uint64_t n, void *opaque)
@@ -308,6 +314,9 @@ int mm_release_range(const struct guest_mem *m, uint64_t gpa, uint64_t len)
 	if (fallocate(r->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 		      (off_t)(r->fd_offset + off), (off_t)len) < 0)
 		return -errno;
+	/* The pages changed (they read as zeros now): a migration must send that too. */
+	if (m->dirty)
+		mm_dirty_mark(m, gpa, len);
 	return 0;
 }
 

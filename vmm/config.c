@@ -18,6 +18,7 @@
 const char config_run_usage[] =
 	"usage: kumo run --kernel FILE [options]\n"
 	"       kumo run --restore DIR [--restore-lazy] [options]\n"
+	"       kumo run --incoming tcp:ADDR:PORT|unix:PATH [options]\n"
 	"  --kernel FILE        bzImage (LZ4/gzip/xz/zstd payload) or vmlinux ELF\n"
 	"  --initrd FILE        initramfs\n"
 	"  --cmdline STR        kernel command line (console=ttyS0 is added if absent)\n"
@@ -47,6 +48,8 @@ const char config_run_usage[] =
 	"  --restore DIR        resume the VM saved in DIR by `snapshot` (no --kernel, --initrd,\n"
 	"                       --cmdline; the other options must build the same machine)\n"
 	"  --restore-lazy       with --restore: guest memory served on demand (userfaultfd)\n"
+	"  --incoming ADDR      wait for a live migration on ADDR (the source's `migrate`);\n"
+	"                       the other options must build the source's machine\n"
 	"  --no-pvm-quirks      no PVM handling even on a PVM host\n"
 	"  -v, --verbose        debug messages;  -q, --quiet  errors only\n"
 	"Console: the guest's serial port on stdin/stdout; Ctrl-A x quits.\n"
@@ -56,12 +59,13 @@ const char config_run_usage[] =
 enum { OPT_KERNEL = 256, OPT_INITRD, OPT_CMDLINE, OPT_MEM, OPT_CPUS, OPT_ON_REBOOT, OPT_NO_PVM,
        OPT_DISK, OPT_AGENT_SOCKET, OPT_CONSOLE_SOCKET, OPT_CONTROL, OPT_BALLOON, OPT_NUMA,
        OPT_NUMA_DISTANCE, OPT_HUGEPAGES, OPT_CPU_PIN, OPT_PV, OPT_AGENT, OPT_CONTROL_TOKEN,
-       OPT_RESTORE, OPT_RESTORE_LAZY };
+       OPT_RESTORE, OPT_RESTORE_LAZY, OPT_INCOMING };
 
 static const struct option run_opts[] = {
 	{ "kernel", required_argument, NULL, OPT_KERNEL },
 	{ "restore", required_argument, NULL, OPT_RESTORE },
 	{ "restore-lazy", no_argument, NULL, OPT_RESTORE_LAZY },
+	{ "incoming", required_argument, NULL, OPT_INCOMING },
 	{ "initrd", required_argument, NULL, OPT_INITRD },
 	{ "cmdline", required_argument, NULL, OPT_CMDLINE },
 	{ "mem", required_argument, NULL, OPT_MEM },
@@ -295,6 +299,11 @@ int config_parse_run(int argc, char **argv, struct vm_config *cfg, struct run_op
 		case OPT_KERNEL: cfg->kernel = optarg; break;
 		case OPT_RESTORE: cfg->restore = optarg; break;
 		case OPT_RESTORE_LAZY: cfg->restore_lazy = 1; break;
+		case OPT_INCOMING:
+			if (strncmp(optarg, "tcp:", 4) && strncmp(optarg, "unix:", 5))
+				FAIL("--incoming %s: not tcp:ADDR:PORT or unix:PATH", optarg);
+			cfg->incoming = optarg;
+			break;
 		case OPT_INITRD: cfg->initrd = optarg; break;
 		case OPT_CMDLINE: cfg->cmdline = optarg; break;
 		case OPT_MEM:
@@ -389,9 +398,12 @@ int config_parse_run(int argc, char **argv, struct vm_config *cfg, struct run_op
 		FAIL("unexpected argument %s", argv[optind]);
 	if (cfg->restore && (cfg->kernel || cfg->initrd || cfg->cmdline))
 		FAIL("--restore brings its own kernel and memory: no --kernel, --initrd, --cmdline");
+	if (cfg->incoming && (cfg->kernel || cfg->initrd || cfg->cmdline || cfg->restore))
+		FAIL("--incoming receives kernel, memory and state: no --kernel, --initrd, "
+		     "--cmdline, --restore");
 	if (cfg->restore_lazy && !cfg->restore)
 		FAIL("--restore-lazy needs --restore DIR");
-	if (!cfg->kernel && !cfg->restore)
+	if (!cfg->kernel && !cfg->restore && !cfg->incoming)
 		FAIL("--kernel is required");
 	if (check_control(cfg, opts, err, errlen))
 		return -EINVAL;

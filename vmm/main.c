@@ -19,6 +19,7 @@
 #include "vmm/log.h"
 #include "vmm/pvm.h"
 #include "vmm/vcpu.h"
+#include "vmm/migration.h"
 #include "vmm/snapshot.h"
 #include "vmm/vm.h"
 
@@ -208,6 +209,9 @@ static int cmd_run(int argc, char **argv)
 			vm_restore_free(&saved);
 			cfg.restore = NULL;	/* a guest reboot boots nothing else */
 			cfg.restart_on_reboot = 0;
+		} else if (cfg.incoming) {
+			ret = 0;	/* after the control socket: it answers while we wait */
+			cfg.restart_on_reboot = 0;
 		} else {
 			ret = vm_load_linux(&vm, &boot);
 		}
@@ -224,7 +228,22 @@ static int cmd_run(int argc, char **argv)
 			break;
 		}
 		raw_terminal();
-		if (vm_start(&vm) == 0) {
+		if (cfg.incoming) {
+			ret = vm_incoming(&vm, cfg.incoming, err, sizeof(err));
+			cfg.incoming = NULL;
+			if (ret < 0) {
+				pr_err("%s", err);
+				vm_request_stop(&vm, VM_STOP_ERROR, KUMO_EXIT_ERROR);
+				vm_wait(&vm);	/* vCPUs started before a late failure */
+				vm_control_stop(&vm);
+				restore_terminal();
+				vm_destroy(&vm);
+				status = KUMO_EXIT_ERROR;
+				break;
+			}
+			vm_control_event(&vm, "started", NULL);
+			console_loop(&vm);
+		} else if (vm_start(&vm) == 0) {
 			vm_control_event(&vm, "started", NULL);
 			console_loop(&vm);
 		}

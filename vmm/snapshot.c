@@ -48,7 +48,7 @@ static int write_all(int fd, const void *buf, size_t len)
 }
 
 /* Quiesce every device, last first (virtio functions before the legacy ones). */
-static int quiesce_devices(struct vm *vm, char *err, size_t errlen)
+int vm_quiesce_devices(struct vm *vm, char *err, size_t errlen)
 {
 	for (unsigned int i = vm->ndevs; i-- > 0;) {
 		const struct dev *d = &vm->devs[i];
@@ -62,7 +62,7 @@ static int quiesce_devices(struct vm *vm, char *err, size_t errlen)
 	return 0;
 }
 
-static int resume_devices(struct vm *vm)
+int vm_resume_devices(struct vm *vm)
 {
 	int first = 0;
 
@@ -79,8 +79,7 @@ static int resume_devices(struct vm *vm)
 	return first;
 }
 
-/* Encode the paused, quiesced machine. */
-static int encode_state(struct vm *vm, void **blob, size_t *size, char *err, size_t errlen)
+int vm_state_encode(struct vm *vm, void **blob, size_t *size, char *err, size_t errlen)
 {
 	struct kvm_vcpu_state *vs = calloc(vm->ncpus, sizeof(*vs));
 	struct kvm_vm_state vms;
@@ -160,9 +159,9 @@ int vm_snapshot(struct vm *vm, const char *dir, int stop, struct vm_snapshot_inf
 		goto out_files;
 	}
 	t_paused = vm_now_ns();
-	ret = quiesce_devices(vm, err, errlen);
+	ret = vm_quiesce_devices(vm, err, errlen);
 	if (!ret)
-		ret = encode_state(vm, &blob, &size, err, errlen);
+		ret = vm_state_encode(vm, &blob, &size, err, errlen);
 	if (!ret) {
 		ret = mig_memfile_write(&vm->mem, mem_fd);
 		if (ret)
@@ -191,7 +190,7 @@ int vm_snapshot(struct vm *vm, const char *dir, int stop, struct vm_snapshot_inf
 		vm_request_stop(vm, VM_STOP_USER, KUMO_EXIT_POWEROFF);
 	} else {
 		/* Failed or not stopping: the VM goes on as before. */
-		resume_devices(vm);
+		vm_resume_devices(vm);
 		if (!was_paused)
 			vm_resume(vm);
 	}
@@ -342,12 +341,16 @@ static void *lazy_watch(void *arg)
 				(unsigned long long)st.pages_zero,
 				(double)mig_lazy_latency_median_ns(&st) / 1e3,
 				(double)st.latency_max_ns / 1e3);
+			if (vm->lazy_done)
+				vm->lazy_done(vm, 1);
 			return NULL;
 		}
 		if (ret != -ETIMEDOUT) {
 			pr_err("restore: guest memory could not be served (%s): stopping the VM",
 			       strerror(-ret));
 			vm_request_stop(vm, VM_STOP_ERROR, KUMO_EXIT_ERROR);
+			if (vm->lazy_done)
+				vm->lazy_done(vm, 0);
 			mig_lazy_stop(vm->lazy);
 			__atomic_store_n(&vm->lazy, NULL, __ATOMIC_RELEASE);
 			return NULL;
@@ -369,6 +372,39 @@ void vm_restore_end(struct vm *vm)
 	vm->lazy_fd = -1;
 }
 
+int vm_lazy_begin(struct vm *vm, const struct mig_page_source *src)
+{
+	struct mig_lazy_params params = { .prefetch = 8 };
+	int ret = mig_lazy_start(&vm->mem, src, &params, &vm->lazy);
+
+	if (ret)
+		return ret;
+	ret = -pthread_create(&vm->lazy_watcher, NULL, lazy_watch, vm);
+	vm->lazy_watching = !ret;
+	return ret;
+}
+
+int vm_state_load(struct vm *vm, const struct mig_state *st)
+{
+	int ret;
+
+	for (unsigned int i = 0; i < vm->ncpus; i++) {
+		ret = vcpu_load_state(vm->vcpus[i], &st->vcpus[i]);
+		if (ret) {
+			pr_err("loading vCPU %u: %s", i, strerror(-ret));
+			return ret;
+		}
+	}
+	ret = kvm_vm_state_set(&vm->kvm, &st->vm);
+	if (ret) {
+		pr_err("loading the irqchip, PIT and clock: %s", strerror(-ret));
+		return ret;
+	}
+	/* Devices after the irqchip: their interrupt lines and MSI routes land in it. */
+	ret = mig_state_load_devices(st, vm->devs, vm->ndevs);
+	return ret ? ret : vm_resume_devices(vm);
+}
+
 int vm_restore(struct vm *vm, struct vm_restore *r, int lazy)
 {
 	uint64_t t0 = vm_now_ns();
@@ -376,16 +412,12 @@ int vm_restore(struct vm *vm, struct vm_restore *r, int lazy)
 
 	if (lazy) {
 		struct mig_page_source src;
-		struct mig_lazy_params params = { .prefetch = 8 };
 
 		ret = mig_page_source_file(&src, r->mem_fd);
-		if (!ret)
-			ret = mig_lazy_start(&vm->mem, &src, &params, &vm->lazy);
 		if (!ret) {	/* served from until all has arrived: the VM's now */
 			vm->lazy_fd = r->mem_fd;
 			r->mem_fd = -1;
-			ret = -pthread_create(&vm->lazy_watcher, NULL, lazy_watch, vm);
-			vm->lazy_watching = !ret;
+			ret = vm_lazy_begin(vm, &src);
 		}
 	} else {
 		ret = mig_memfile_read(&vm->mem, r->mem_fd);
@@ -394,23 +426,7 @@ int vm_restore(struct vm *vm, struct vm_restore *r, int lazy)
 		pr_err("restore: guest memory: %s", strerror(-ret));
 		return ret;
 	}
-	for (unsigned int i = 0; i < vm->ncpus; i++) {
-		ret = vcpu_load_state(vm->vcpus[i], &r->state.vcpus[i]);
-		if (ret) {
-			pr_err("restore: vCPU %u: %s", i, strerror(-ret));
-			return ret;
-		}
-	}
-	ret = kvm_vm_state_set(&vm->kvm, &r->state.vm);
-	if (ret) {
-		pr_err("restore: irqchip, PIT and clock: %s", strerror(-ret));
-		return ret;
-	}
-	/* Devices after the irqchip: their interrupt lines and MSI routes land in it. */
-	ret = mig_state_load_devices(&r->state, vm->devs, vm->ndevs);
-	if (ret)
-		return ret;
-	ret = resume_devices(vm);
+	ret = vm_state_load(vm, &r->state);
 	if (ret)
 		return ret;
 	pr_info("restored from %s in %.1f ms (%s memory)", vm->cfg.restore,

@@ -51,6 +51,21 @@ void vm_restore_free(struct vm_restore *r);
 int vm_restore(struct vm *vm, struct vm_restore *r, int lazy)
 	__attribute__((warn_unused_result));
 
+/*
+ * The pieces snapshot, restore and live migration share. vm_quiesce_devices: every device,
+ * last first (0 or -errno, one line in err); vm_resume_devices: all of them again.
+ * vm_state_encode: the state FDT of a paused, quiesced VM. vm_state_load: a decoded state into a
+ * VM just built from the same config (vCPUs, irqchip/PIT/clock, devices), devices resumed.
+ * vm_lazy_begin: serve guest memory lazily from src (migrate/lazy.h), with a watcher that stops
+ * the VM if src fails and calls vm->lazy_done when all has arrived.
+ */
+int vm_quiesce_devices(struct vm *vm, char *err, size_t errlen);
+int vm_resume_devices(struct vm *vm);
+int vm_state_encode(struct vm *vm, void **blob, size_t *size, char *err, size_t errlen);
+int vm_state_load(struct vm *vm, const struct mig_state *st);
+struct mig_page_source;
+int vm_lazy_begin(struct vm *vm, const struct mig_page_source *src);
+
 /* After the vCPUs are gone: end a lazy restore's watcher and server, close its file. */
 void vm_restore_end(struct vm *vm);
 

@@ -16,6 +16,7 @@
 #include "vmm/log.h"
 #include "vmm/vcpu.h"
 #include "vmm/vm-control.h"
+#include "vmm/migration.h"
 #include "vmm/snapshot.h"
 #include "vmm/vm.h"
 
@@ -438,6 +439,63 @@ static int verb_snapshot(void *opaque, struct json_object *args, struct json_obj
 	return 0;
 }
 
+static int verb_migrate(void *opaque, struct json_object *args, struct json_object **result,
+			char *err, size_t errlen)
+{
+	struct vm *vm = opaque;
+	struct vm_migrate_args a = { 0 };
+	const char *bw = NULL;
+	int64_t v;
+	int ret;
+
+	ret = control_arg_string(args, "to", &a.to, err, errlen);
+	if (ret < 0)
+		return ret;
+	ret = control_arg_int64(args, "downtime-ms", &v, err, errlen);
+	if (ret == 0 && (v < 1 || v > 3600000)) {
+		snprintf(err, errlen, "downtime-ms %lld outside 1..3600000", (long long)v);
+		return -EINVAL;
+	}
+	if (ret < 0 && ret != -ENOENT)
+		return ret;
+	a.downtime_ms = ret ? 0 : (uint64_t)v;
+	ret = control_arg_int64(args, "bandwidth", &v, err, errlen);
+	if (ret == -EINVAL) {	/* a size with a suffix: 100M (bytes per second) */
+		ret = control_arg_string(args, "bandwidth", &bw, err, errlen);
+		if (!ret && mm_parse_size(bw, &a.bandwidth) < 0) {
+			snprintf(err, errlen, "bandwidth %s: not a rate in bytes/s (e.g. 100M)", bw);
+			return -EINVAL;
+		}
+	} else if (ret == 0) {
+		if (v < 0) {
+			snprintf(err, errlen, "bandwidth must not be negative");
+			return -EINVAL;
+		}
+		a.bandwidth = (uint64_t)v;
+	}
+	if (ret < 0 && ret != -ENOENT)
+		return ret;
+	ret = control_arg_string(args, "postcopy", &a.postcopy, err, errlen);
+	if (ret < 0 && ret != -ENOENT)
+		return ret;
+	ret = vm_migrate_start(vm, &a, err, errlen);
+	if (ret < 0)
+		return ret;
+	*result = json_object_new_object();
+	json_object_object_add(*result, "to", json_object_new_string(a.to));
+	return 0;
+}
+
+static int verb_migrate_cancel(void *opaque, struct json_object *args,
+			       struct json_object **result, char *err, size_t errlen)
+{
+	int ret = vm_migrate_cancel(opaque);
+
+	if (ret)
+		snprintf(err, errlen, "no migration is running");
+	return ret;
+}
+
 static const struct control_verb vm_verbs[] = {
 	{ "status", verb_status, "state, vCPUs, memory, devices, uptime" },
 	{ "pause", verb_pause, "stop all vCPUs (devices keep running)" },
@@ -450,6 +508,9 @@ static const struct control_verb vm_verbs[] = {
 	{ "topology", verb_topology, "virtual NUMA nodes, distances, vCPU placement" },
 	{ "agent", verb_agent, "verb=NAME [args={...}] [timeout_ms=N]: ask the guest agent" },
 	{ "agent-stats", verb_agent_stats, "the guest agent's latest statistics" },
+	{ "migrate", verb_migrate, "to=tcp:HOST:PORT|unix:PATH [downtime-ms=N] [bandwidth=RATE] "
+	  "[postcopy=off|auto|now|after-rounds:N]: live migration (events migrate-*)" },
+	{ "migrate-cancel", verb_migrate_cancel, "stop a running migration; the VM runs on here" },
 	{ "snapshot", verb_snapshot, "dir=DIR [stop=true]: save the VM (kumo run --restore DIR)" },
 };
 

@@ -32,6 +32,7 @@
 #include "vmm/layout.h"
 #include "vmm/log.h"
 #include "vmm/pvm.h"
+#include "vmm/migration.h"
 #include "vmm/snapshot.h"
 #include "vmm/vcpu.h"
 #include "vmm/vm.h"
@@ -375,6 +376,7 @@ void vm_destroy(struct vm *vm)
 	for (unsigned int i = 0; i < vm->ncpus && vm->vcpus; i++)
 		vcpu_destroy(vm->vcpus[i]);
 	free(vm->vcpus);
+	vm_migration_end(vm);	/* the sender joined, a post-copy source told */
 	vm_restore_end(vm);	/* no vCPU waits on a fault any more */
 	free(vm->cpuid);
 	destroy_virtio_devices(vm);

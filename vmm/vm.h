@@ -30,6 +30,7 @@ struct virtio_pci;
 struct control_server;
 struct agent_relay;
 struct mig_lazy;
+struct vm_migration;
 
 #define VM_MAX_DISKS 8
 #define VM_MAX_DEVS (VM_MAX_DISKS + 8)
@@ -65,6 +66,7 @@ struct vm_config {
 	const char *cmdline;
 	const char *restore;		/* --restore DIR: a saved VM instead of a kernel */
 	int restore_lazy;		/* --restore-lazy: its memory through userfaultfd */
+	const char *incoming;		/* --incoming ADDR: a live migration instead */
 	int pvm_quirks;		/* apply the PVM handling when PVM is detected (default on) */
 	int restart_on_reboot;	/* --on-reboot=restart */
 	int console_out_fd;	/* where the serial console goes (stdout) */
@@ -117,6 +119,9 @@ struct vm {
 	int lazy_fd;			/* the memory file it serves from (ours to close) */
 	pthread_t lazy_watcher;		/* stops the VM if the memory cannot be served */
 	int lazy_watching;
+	void (*lazy_done)(struct vm *vm, int ok);	/* all memory arrived (ok) or lost */
+	void *lazy_done_arg;
+	struct vm_migration *mig;	/* live migration state (vmm/migration.c), or NULL */
 	struct kvm_cpuid2 *cpuid;	/* KVM's supported CPUID, patched per vCPU */
 	struct vcpu **vcpus;
 	unsigned int ncpus;

@@ -18,7 +18,9 @@ Writes WORKDIR/console-N.log and WORKDIR/kumo-N.err for each VMM run.
 import hashlib, os, shutil, signal, subprocess, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from hostlib import GUARD, KUMO, T0, Control, say  # noqa: E402
+import hostlib  # noqa: E402
+from hostlib import (GUARD, KUMO, T0, agent_up, bg, collect, count_lines, mono, say,  # noqa: E402
+                     sh, wall)
 
 work, kernel, initrd = sys.argv[1:4]
 CTL = os.path.join(work, "ctl.sock")
@@ -30,12 +32,6 @@ BOOT = ["--kernel", kernel, "--initrd", initrd,
         "--cmdline", "panic=-1 kumo.script=agentd.sh kumo.probe=info,agentd kumo.shell=0"]
 MEMBENCH = ["mb=64", "hold_ms=12000", "verify=1"]
 BLKSEQ = ["dev=/dev/vdb", "qd=8", "slots=256", "seconds=6", "report_ms=500"]
-# sh -c SCRIPT CMD: CMD's output (quotes dropped, blanks squeezed) and status as a result line.
-SHJSON = (r'''o=$(eval "$0" 2>&1);r=$?;printf '{"workload":"sh","rc":%d,"out":"%s"}\n' $r '''
-          r'''"$(echo $o|tr -d '"\\')"''')
-# sh -c SCRIPT NAME ARGS...: NAME in the background, its stdout and status kept in /run.
-BG = 'X=$0;$X "$@" >/run/$X.out;echo $? >/run/$X.rc'
-COLLECT = 'while [ ! -e /run/$0.rc ];do sleep 0.2;done;cat /run/$0.out;exit $(cat /run/$0.rc)'
 runs = []
 
 
@@ -55,65 +51,9 @@ def err_tail():
     return lines[-1]
 
 
+
 def connect(p, timeout=180):
-    """A control connection once the VMM listens, or None if it ended first."""
-    end = time.time() + timeout
-    while time.time() < end and p.poll() is None:
-        try:
-            return Control(CTL)
-        except OSError:
-            time.sleep(0.2)
-    return None
-
-
-def agent_up(c, timeout=300):
-    """Waits until the relay holds the agent port and the agent answers a ping."""
-    end = time.time() + timeout
-    while time.time() < end:
-        left = max(1, min(10, end - time.time()))
-        s = c.request("agent-stats", timeout=left)
-        if s and s.get("ok") and s["result"].get("connected") and c.agent("ping", timeout=left):
-            return True
-        time.sleep(0.5)
-    return False
-
-
-def sh(c, cmd, timeout=120):
-    """cmd (at most 127 bytes) through the guest's sh: (status, output) or (None, None)."""
-    assert len(cmd) < 128, cmd
-    r = c.agent("run", {"name": "sh", "argv": ["-c", SHJSON, cmd], "wait": True}, timeout)
-    res = (r or {}).get("result") or {}
-    return res.get("rc"), res.get("out")
-
-
-def bg(c, name, argv):
-    r = c.agent("run", {"name": "sh", "argv": ["-c", BG, name] + argv, "wait": False})
-    return bool(r and r.get("pid"))
-
-
-def collect(c, name, timeout=300):
-    """NAME's exit status and result line, once it has ended."""
-    r = c.agent("run", {"name": "sh", "argv": ["-c", COLLECT, name], "wait": True}, timeout)
-    return (r.get("exit"), r.get("result") or {}) if r else (None, {})
-
-
-def count_lines(c, name, word):
-    rc, out = sh(c, f"grep -c {word} /run/{name}.out")
-    return int(out) if rc == 0 and out and out.isdigit() else 0
-
-
-def mono(c):
-    """(guest CLOCK_MONOTONIC ms from the agent's ping, host time s at the ping)."""
-    h0 = time.time()
-    r = c.agent("ping")
-    return (r or {}).get("uptime_ms"), (h0 + time.time()) / 2
-
-
-def wall(c):
-    """(guest realtime s from date, host time s before, host time s after)."""
-    h0 = time.time()
-    rc, out = sh(c, "date +%s")
-    return int(out) if rc == 0 and out and out.isdigit() else None, h0, time.time()
+    return hostlib.connect(CTL, p, timeout)
 
 
 def file_sum(c):

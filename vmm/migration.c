@@ -1,0 +1,406 @@
+/*
+ * Live migration of this VM (docs/migration.md): the source's `migrate` / `migrate-cancel`
+ * verbs run migrate/migration.c's sender on a thread of their own; `kumo run --incoming ADDR`
+ * receives. This file only connects them to the VM: pause, quiesce, state, dirty logging.
+ */
+#include <errno.h>
+#include <json-c/json.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "migrate/migration.h"
+#include "migrate/state.h"
+#include "migrate/stream.h"
+#include "mm/dirty.h"
+#include "vmm/log.h"
+#include "vmm/migration.h"
+#include "vmm/snapshot.h"
+#include "vmm/vm-control.h"
+#include "vmm/vm.h"
+
+struct vm_migration {
+	pthread_t thread;
+	int running;			/* atomic: the sender thread exists and has not ended */
+	int joinable;
+	int cancel;			/* atomic: migrate-cancel */
+	int fd;
+	int was_paused;
+	char to[256];
+	struct mig_params params;
+	struct mig_remote *remote;	/* destination, post-copy: the source's memory */
+	int remote_fd;
+	pthread_mutex_t lock;		/* remote, remote_fd, lazy_result */
+	int lazy_result;		/* 1 all memory arrived, -1 lost, 0 not yet */
+};
+
+static void finish_remote(struct vm_migration *mg);
+
+/* ---- the source's ops ---- */
+
+static int src_dirty_start(void *opaque)
+{
+	struct vm *vm = opaque;
+
+	return kvm_dirty_log_start(&vm->kvm, &vm->mem);
+}
+
+static int src_dirty_sync(void *opaque)
+{
+	struct vm *vm = opaque;
+
+	return kvm_dirty_log_sync(&vm->kvm, &vm->mem);
+}
+
+static void src_dirty_stop(void *opaque)
+{
+	struct vm *vm = opaque;
+
+	kvm_dirty_log_stop(&vm->kvm, &vm->mem);
+}
+
+static int src_stop(void *opaque)
+{
+	struct vm *vm = opaque;
+	char err[256];
+	int ret;
+
+	vm->mig->was_paused = vm_is_paused(vm);
+	ret = vm_pause(vm);
+	if (ret)
+		return ret;
+	ret = vm_quiesce_devices(vm, err, sizeof(err));
+	if (ret) {
+		pr_err("migration: %s", err);
+		vm_resume_devices(vm);
+		if (!vm->mig->was_paused)
+			vm_resume(vm);
+	}
+	return ret;
+}
+
+static int src_state(void *opaque, void **blob, size_t *size)
+{
+	struct vm *vm = opaque;
+	char err[256];
+	int ret = vm_state_encode(vm, blob, size, err, sizeof(err));
+
+	if (ret)
+		pr_err("migration: %s", err);
+	return ret;
+}
+
+static void src_resume(void *opaque)
+{
+	struct vm *vm = opaque;
+
+	vm_resume_devices(vm);
+	if (!vm->mig->was_paused)
+		vm_resume(vm);
+}
+
+static struct json_object *progress_json(const struct mig_progress *p)
+{
+	struct json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "phase", json_object_new_string(p->phase ? p->phase : ""));
+	json_object_object_add(o, "round", json_object_new_int((int)p->round));
+	json_object_object_add(o, "pages_sent", json_object_new_int64((int64_t)p->pages_sent));
+	json_object_object_add(o, "zero_pages", json_object_new_int64((int64_t)p->zero_pages));
+	json_object_object_add(o, "bytes_sent", json_object_new_int64((int64_t)p->bytes_sent));
+	json_object_object_add(o, "dirty_pages", json_object_new_int64((int64_t)p->dirty_pages));
+	json_object_object_add(o, "dirty_rate_pages_s",
+			       json_object_new_int64((int64_t)p->dirty_rate));
+	json_object_object_add(o, "bandwidth_bytes_s", json_object_new_int64((int64_t)p->bandwidth));
+	json_object_object_add(o, "expected_downtime_ms",
+			       json_object_new_double(p->expected_downtime_ns == UINT64_MAX ? -1 :
+						      (double)p->expected_downtime_ns / 1e6));
+	json_object_object_add(o, "downtime_ms", json_object_new_double((double)p->downtime_ns / 1e6));
+	json_object_object_add(o, "total_ms", json_object_new_double((double)p->total_ns / 1e6));
+	json_object_object_add(o, "postcopy_pages",
+			       json_object_new_int64((int64_t)p->postcopy_reads));
+	return o;
+}
+
+static void src_progress(void *opaque, const struct mig_progress *p)
+{
+	vm_control_event(opaque, "migrate-progress", progress_json(p));
+}
+
+static const struct mig_source_ops source_ops = {
+	.dirty_start = src_dirty_start,
+	.dirty_sync = src_dirty_sync,
+	.dirty_stop = src_dirty_stop,
+	.stop = src_stop,
+	.state = src_state,
+	.resume = src_resume,
+	.progress = src_progress,
+};
+
+static void *sender(void *arg)
+{
+	struct vm *vm = arg;
+	struct vm_migration *mg = vm->mig;
+	struct mig_progress res;
+	char err[512] = "";
+	struct json_object *ev;
+	int ret;
+
+	ret = mig_source_run(&vm->mem, vm->ncpus, mg->fd, &source_ops, vm, &mg->params, &res,
+			     err, sizeof(err));
+	close(mg->fd);
+	mg->fd = -1;
+	ev = progress_json(&res);
+	if (!ret) {
+		pr_info("migration to %s done: %.1f ms, downtime %.1f ms, %llu bytes sent",
+			mg->to, (double)res.total_ns / 1e6, (double)res.downtime_ns / 1e6,
+			(unsigned long long)res.bytes_sent);
+		vm_control_event(vm, "migrate-done", ev);
+		vm_request_stop(vm, VM_STOP_USER, KUMO_EXIT_POWEROFF);
+	} else {
+		json_object_object_add(ev, "error", json_object_new_string(err));
+		pr_err("migration to %s failed: %s%s", mg->to, err,
+		       ret == -ENOTRECOVERABLE ? " (after the switch-over: the VM is lost)" :
+		       " (the VM runs on here)");
+		vm_control_event(vm, "migrate-failed", ev);
+		if (ret == -ENOTRECOVERABLE)
+			vm_request_stop(vm, VM_STOP_ERROR, KUMO_EXIT_ERROR);
+	}
+	__atomic_store_n(&mg->running, 0, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+/* "auto", "off", "now", "after-rounds:N". */
+static int parse_postcopy(const char *s, struct mig_params *p)
+{
+	char *end;
+	long n;
+
+	if (!strcmp(s, "auto"))
+		p->postcopy = MIG_POSTCOPY_AUTO;
+	else if (!strcmp(s, "off"))
+		p->postcopy = MIG_POSTCOPY_OFF;
+	else if (!strcmp(s, "now"))
+		p->postcopy_now = 1;
+	else if (!strncmp(s, "after-rounds:", 13) && (n = strtol(s + 13, &end, 10)) >= 0 &&
+		 !*end && end != s + 13 && n <= 1000) {
+		if (n == 0)
+			p->postcopy_now = 1;
+		else
+			p->postcopy = (int)n;
+	} else {
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int vm_migrate_start(struct vm *vm, const struct vm_migrate_args *a, char *err, size_t errlen)
+{
+	struct vm_migration *mg;
+	int ret;
+
+	if (!vm->mig) {
+		vm->mig = calloc(1, sizeof(*vm->mig));
+		if (!vm->mig)
+			return -ENOMEM;
+		vm->mig->fd = vm->mig->remote_fd = -1;
+		pthread_mutex_init(&vm->mig->lock, NULL);
+	}
+	mg = vm->mig;
+	if (__atomic_load_n(&mg->running, __ATOMIC_ACQUIRE)) {
+		snprintf(err, errlen, "a migration to %s is running", mg->to);
+		return -EBUSY;
+	}
+	if (mg->joinable) {
+		pthread_join(mg->thread, NULL);
+		mg->joinable = 0;
+	}
+	if (vm->lazy) {
+		snprintf(err, errlen, "this VM's memory is still arriving (lazy restore)");
+		return -EBUSY;
+	}
+	memset(&mg->params, 0, sizeof(mg->params));
+	mg->params.downtime_ns = (a->downtime_ms ? a->downtime_ms : 300) * 1000000ULL;
+	mg->params.bandwidth = a->bandwidth;
+	mg->params.max_rounds = 30;
+	mg->params.postcopy = MIG_POSTCOPY_OFF;
+	if (a->postcopy && parse_postcopy(a->postcopy, &mg->params)) {
+		snprintf(err, errlen, "postcopy=%s: not auto, off, now or after-rounds:N", a->postcopy);
+		return -EINVAL;
+	}
+	mg->params.cancel = &mg->cancel;
+	mg->cancel = 0;
+	snprintf(mg->to, sizeof(mg->to), "%s", a->to);
+	ret = mig_connect(a->to, err, errlen);
+	if (ret < 0)
+		return ret;
+	mg->fd = ret;
+	__atomic_store_n(&mg->running, 1, __ATOMIC_RELEASE);
+	ret = -pthread_create(&mg->thread, NULL, sender, vm);
+	if (ret) {
+		__atomic_store_n(&mg->running, 0, __ATOMIC_RELEASE);
+		close(mg->fd);
+		mg->fd = -1;
+		snprintf(err, errlen, "cannot start the migration thread: %s", strerror(-ret));
+		return ret;
+	}
+	pthread_setname_np(mg->thread, "kumo-migrate");
+	mg->joinable = 1;
+	return 0;
+}
+
+int vm_migrate_cancel(struct vm *vm)
+{
+	if (!vm->mig || !__atomic_load_n(&vm->mig->running, __ATOMIC_ACQUIRE))
+		return -ENOENT;
+	__atomic_store_n(&vm->mig->cancel, 1, __ATOMIC_RELEASE);
+	return 0;
+}
+
+void vm_migration_end(struct vm *vm)
+{
+	struct vm_migration *mg = vm->mig;
+
+	if (!mg)
+		return;
+	if (mg->joinable) {
+		__atomic_store_n(&mg->cancel, 1, __ATOMIC_RELEASE);
+		if (mg->fd >= 0)
+			shutdown(mg->fd, SHUT_RDWR);	/* out of a blocking send or receive */
+		pthread_join(mg->thread, NULL);
+	}
+	vm_restore_end(vm);	/* the lazy server no longer reads from the remote */
+	pthread_mutex_lock(&mg->lock);
+	if (mg->remote) {
+		mg->lazy_result = -1;
+		finish_remote(mg);
+	}
+	pthread_mutex_unlock(&mg->lock);
+	pthread_mutex_destroy(&mg->lock);
+	free(mg);
+	vm->mig = NULL;
+}
+
+/* ---- the destination ---- */
+
+static int dst_load(void *opaque, const void *blob, size_t size)
+{
+	struct vm *vm = opaque;
+	struct mig_machine mach;
+	struct mig_state st;
+	int ret = mig_state_decode(blob, size, &st);
+
+	if (ret)
+		return ret;
+	mig_machine_describe(&mach, &vm->mem, vm->ncpus);
+	ret = mig_machine_check(&st.machine, &mach);
+	if (!ret)
+		ret = vm_state_load(vm, &st);
+	mig_state_free(&st);
+	return ret;
+}
+
+static int dst_lazy(void *opaque, const struct mig_page_source *src)
+{
+	return vm_lazy_begin(opaque, src);
+}
+
+static int dst_start(void *opaque)
+{
+	struct vm *vm = opaque;
+
+	pr_debug("migration: starting %u vCPU(s) at CLOCK_MONOTONIC %.6f s", vm->ncpus,
+		 (double)vm_now_ns() / 1e9);
+	return vm_start(vm);
+}
+
+static const struct mig_dest_ops dest_ops = {
+	.load = dst_load,
+	.lazy = dst_lazy,
+	.start = dst_start,
+};
+
+/* Post-copy: tell the source whether all memory arrived; mg->lock held. */
+static void finish_remote(struct vm_migration *mg)
+{
+	int ok = mg->lazy_result > 0;
+
+	mig_dest_finish(mg->remote, ok);
+	mg->remote = NULL;
+	close(mg->remote_fd);
+	mg->remote_fd = -1;
+	pr_info("migration: post-copy %s", ok ? "complete: the source may exit" :
+		"failed: guest memory was lost with the source");
+}
+
+/* From the lazy watcher: all the memory is here (or lost). */
+static void dst_lazy_done(struct vm *vm, int ok)
+{
+	struct vm_migration *mg = vm->mig;
+
+	if (!mg)
+		return;
+	pthread_mutex_lock(&mg->lock);
+	if (!mg->lazy_result) {
+		mg->lazy_result = ok ? 1 : -1;
+		if (mg->remote)
+			finish_remote(mg);
+	}
+	pthread_mutex_unlock(&mg->lock);
+}
+
+int vm_incoming(struct vm *vm, const char *addr, char *err, size_t errlen)
+{
+	uint64_t t0 = vm_now_ns();
+	struct mig_remote *remote = NULL;
+	int lfd, fd, ret;
+
+	vm->mig = calloc(1, sizeof(*vm->mig));
+	if (!vm->mig)
+		return -ENOMEM;
+	vm->mig->fd = vm->mig->remote_fd = -1;
+	pthread_mutex_init(&vm->mig->lock, NULL);
+	lfd = mig_listen(addr, err, errlen);
+	if (lfd < 0)
+		return lfd;
+	pr_info("migration: waiting for the VM on %s", addr);
+	vm_control_event(vm, "incoming", NULL);
+	fd = mig_accept(lfd, err, errlen);
+	close(lfd);
+	if (fd < 0)
+		return fd;
+	/* Set before the vCPUs start: the watcher may finish before we return. */
+	vm->lazy_done = dst_lazy_done;
+	vm->mig->remote_fd = fd;
+	ret = mig_dest_run(&vm->mem, vm->ncpus, fd, &dest_ops, vm, &remote, err, errlen);
+	if (ret && remote) {
+		/* The lazy server may still hold it: vm_migration_end() frees it after it. */
+		pthread_mutex_lock(&vm->mig->lock);
+		vm->mig->remote = remote;
+		vm->mig->lazy_result = -1;
+		pthread_mutex_unlock(&vm->mig->lock);
+		return ret;
+	}
+	if (ret) {
+		vm->mig->remote_fd = -1;
+		close(fd);
+		return ret;
+	}
+	pthread_mutex_lock(&vm->mig->lock);
+	if (remote) {
+		vm->mig->remote = remote;
+		if (vm->mig->lazy_result)	/* the memory arrived before we got here */
+			finish_remote(vm->mig);
+	} else {
+		vm->mig->remote_fd = -1;
+		close(fd);
+	}
+	pthread_mutex_unlock(&vm->mig->lock);
+	pr_info("migration: received from %s in %.1f ms (%s)", addr,
+		(double)(vm_now_ns() - t0) / 1e6, remote ? "post-copy: memory follows" :
+		"pre-copy");
+	return 0;
+}

@@ -1,0 +1,34 @@
+/* Live migration of this VM: the source's verbs and the destination's --incoming. */
+#ifndef KUMO_VMM_MIGRATION_H
+#define KUMO_VMM_MIGRATION_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct vm;
+
+struct vm_migrate_args {
+	const char *to;			/* tcp:HOST:PORT or unix:PATH */
+	uint64_t downtime_ms;		/* target (0: 300 ms) */
+	uint64_t bandwidth;		/* bytes/s, 0: unlimited */
+	const char *postcopy;		/* auto, off (default), now, after-rounds:N */
+};
+
+/*
+ * Connect to the destination and migrate on a thread of its own (events migrate-progress,
+ * migrate-done -- then the VM stops, kumo run exits 0 -- or migrate-failed, the VM running on
+ * here unless it failed after a post-copy switch-over). 0 or -errno with one line in err.
+ */
+int vm_migrate_start(struct vm *vm, const struct vm_migrate_args *a, char *err, size_t errlen);
+/* Ask a running migration to stop (-ENOENT when none runs): the VM runs on here. */
+int vm_migrate_cancel(struct vm *vm);
+/* The VM is going away: cancel and join a migration, let a post-copy source go. */
+void vm_migration_end(struct vm *vm);
+
+/*
+ * Listen on addr, take one migration into vm (built from the config, not started) and start
+ * its vCPUs. 0, or -errno with one line in err (the VM never ran).
+ */
+int vm_incoming(struct vm *vm, const char *addr, char *err, size_t errlen);
+
+#endif
