@@ -25,6 +25,8 @@ const char config_run_usage[] =
 	"  --mem SIZE           guest RAM, e.g. 256M, 6G (default 256M)\n"
 	"  --cpus N             vCPUs (default 1)\n"
 	"  --disk PATH[,ro][,cache=none|host][,serial=ID]  virtio-blk disk (up to 8)\n"
+	"  --net tap=NAME[,mac=MAC][,queues=N][,vhost=on|off]  virtio-net on a tap (up to 4;\n"
+	"                       vhost-net when available unless vhost=off)\n"
 	"  --agent-socket PATH  virtio-console port org.kumo.agent on a Unix socket\n"
 	"  --console-socket PATH  virtio-console port 0 (hvc0) on a Unix socket\n"
 	"  --control PATH       control socket (JSON lines; `kumo ctl PATH VERB`)\n"
@@ -59,7 +61,7 @@ const char config_run_usage[] =
 enum { OPT_KERNEL = 256, OPT_INITRD, OPT_CMDLINE, OPT_MEM, OPT_CPUS, OPT_ON_REBOOT, OPT_NO_PVM,
        OPT_DISK, OPT_AGENT_SOCKET, OPT_CONSOLE_SOCKET, OPT_CONTROL, OPT_BALLOON, OPT_NUMA,
        OPT_NUMA_DISTANCE, OPT_HUGEPAGES, OPT_CPU_PIN, OPT_PV, OPT_AGENT, OPT_CONTROL_TOKEN,
-       OPT_RESTORE, OPT_RESTORE_LAZY, OPT_INCOMING };
+       OPT_RESTORE, OPT_RESTORE_LAZY, OPT_NET, OPT_INCOMING };
 
 static const struct option run_opts[] = {
 	{ "kernel", required_argument, NULL, OPT_KERNEL },
@@ -73,6 +75,7 @@ static const struct option run_opts[] = {
 	{ "on-reboot", required_argument, NULL, OPT_ON_REBOOT },
 	{ "no-pvm-quirks", no_argument, NULL, OPT_NO_PVM },
 	{ "disk", required_argument, NULL, OPT_DISK },
+	{ "net", required_argument, NULL, OPT_NET },
 	{ "agent-socket", required_argument, NULL, OPT_AGENT_SOCKET },
 	{ "console-socket", required_argument, NULL, OPT_CONSOLE_SOCKET },
 	{ "control", required_argument, NULL, OPT_CONTROL },
@@ -343,6 +346,17 @@ int config_parse_run(int argc, char **argv, struct vm_config *cfg, struct run_op
 			if (virtio_blk_parse_option(optarg, &d->path, &d->opts, why, sizeof(why)) < 0)
 				FAIL("--disk %s: %s", optarg, why);
 			cfg->ndisks++;
+			break;
+		}
+		case OPT_NET: {
+			char why[200];
+
+			if (cfg->nnets == VM_MAX_NETS)
+				FAIL("--net: at most %d", VM_MAX_NETS);
+			if (virtio_net_parse_option(optarg, &cfg->nets[cfg->nnets], why,
+						    sizeof(why)) < 0)
+				FAIL("--net %s: %s", optarg, why);
+			cfg->nnets++;
 			break;
 		}
 		case OPT_AGENT_SOCKET: cfg->agent_socket = optarg; break;

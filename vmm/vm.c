@@ -6,8 +6,8 @@
  * Everything the guest can see of the machine's wiring is a function of the config alone, so
  * a second process given the same config builds the same machine to load a snapshot into:
  * - PCI slots and BARs: virtio devices are added only here, in create_virtio_devices(), in a
- *   fixed order (disks in config order, balloon, console); pci_host_add() gives each the first
- *   free slot from 1 and its BARs from a bump allocator, and nothing adds or removes a PCI
+ *   fixed order (disks and nets in config order, balloon, console); pci_host_add() gives each
+ *   the first free slot from 1 and its BARs from a bump allocator, nothing adds or removes a PCI
  *   device after vm_create(). Same config, same slot and same initial BARs for each device.
  * - Legacy GSIs are constants (vmm/layout.h: COM1 on GSI 4; GSIs 0-23 are the IOAPIC pins
  *   that routes_init() in vmm/kvm.c sets up the same way every time). virtio devices have no
@@ -102,7 +102,7 @@ static int add_virtio(struct vm *vm, struct virtio_dev *vdev, void (*destroy)(st
 	return add_dev(vm, name, &virtio_pci_dev_ops, v->pci);
 }
 
-/* virtio devices from the configuration: disks, then the console with the agent port. */
+/* virtio devices from the configuration: disks, nets, balloon, then the console. */
 static int create_virtio_devices(struct vm *vm)
 {
 	struct virtio_dev *vdev;
@@ -122,6 +122,20 @@ static int create_virtio_devices(struct vm *vm)
 		ret = add_virtio(vm, vdev, virtio_blk_destroy);
 		if (ret < 0) {
 			pr_err("disk %s: adding it to PCI: %s", d->path, strerror(-ret));
+			return ret;
+		}
+	}
+	for (unsigned int i = 0; i < vm->cfg.nnets; i++) {
+		const struct net_options *o = &vm->cfg.nets[i];
+
+		ret = virtio_net_create(&vm->env, o, &vdev);
+		if (ret < 0) {
+			pr_err("--net tap=%s: %s", o->tap, strerror(-ret));
+			return ret;
+		}
+		ret = add_virtio(vm, vdev, virtio_net_destroy);
+		if (ret < 0) {
+			pr_err("--net tap=%s: adding it to PCI: %s", o->tap, strerror(-ret));
 			return ret;
 		}
 	}

@@ -13,6 +13,7 @@
 #include "devices/pci.h"
 #include "devices/virtio-balloon.h"
 #include "devices/virtio-blk.h"
+#include "devices/virtio-net.h"
 #include "devices/rtc.h"
 #include "devices/serial.h"
 #include "mm/mem.h"
@@ -33,7 +34,8 @@ struct mig_lazy;
 struct vm_migration;
 
 #define VM_MAX_DISKS 8
-#define VM_MAX_DEVS (VM_MAX_DISKS + 8)
+#define VM_MAX_NETS 4
+#define VM_MAX_DEVS (VM_MAX_DISKS + VM_MAX_NETS + 8)
 
 struct disk_config {
 	char *path;
@@ -72,6 +74,8 @@ struct vm_config {
 	int console_out_fd;	/* where the serial console goes (stdout) */
 	struct disk_config disks[VM_MAX_DISKS];
 	unsigned int ndisks;
+	struct net_options nets[VM_MAX_NETS];	/* --net, in order */
+	unsigned int nnets;
 	const char *agent_socket;	/* virtio-console port org.kumo.agent */
 	const char *console_socket;	/* virtio-console port 0 (hvc0) */
 	const char *control;		/* control socket path */
@@ -106,7 +110,7 @@ struct vm {
 	struct rtc rtc;
 	struct pci_host pci;
 	struct dev_env env;		/* what devices get from us */
-	struct vm_virtio virtio[VM_MAX_DISKS + 2];
+	struct vm_virtio virtio[VM_MAX_DISKS + VM_MAX_NETS + 2];
 	struct virtio_dev *balloon;	/* also in virtio[] when present */
 	struct control_server *ctl;
 	struct agent_relay *relay;	/* --agent: the guest agent through the control socket */
