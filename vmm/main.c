@@ -183,9 +183,10 @@ static int cmd_run(int argc, char **argv)
 	if (opts.quiet)
 		log_level = LOG_ERR;
 	/* All input is checked before /dev/kvm is opened: bad input is status 2 on any host. */
+	ret = 0;
 	if (cfg.restore)
 		ret = vm_restore_check(&saved, &cfg, err, sizeof(err));
-	else
+	else if (!cfg.incoming)	/* the source sends kernel and memory */
 		ret = vm_boot_load(&boot, &cfg, err, sizeof(err));
 	if (ret < 0) {
 		if (err[0])

@@ -74,6 +74,18 @@ def still_running(c, name):
                name, f"status {(s or {}).get('result', {}).get('state')}, agent ping {bool(ping)}")
 
 
+def start_migration(c, args, timeout=120):
+    """The migrate verb's reply; retried while the destination is not listening yet (its
+    control socket comes up before its migration listener)."""
+    end = time.time() + timeout
+    while True:
+        r = c.request("migrate", args)
+        if (r and r.get("ok")) or time.time() > end or \
+                not any(w in str((r or {}).get("error")) for w in ("refused", "No such file")):
+            return r
+        time.sleep(0.3)
+
+
 def wait_migration(c, timeout=600):
     """The migrate-done or migrate-failed event (or None)."""
     return c.wait_event(lambda e: e.get("event") in ("migrate-done", "migrate-failed"), timeout)
@@ -130,7 +142,7 @@ def migrate(c, p, src, dst, tag, args, file_sha):
     before = {"mono": mono(c), "wall": wall(c), "dirty": count_lines(c, "dirty", "progress")}
     say(ok, f"{tag}-workloads-running")
     t = time.time()
-    r = c.request("migrate", dict(to=f"tcp:{IP[dst]}:{PORT}", **args))
+    r = start_migration(c, dict(to=f"tcp:{IP[dst]}:{PORT}", **args))
     say(bool(r and r.get("ok")), f"{tag}-migrate-accepted", str(r))
     ev = wait_migration(c)
     data = (ev or {}).get("data", {})
@@ -172,7 +184,7 @@ def failures(c, p):
     q = start_vmm("B", ["--incoming", f"tcp:{IP['B']}:{PORT}"], ctl)
     hostlib.connect(ctl, q)
     start_workloads(c)
-    r = c.request("migrate", {"to": f"tcp:{IP['B']}:{PORT}", "bandwidth": "4M"})
+    r = start_migration(c, {"to": f"tcp:{IP['B']}:{PORT}", "bandwidth": "4M"})
     time.sleep(3)
     kill(q)
     ev = wait_migration(c, 300)
@@ -191,7 +203,7 @@ def failures(c, p):
     ctl = ctl_path("B", len(runs))
     q = start_vmm("B", ["--incoming", f"tcp:{IP['B']}:{PORT}"], ctl)
     hostlib.connect(ctl, q)
-    r = c.request("migrate", {"to": f"tcp:{IP['B']}:{PORT}", "bandwidth": "2M"})
+    r = start_migration(c, {"to": f"tcp:{IP['B']}:{PORT}", "bandwidth": "2M"})
     time.sleep(2)
     rc = c.request("migrate-cancel")
     ev = wait_migration(c, 120)
@@ -210,7 +222,7 @@ def failures(c, p):
     q = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE, text=True)
     hostlib.connect(ctl, q)
-    r = c.request("migrate", {"to": f"tcp:{IP['B']}:{PORT}"})
+    r = start_migration(c, {"to": f"tcp:{IP['B']}:{PORT}"})
     ev = wait_migration(c, 120)
     say(ev is not None and ev.get("event") == "migrate-failed" and
         "bytes of RAM" in (ev.get("data", {}).get("error") or ""), "fail-other-config-refused",
