@@ -254,6 +254,7 @@ def main():
 
 
 def on_term(*_):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     say(False, "snapshot-host-in-time", "the test's timeout ended it")
     raise SystemExit("snapshot-host: terminated")  # the finally below ends the VMMs
 
