@@ -17,6 +17,7 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <linux/if.h>
@@ -516,10 +517,13 @@ static void tx_queue(struct virtio_net *n, unsigned int p)
 		}
 		if (n->tap_gone ||
 		    !(__atomic_load_n(&n->status, __ATOMIC_RELAXED) & VIRTIO_NET_S_LINK_UP) ||
-		    writev(n->tap_fd[p], iov, (int)k) < 0)
+		    writev(n->tap_fd[p], iov, (int)k) < 0) {
 			n->stats_tx_dropped++;
-		else
+			vdev->stats_errors++;
+		} else {
 			n->stats_tx_packets++;
+			vdev->stats_requests++;
+		}
 		if (virtq_push(m, vq, e->head, 0)) {
 			broken(n, q, "used ring outside guest RAM");
 			return;
@@ -540,52 +544,66 @@ static void unpop_n(struct virtq *vq, unsigned int k)
 }
 
 /*
- * Pop receive chains until they hold need bytes (one chain without MRG_RXBUF) into
- * n->rx_iov. Returns the number of chains (0: the ring ran dry first, all given back) or -1
- * (the queue is broken).
+ * The receive chains popped and not used yet, in ring order: their iovecs back to back in
+ * n->rx_iov. They carry over from one frame to the next within one rx_queue() call (a frame
+ * usually fills one of the chains gathered for the largest frame), and go back to the ring
+ * (virtq_unpop: they are the last ones popped) before it returns.
  */
+struct rx_chains {
+	unsigned int nch, niov;
+	size_t total;
+};
+
+/* Pop chains until they hold need bytes (one chain without MRG_RXBUF). 1 when they do, 0 when
+ * the ring ran dry first, -1 when the queue is broken (reported). */
 static int rx_gather(struct virtio_net *n, unsigned int q, size_t need, int mrg,
-		     unsigned int *niov)
+		     struct rx_chains *c)
 {
-	struct virtio_dev *vdev = &n->vdev;
-	const struct guest_mem *m = vdev->env->mem;
-	struct virtq *vq = &vdev->vqs[q];
 	struct virtq_elem *e = &n->elem;
-	unsigned int nch = 0;
-	size_t total = 0;
 	int ret;
 
-	*niov = 0;
-	while (total < need) {
-		ret = virtq_pop(m, vq, e);
+	while (mrg ? c->total < need : !c->nch) {
+		ret = virtq_pop(n->vdev.env->mem, &n->vdev.vqs[q], e);
 		if (ret < 0) {
 			broken(n, q, "malformed receive chain");
 			return -1;
 		}
 		if (!ret)
-			break;
-		if (e->nout || e->in_len < (nch ? 1 : NET_HDR_LEN)) {
+			return 0;
+		if (e->nout || e->in_len < NET_HDR_LEN || e->in_len > UINT32_MAX) {
 			broken(n, q, "receive chain with readable buffers or no room for a header");
 			return -1;
 		}
-		if (*niov + e->nin > VIRTQ_MAX_SEGS) {
-			virtq_unpop(vq);
-			break;
+		if (c->niov + e->nin > VIRTQ_MAX_SEGS) {
+			virtq_unpop(&n->vdev.vqs[q]);
+			return c->nch > 0;	/* read what fits; a larger frame is dropped */
 		}
-		memcpy(&n->rx_iov[*niov], e->in, e->nin * sizeof(e->in[0]));
-		*niov += e->nin;
-		n->rx_head[nch] = e->head;
-		n->rx_len[nch] = (uint32_t)(e->in_len > UINT32_MAX ? UINT32_MAX : e->in_len);
-		total += e->in_len;
-		nch++;
-		if (!mrg)
-			return (int)nch;
+		memcpy(&n->rx_iov[c->niov], e->in, e->nin * sizeof(e->in[0]));
+		c->niov += e->nin;
+		n->rx_head[c->nch] = e->head;
+		n->rx_nin[c->nch] = (uint16_t)e->nin;
+		n->rx_len[c->nch] = (uint32_t)e->in_len;
+		c->total += e->in_len;
+		c->nch++;
 	}
-	if (total < need) {
-		unpop_n(vq, nch);
-		return 0;
+	return 1;
+}
+
+/* Drop the first k chains of c (used by a frame). */
+static void rx_consume(struct virtio_net *n, struct rx_chains *c, unsigned int k)
+{
+	unsigned int iovs = 0;
+
+	for (unsigned int i = 0; i < k; i++) {
+		iovs += n->rx_nin[i];
+		c->total -= n->rx_len[i];
 	}
-	return (int)nch;
+	memmove(n->rx_iov, n->rx_iov + iovs, (c->niov - iovs) * sizeof(n->rx_iov[0]));
+	memmove(n->rx_head, n->rx_head + k, (c->nch - k) * sizeof(n->rx_head[0]));
+	memmove(n->rx_nin, n->rx_nin + k, (c->nch - k) * sizeof(n->rx_nin[0]));
+	memmove(n->rx_len, n->rx_len + k, (c->nch - k) * sizeof(n->rx_len[0]));
+	c->niov -= iovs;
+	c->nch -= k;
 }
 
 /* Whether the guest has a receive buffer; with event idx, ask for a kick when it adds one. */
@@ -602,79 +620,83 @@ static int rx_ring_empty(struct virtio_net *n, unsigned int q)
 	return ret == 0;
 }
 
+/* Give one frame of len bytes in c's first chains to the guest. 0 or -1 (broken). */
+static int rx_deliver(struct virtio_net *n, unsigned int q, struct rx_chains *c, size_t len)
+{
+	const struct guest_mem *m = n->vdev.env->mem;
+	unsigned int used = 0;
+	size_t left = len;
+	uint16_t nbuf;
+
+	for (; left && used < c->nch; used++)
+		left -= left < n->rx_len[used] ? left : n->rx_len[used];
+	nbuf = (uint16_t)used;
+	iov_from_buf(n->rx_iov, c->niov, 10, &nbuf, sizeof(nbuf));
+	left = len;
+	for (unsigned int i = 0; i < used; i++) {
+		uint32_t l = left < n->rx_len[i] ? (uint32_t)left : n->rx_len[i];
+
+		if (virtq_push(m, &n->vdev.vqs[q], n->rx_head[i], l)) {
+			broken(n, q, "used ring outside guest RAM");
+			return -1;
+		}
+		left -= l;
+	}
+	rx_consume(n, c, used);
+	return 0;
+}
+
 static void rx_queue(struct virtio_net *n, unsigned int p)
 {
 	struct virtio_dev *vdev = &n->vdev;
-	const struct guest_mem *m = vdev->env->mem;
-	unsigned int q = 2 * p, got = 0;
+	unsigned int q = 2 * p, got = 0, delivered = 0;
 	struct virtq *vq = &vdev->vqs[q];
 	int mrg = virtio_has_feature(vdev, VIRTIO_NET_F_MRG_RXBUF);
 	int big = virtio_has_feature(vdev, VIRTIO_NET_F_GUEST_TSO4) ||
 		  virtio_has_feature(vdev, VIRTIO_NET_F_GUEST_TSO6);
 	size_t need = NET_HDR_LEN + (big ? NET_MAX_FRAME : NET_SMALL_FRAME);
+	struct rx_chains c = { 0 };
 
 	if (n->tap_gone || !vq->ready || p >= n->ctrl.curr_pairs)
 		return;
 	while (!vq->broken && got < NET_BUDGET) {
-		unsigned int niov, used = 0;
-		int nch = rx_gather(n, q, need, mrg, &niov);
 		uint8_t dst[6];
-		uint16_t nbuf;
 		ssize_t len;
-		size_t left;
+		int ret = rx_gather(n, q, need, mrg, &c);
 
-		if (nch < 0)
+		if (ret < 0)
 			return;
-		if (!nch) {
+		if (!ret) {
 			/* No room: stop reading the tap until the guest adds buffers. */
 			if (rx_ring_empty(n, q) || mrg)
 				tap_watch(n, p, 0);
 			break;
 		}
-		len = readv(n->tap_fd[p], n->rx_iov, (int)niov);
-		if (len < 0) {
-			unpop_n(vq, (unsigned int)nch);
-			if (errno == EAGAIN || errno == EINTR)
-				break;
-			if (errno == EBADFD || errno == EIO || errno == ENXIO) {
-				tap_gone(n, errno);
-				break;
-			}
-			n->stats_rx_dropped++;	/* a frame larger than the buffers: dropped */
-			continue;
-		}
-		if (len == 0) {
-			unpop_n(vq, (unsigned int)nch);
-			tap_gone(n, 0);
+		len = readv(n->tap_fd[p], n->rx_iov, (int)c.niov);
+		if (len < 0 && (errno == EAGAIN || errno == EINTR))
+			break;
+		if (len <= 0 && (!len || errno == EBADFD || errno == EIO || errno == ENXIO)) {
+			tap_gone(n, len ? errno : 0);
 			break;
 		}
 		got++;
-		if ((size_t)len < NET_HDR_LEN + 6 ||
-		    iov_to_buf(n->rx_iov, niov, NET_HDR_LEN, dst, 6) != 6 ||
+		if (len < 0 || (size_t)len < NET_HDR_LEN + 6 ||
+		    iov_to_buf(n->rx_iov, c.niov, NET_HDR_LEN, dst, 6) != 6 ||
 		    !virtio_net_rx_accept(&n->ctrl, dst)) {
-			unpop_n(vq, (unsigned int)nch);
+			/* Larger than the buffers (the tap dropped it), runt, or filtered out:
+			 * the chains take the next frame. */
 			n->stats_rx_dropped++;
+			vdev->stats_errors++;
 			continue;
 		}
-		/* How many chains the frame filled; the rest go back to the ring. */
-		for (left = (size_t)len; left && used < (unsigned int)nch; used++)
-			left -= left < n->rx_len[used] ? left : n->rx_len[used];
-		unpop_n(vq, (unsigned int)nch - used);
-		nbuf = (uint16_t)used;
-		iov_from_buf(n->rx_iov, niov, 10, &nbuf, sizeof(nbuf));
-		left = (size_t)len;
-		for (unsigned int i = 0; i < used; i++) {
-			uint32_t l = left < n->rx_len[i] ? (uint32_t)left : n->rx_len[i];
-
-			if (virtq_push(m, vq, n->rx_head[i], l)) {
-				broken(n, q, "used ring outside guest RAM");
-				return;
-			}
-			left -= l;
-		}
+		if (rx_deliver(n, q, &c, (size_t)len))
+			return;
+		delivered++;
 		n->stats_rx_packets++;
+		vdev->stats_requests++;
 	}
-	if (got)
+	unpop_n(vq, c.nch);
+	if (delivered)
 		virtio_notify(vdev, q);
 }
 
@@ -787,6 +809,30 @@ static void net_fd_ready(struct virtio_dev *vdev, uint32_t tag, uint32_t events)
 		return;
 	}
 	rx_queue(n, tag);
+}
+
+/*
+ * Once a second: is the tap still there? Its deletion wakes a reader only (EPOLLIN), which
+ * with vhost-net, or with no receive buffers, kumo is not; queue 0 is always attached, so
+ * TUNGETIFF failing with EBADFD there means the device is gone.
+ */
+static int net_idle(struct virtio_dev *vdev)
+{
+	struct virtio_net *n = to_net(vdev);
+	struct timespec now;
+	struct ifreq ifr;
+
+	if (!n->is_tap || n->tap_gone)
+		return -1;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (now.tv_sec != n->last_check) {
+		n->last_check = now.tv_sec;
+		if (ioctl(n->tap_fd[0], TUNGETIFF, &ifr) < 0 && errno == EBADFD) {
+			tap_gone(n, EBADFD);
+			return -1;
+		}
+	}
+	return 1000;
 }
 
 static int net_activate(struct virtio_dev *vdev)
@@ -929,6 +975,7 @@ static const struct virtio_dev_ops net_ops = {
 	.queue_notify = net_queue_notify,
 	.start = net_start,
 	.fd_ready = net_fd_ready,
+	.idle = net_idle,
 	.drain = net_drain,
 	.save = net_save,
 	.load = net_load,

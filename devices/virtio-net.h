@@ -158,6 +158,7 @@ struct virtio_net {
 	int tap_fd[NET_MAX_PAIRS];
 	int watching[NET_MAX_PAIRS];	/* tap_fd[p] is in the worker's epoll set */
 	int tap_gone;			/* the tap went away: link down for good */
+	long last_check;		/* second of the last check that it is there */
 	/* vhost-net: one fd per pair, an eventfd per data queue that vhost signals. */
 	int use_vhost;
 	unsigned int vhost_running;	/* bit p: pair p is served by vhost */
@@ -172,6 +173,7 @@ struct virtio_net {
 	struct iovec rx_iov[VIRTQ_MAX_SEGS];
 	uint16_t rx_head[VIRTQ_MAX_SEGS];
 	uint32_t rx_len[VIRTQ_MAX_SEGS];
+	uint16_t rx_nin[VIRTQ_MAX_SEGS];
 	uint64_t stats_rx_packets, stats_tx_packets, stats_rx_dropped, stats_tx_dropped;
 };
 

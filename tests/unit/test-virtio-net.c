@@ -9,7 +9,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/eventfd.h>
+#include <sys/wait.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -808,7 +810,100 @@ static void test_event_idx(void)
 	teardown(&d);
 }
 
+/*
+ * A real tap, in a network namespace of our own (root only, else skipped): the guest ARPs
+ * for the host's address on the tap and must get the kernel's reply, with the tap's vnet
+ * header and offloads set up as for a guest that takes TSO and mergeable buffers; then the
+ * tap is deleted and the guest must see the link go down.
+ */
+static int tap_arp_child(void)
+{
+	static const uint8_t bcast[6] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff };
+	struct tdrv d;
+	struct net_options o;
+	struct virtio_net_hdr h = { 0 };
+	uint8_t arp[60] = { 0 }, *r;
+	uint32_t l[2] = { NET_HDR_LEN, sizeof(arp) }, id, len;
+	const void *dd[2] = { &h, arp };
+	char err[100];
+
+	if (unshare(CLONE_NEWNET))
+		return 77;
+	memset(&d, 0, sizeof(d));
+	cur = &d;
+	log_level = LOG_ERR;
+	d.pairs = 1;
+	d.nq = 3;
+	d.net[0] = d.net[1] = -1;
+	if (mm_init(&d.mem, 64 << 20))
+		return 1;
+	d.env.mem = &d.mem;
+	for (unsigned int q = 0; q < MAXQ; q++)
+		d.irq_fd[q] = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	d.cfg_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (virtio_net_parse_option("tap=kt9,mac=52:54:00:12:34:56,vhost=off", &o, err,
+				    sizeof(err)) ||
+	    virtio_net_create(&d.env, &o, &d.vdev))
+		return 77;
+	d.vdev->tops = &fake_tops;
+	d.vdev->device_features |= 1ULL << VIRTIO_F_VERSION_1;
+	if (system("ip link set lo up && ip addr add 10.0.5.2/24 dev kt9 && ip link set kt9 up"))
+		return 77;
+	d.features = base_features() | 1ULL << VIRTIO_NET_F_MRG_RXBUF |
+		     1ULL << VIRTIO_NET_F_GUEST_TSO4 | 1ULL << VIRTIO_NET_F_GUEST_TSO6 |
+		     1ULL << VIRTIO_F_EVENT_IDX;
+	if (driver_start(&d))
+		return 2;
+	add_rx_bufs(&d, 0, 60, 2048);
+	/* ARP who-has 10.0.5.2 tell 10.0.5.15 */
+	memcpy(arp, bcast, 6);
+	memcpy(arp + 6, our_mac, 6);
+	memcpy(arp + 12, "\x08\x06\x00\x01\x08\x00\x06\x04\x00\x01", 10);
+	memcpy(arp + 22, our_mac, 6);
+	memcpy(arp + 28, "\x0a\x00\x05\x0f", 4);
+	memcpy(arp + 38, "\x0a\x00\x05\x02", 4);
+	add_chain(&d, &d.tq[1], l, dd, 2, 0, 1);
+	for (int tries = 0; tries < 40; tries++) {
+		if (!wait_used(&d, &d.tq[0], &id, &len, 100))
+			continue;
+		r = buf_of(&d, &d.tq[0], id) + NET_HDR_LEN;
+		if (len >= NET_HDR_LEN + 42 && !memcmp(r, our_mac, 6) && r[12] == 8 &&
+		    r[13] == 6 && r[21] == 2)
+			break;
+		if (tries == 39) {
+			fprintf(stderr, "  no ARP reply from the tap\n");
+			return 3;
+		}
+	}
+	/* The tap is deleted under us: link down within the periodic check, no crash. */
+	if (system("ip link del kt9") || !wait_cfg_irq(&d, 3000) ||
+	    (cfg_status(&d) & VIRTIO_NET_S_LINK_UP)) {
+		fprintf(stderr, "  no link down after the tap was deleted\n");
+		return 4;
+	}
+	teardown(&d);
+	return 0;
+}
+
+static void test_tap_arp(void)
+{
+	int st;
+	pid_t pid;
+
+	if (geteuid())
+		SKIP("a tap needs root (CAP_NET_ADMIN) in a new network namespace");
+	pid = fork();
+	CHECK(pid >= 0);
+	if (!pid)
+		_exit(tap_arp_child());
+	CHECK(waitpid(pid, &st, 0) == pid);
+	CHECK(WIFEXITED(st));
+	if (WEXITSTATUS(st) == 77)
+		SKIP("cannot make a tap in a new network namespace (unshare, /dev/net/tun or ip)");
+	CHECK_EQ(WEXITSTATUS(st), 0);
+}
+
 TEST_MAIN(TEST(test_options), TEST(test_hdr_check), TEST(test_ctrl_parse), TEST(test_rx_filter),
 	  TEST(test_tx), TEST(test_rx_mergeable), TEST(test_rx_wait_and_filter),
 	  TEST(test_ctrl_queue), TEST(test_tx_refusals), TEST(test_link_down), TEST(test_state),
-	  TEST(test_event_idx))
+	  TEST(test_event_idx), TEST(test_tap_arp))
