@@ -28,6 +28,7 @@
 #define MAX_SLOTS 65536
 #define MAGIC 0x5153454bu	/* "KESQ" */
 #define SEEK_END 2
+#define EOVERFLOW 75
 #define IOCB_CMD_PWRITE 1
 
 /* include/uapi/linux/aio_abi.h (x86: little-endian, 64-bit fields in both builds) */
@@ -170,7 +171,7 @@ int main(int argc, char **argv, char **envp)
 	}
 	/* i386: lseek's result is a long; a device past 2 GiB says -EOVERFLOW, big enough. */
 	ret = rt_sys3(SYS_lseek, fd, 0, SEEK_END);
-	if (ret != -75 && (ret < 0 || (u64)ret < base + (u64)nslots * BLK)) {
+	if (ret != -EOVERFLOW && (ret < 0 || (u64)ret < base + (u64)nslots * BLK)) {
 		rt_puts("blkseq: the device is smaller than base + slots blocks\n");
 		return 2;
 	}
@@ -205,8 +206,7 @@ int main(int argc, char **argv, char **envp)
 			while (buf_busy[i])
 				i++;
 			c = &cb[i];
-			seq++;
-			record((u32 *)(unsigned long)c->aio_buf, nonce, seq, cursor);
+			record((u32 *)(unsigned long)c->aio_buf, nonce, seq + 1, cursor);
 			c->aio_offset = (s64)(base + (u64)cursor * BLK);
 			c->aio_data = (u64)i | (u64)cursor << 32;
 			if (aio_submit_one(ctx, c) != 1) {
@@ -214,6 +214,7 @@ int main(int argc, char **argv, char **envp)
 				stop = 1;
 				break;
 			}
+			seq++;
 			buf_busy[i] = 1;
 			slots[cursor].busy = 1;
 			slots[cursor].issued = seq;
