@@ -77,6 +77,7 @@ def still_running(c, name):
 def start_migration(c, args, timeout=120):
     """The migrate verb's reply; retried while the destination is not listening yet (its
     control socket comes up before its migration listener)."""
+    c.request("events")	# migrate-progress/-done/-failed come as events
     end = time.time() + timeout
     while True:
         r = c.request("migrate", args)
@@ -194,7 +195,7 @@ def failures(c, p):
     # Garbage instead of the hello's ack.
     fake = os.path.join(work, "fake-destination.sock")
     fake_destination(fake, b"\x07" * 64)
-    r = c.request("migrate", {"to": f"unix:{fake}"})
+    r = start_migration(c, {"to": f"unix:{fake}"})
     ev = wait_migration(c, 120)
     say(ev is not None and ev.get("event") == "migrate-failed", "fail-corrupt-stream-error",
         str((ev or {}).get("data", {}).get("error")))
