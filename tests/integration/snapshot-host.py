@@ -119,11 +119,11 @@ def cycle(c, p, tag, lazy):
     or (None, None)."""
     sh(c, "rm -f /run/membench.* /run/blkseq.*")  # the last cycle's
     ok = bg(c, "membench", MEMBENCH)
-    rc, _ = sh(c, "until grep -q holding /run/membench.out;do sleep 0.2;done", 300)
+    rc, _ = sh(c, "until grep -qs holding /run/membench.out;do sleep 0.2;done", 300)
     wall0 = wall(c)
     ok = bg(c, "blkseq", BLKSEQ) and ok and rc == 0
     # The last look before the snapshot, in one run: blkseq writing, the lines so far.
-    rc, out = sh(c, "until grep -q writing /run/blkseq.out;do sleep 0.1;done;grep -c holding "
+    rc, out = sh(c, "until grep -qs writing /run/blkseq.out;do sleep 0.1;done;grep -c holding "
                     "/run/membench.out;grep -c writing /run/blkseq.out", 120)
     before = [int(n) for n in (out or "").split() if n.isdigit()]
     mono0 = mono(c)
