@@ -223,20 +223,28 @@ static int wait_ack(int fd, char *err, size_t errlen)
 
 	set_timeout(fd, ACK_TIMEOUT_S);
 	ret = mig_recv(fd, &h, &buf, &cap, err, errlen);
-	free(buf);
-	if (ret)
-		return ret;
-	if (h.type != MIG_ACK) {
+	if (!ret && h.type != MIG_ACK) {
 		snprintf(err, errlen, "migration: expected an ack, got chunk type %u", h.type);
-		return -EPROTO;
+		ret = -EPROTO;
+	}
+	if (ret) {
+		free(buf);
+		return ret;
 	}
 	if (h.arg) {
 		int e = (int)(int64_t)h.arg;
+		char why[MIG_ACK_TEXT_MAX + 1];
 
+		/* Its reason, as printable text only: it ends up in logs and events. */
+		for (uint32_t i = 0; i < h.len; i++)
+			why[i] = buf[i] >= 0x20 && buf[i] < 0x7f ? (char)buf[i] : '?';
+		why[h.len] = '\0';
 		snprintf(err, errlen, "migration: the destination refused: %s",
-			 e < 0 && e > -4096 ? strerror(-e) : "unknown error");
+			 h.len ? why : e < 0 && e > -4096 ? strerror(-e) : "unknown error");
+		free(buf);
 		return e < 0 && e > -4096 ? e : -EPROTO;
 	}
+	free(buf);
 	return 0;
 }
 
@@ -668,6 +676,14 @@ static int pending_runs(const struct guest_mem *m, const uint8_t *p, uint32_t le
 	return 0;
 }
 
+/* The destination's answer: 0, or -errno with the reason (err) for the source to report. */
+static int send_ack(int fd, int ret, const char *err)
+{
+	size_t len = ret ? strnlen(err, MIG_ACK_TEXT_MAX) : 0;
+
+	return mig_send(fd, MIG_ACK, (uint64_t)(int64_t)ret, err, (uint32_t)len);
+}
+
 int mig_dest_run(struct guest_mem *m, uint32_t nr_vcpus, int fd, const struct mig_dest_ops *ops,
 		 void *vm, struct mig_remote **remote, char *err, size_t errlen)
 {
@@ -689,7 +705,7 @@ int mig_dest_run(struct guest_mem *m, uint32_t nr_vcpus, int fd, const struct mi
 	if (!ret) {
 		memcpy(&hi, buf, sizeof(hi));
 		ret = mig_hello_check(&hi, m, nr_vcpus, err, errlen);
-		mig_send(fd, MIG_ACK, (uint64_t)(int64_t)ret, NULL, 0);
+		send_ack(fd, ret, err);
 	}
 	while (!ret) {
 		ret = mig_recv(fd, &h, &buf, &cap, err, errlen);
@@ -781,7 +797,7 @@ int mig_dest_run(struct guest_mem *m, uint32_t nr_vcpus, int fd, const struct mi
 	if (ret)
 		snprintf(err, errlen, "migration: starting the vCPUs: %s", strerror(-ret));
 out_ack:
-	if (mig_send(fd, MIG_ACK, (uint64_t)(int64_t)ret, NULL, 0) && !ret) {
+	if (send_ack(fd, ret, err) && !ret) {
 		/* The source never hears that we run: it resumes; so must we not. */
 		snprintf(err, errlen, "migration: the source is gone before the switch-over");
 		ret = -EPIPE;

@@ -38,8 +38,9 @@ uint32_t mig_chunk_max(uint32_t type)
 		return MIG_STATE_MAX;
 	case MIG_PENDING:
 		return MIG_RUNS_MAX * 2 * sizeof(uint64_t);
-	case MIG_END:
 	case MIG_ACK:
+		return MIG_ACK_TEXT_MAX;	/* a refusal's reason */
+	case MIG_END:
 	case MIG_DONE:
 	case MIG_CANCEL:
 		return 0;

@@ -18,6 +18,7 @@ struct guest_mem;
 #define MIG_PAGES_MAX 64			/* pages in one PAGES/DATA chunk */
 #define MIG_STATE_MAX (64u << 20)		/* a state FDT */
 #define MIG_RUNS_MAX (1u << 20)			/* (gpa, len) runs in one PENDING chunk */
+#define MIG_ACK_TEXT_MAX 256			/* a refusal's one line */
 
 enum mig_chunk_type {
 	MIG_HELLO = 1,	/* src->dst: struct mig_hello */
@@ -26,7 +27,8 @@ enum mig_chunk_type {
 	MIG_STATE,	/* src->dst: the state FDT (migrate/state.h) */
 	MIG_PENDING,	/* src->dst, post-copy: runs (u64 gpa, u64 len) the destination fetches */
 	MIG_END,	/* src->dst: arg = 0 pre-copy complete, 1 post-copy: run now */
-	MIG_ACK,	/* dst->src: arg = 0 ok (hello accepted, or running), else -errno */
+	MIG_ACK,	/* dst->src: arg = 0 ok (hello accepted, or running), else -errno and
+			   the reason as text */
 	MIG_READ,	/* dst->src, post-copy: arg = gpa, payload = u64 bytes wanted */
 	MIG_DATA,	/* src->dst, post-copy: the reply, arg = gpa, payload = the pages */
 	MIG_DONE,	/* dst->src, post-copy: every page arrived; the source may go */
