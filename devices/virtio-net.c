@@ -465,12 +465,20 @@ static int pop(struct virtio_net *n, unsigned int q, const char *what)
 	return ret;
 }
 
+/* Return a chain to the guest (no interrupt yet). 0, or -1 with the queue marked broken. */
+static int push(struct virtio_net *n, unsigned int q, uint16_t head, uint32_t len)
+{
+	if (!virtq_push(n->vdev.env->mem, &n->vdev.vqs[q], head, len))
+		return 0;
+	broken(n, q, "used ring outside guest RAM");
+	return -1;
+}
+
 /* ---- transmit ---- */
 
 static void tx_queue(struct virtio_net *n, unsigned int p)
 {
 	struct virtio_dev *vdev = &n->vdev;
-	const struct guest_mem *m = vdev->env->mem;
 	unsigned int q = 2 * p + 1, sent = 0;
 	struct virtq *vq = &vdev->vqs[q];
 	struct virtq_elem *e = &n->elem;
@@ -524,10 +532,8 @@ static void tx_queue(struct virtio_net *n, unsigned int p)
 			n->stats_tx_packets++;
 			vdev->stats_requests++;
 		}
-		if (virtq_push(m, vq, e->head, 0)) {
-			broken(n, q, "used ring outside guest RAM");
+		if (push(n, q, e->head, 0))
 			return;
-		}
 		sent++;
 	}
 	if (sent)
@@ -623,7 +629,6 @@ static int rx_ring_empty(struct virtio_net *n, unsigned int q)
 /* Give one frame of len bytes in c's first chains to the guest. 0 or -1 (broken). */
 static int rx_deliver(struct virtio_net *n, unsigned int q, struct rx_chains *c, size_t len)
 {
-	const struct guest_mem *m = n->vdev.env->mem;
 	unsigned int used = 0;
 	size_t left = len;
 	uint16_t nbuf;
@@ -636,10 +641,8 @@ static int rx_deliver(struct virtio_net *n, unsigned int q, struct rx_chains *c,
 	for (unsigned int i = 0; i < used; i++) {
 		uint32_t l = left < n->rx_len[i] ? (uint32_t)left : n->rx_len[i];
 
-		if (virtq_push(m, &n->vdev.vqs[q], n->rx_head[i], l)) {
-			broken(n, q, "used ring outside guest RAM");
+		if (push(n, q, n->rx_head[i], l))
 			return -1;
-		}
 		left -= l;
 	}
 	rx_consume(n, c, used);
@@ -705,7 +708,6 @@ static void rx_queue(struct virtio_net *n, unsigned int p)
 static void ctrl_queue(struct virtio_net *n)
 {
 	struct virtio_dev *vdev = &n->vdev;
-	const struct guest_mem *m = vdev->env->mem;
 	unsigned int q = ctrl_q(n), done = 0;
 	struct virtq *vq = &vdev->vqs[q];
 	struct virtq_elem *e = &n->elem;
@@ -749,10 +751,8 @@ static void ctrl_queue(struct virtio_net *n)
 			pr_debug("%s: control command %u.%u refused", n->opts.tap, buf[0], buf[1]);
 		}
 		iov_from_buf(e->in, e->nin, 0, &ack, 1);
-		if (virtq_push(m, vq, e->head, 1)) {
-			broken(n, q, "used ring outside guest RAM");
+		if (push(n, q, e->head, 1))
 			return;
-		}
 		done++;
 	}
 	if (done)
