@@ -26,7 +26,7 @@ truncate -s 16M "$T/fs.img"
 mkfs.ext4 -q -F -L kumo-snap "$T/fs.img" || { fail snapshot-mkfs; exit 1; }
 truncate -s 4M "$T/seq.img"
 start=$(date +%s)
-KUMO=$KUMO timeout "${KUMO_SNAPSHOT_TIMEOUT:-330}" python3 tests/integration/snapshot-host.py \
+KUMO=$KUMO timeout "${KUMO_SNAPSHOT_TIMEOUT:-600}" python3 tests/integration/snapshot-host.py \
 	"$T" "$KERNEL" "$INITRD"
 rc=$?
 echo "snapshot: host driver ended after $(( $(date +%s) - start )) s (status $rc)"
