@@ -99,7 +99,7 @@ def file_sum(c):
 
 def start_workloads(c):
     # The dirtying load is membench again, under another name for its own /run files.
-    sh(c, "rm -f /run/membench.* /run/blkseq.* /run/dirty.*;ln -sf $(which membench) /bin/dirty")
+    sh(c, "rm -f /run/membench.* /run/blkseq.* /run/dirty.*;ln -sf $(command -v membench) /bin/dirty")
     ok = bg(c, "membench", HOLD)
     rc, _ = sh(c, "until grep -q holding /run/membench.out;do sleep 0.2;done", 300)
     ok = ok and rc == 0 and bg(c, "dirty", DIRTY) and bg(c, "blkseq", BLKSEQ)
@@ -153,6 +153,9 @@ def migrate(c, p, src, dst, tag, args, file_sha):
           f"{data.get('downtime_ms', 0):.0f} ms, {data.get('bytes_sent', 0)} bytes, "
           f"{data.get('round')} rounds, {data.get('postcopy_pages')} pages after the switch",
           flush=True)
+    if "postcopy" in args:
+        say(data.get("postcopy_pages", 0) > 0, f"{tag}-switched-to-postcopy",
+            f"{data.get('postcopy_pages')} pages pulled after the switch-over")
     c.close()
     st = wait_exit(p, 300)
     say(st == 0, f"{tag}-source-exits-0", f"exit {st}: {err_of(p)[-1:]}")
@@ -250,7 +253,8 @@ def main():
     c, p = migrate(c, p, "A", "B", "precopy", {"downtime-ms": 300}, file_sha)
     if c is None:
         return
-    c, p = migrate(c, p, "B", "A", "postcopy", {"postcopy": "after-rounds:1"}, file_sha)
+    c, p = migrate(c, p, "B", "A", "postcopy", {"postcopy": "after-rounds:1", "downtime-ms": 1},
+                   file_sha)
     if c is None:
         return
     r = c.agent("poweroff", timeout=60)
