@@ -11,7 +11,7 @@ ifeq ($(SAN),1)
 KUMO_CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer
 LDFLAGS += -fsanitize=address,undefined
 endif
-LIBS := -luring -lnuma -lfdt -llz4 -lz -llzma -lzstd -ljson-c -lcrypto -lpthread
+LIBS := -luring -lnuma -lfdt -llz4 -lz -llzma -lzstd -ljson-c -lcrypto -lpthread -lm
 
 # Where heavy, machine-wide artefacts (kernels, busybox) are cached, outside the clone.
 export KUMO_CACHE ?= /var/cache/kumo
@@ -63,6 +63,9 @@ OBJS += sched/policy-margin.o
 OBJS += sched/policy-cpu-priority.o
 OBJS += sched/policy-exclusive.o
 OBJS += sched/policy-cache.o
+OBJS += sched/sim.o
+OBJS += sched/sim-model.o
+OBJS += sched/sim-scenario.o
 
 MAIN_OBJS := vmm/main.o
 

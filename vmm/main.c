@@ -12,6 +12,7 @@
 
 #include "devices/virtio-pci.h"
 #include "sched/coord.h"
+#include "sched/sim.h"
 #include "vmm/agent-relay.h"
 #include "vmm/config.h"
 #include "vmm/control.h"
@@ -363,7 +364,8 @@ static void usage(FILE *f)
 	      "  ctl     talk to a VM's control socket: kumo ctl [--token FILE] PATH|tcp:HOST:PORT\n"
 	      "          VERB [key=value ...]\n"
 	      "  relay   relay another VMM's guest agent port over a control socket (--help)\n"
-	      "  coord   the coordinator: sample VMMs and run policies (--help)\n", f);
+	      "  coord   the coordinator: sample VMMs and run policies (--help)\n"
+	      "  sim     the policies against modelled VMs in virtual time (--help)\n", f);
 }
 
 int main(int argc, char **argv)
@@ -380,6 +382,8 @@ int main(int argc, char **argv)
 		return cmd_relay(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "coord"))
 		return coord_main(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "sim"))
+		return sim_main(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
 		usage(stdout);
 		return 0;
