@@ -148,6 +148,11 @@ bench: deps
 	@$(MAKE) -s box-if-needed
 	@sh tests/bench/run.sh
 
+# Experiments without KVM: kumo sim's scenarios and replays (docs/sim.md). The box ones
+# (tests/experiments/cpu-priority.sh) are run by hand in the box.
+experiments: kumo
+	@sh tests/experiments/sim.sh
+
 clean:
 	rm -f kumo libkumo.a $(OBJS) $(MAIN_OBJS) $(UNIT_TESTS) $(KVM_TESTS) $(BENCH_BINS)
 	find . -name '*.d' -delete -o -name '*.o' -delete

@@ -731,12 +731,12 @@ static void csv_rows(struct simr *r)
 		uint64_t hits = v->lru.st.hits - v->csv_hits;
 		uint64_t acc = v->lru.st.hits + v->lru.st.misses - v->csv_acc;
 
-		fprintf(f, "%.1f,%s,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.4f,%llu,%llu,%.2f,%d,%.3f\n",
+		fprintf(f, "%.1f,%s,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.4f,%llu,%llu,%llu,%.2f,%d,%.3f\n",
 			now_s(r), v->c.name, v->target / (double)MIB, v->actual / (double)MIB,
 			v->anon / (double)MIB, cached_bytes(v) / (double)MIB,
 			v->lru.nr[SIM_PAGE_ACTIVE] * v->lru.page_bytes / (double)MIB,
 			v->ws_bytes / (double)MIB, acc ? (double)hits / acc : 0.0,
-			(unsigned long long)in_pages(v, hits),
+			(unsigned long long)in_pages(v, acc), (unsigned long long)in_pages(v, hits),
 			(unsigned long long)in_pages(v, v->lru.st.activate - v->csv_act), v->psi10,
 			v->nice, r->o->csv_every > 0 ?
 				(v->cpu_ns - v->csv_cpu_ns) / 1e9 / r->o->csv_every : 0.0);
@@ -1526,7 +1526,7 @@ int sim_main(int argc, char **argv)
 	}
 	if (o.csv)
 		fprintf(o.csv, "t,vm,target_mib,actual_mib,anon_mib,cached_mib,active_file_mib,"
-			"working_set_mib,hit_ratio,hits,activations,psi_some_avg10,nice,cpus\n");
+			"working_set_mib,hit_ratio,reads,hits,activations,psi_some_avg10,nice,cpus\n");
 	ret = sim_run(&sc, &o, err, sizeof(err));
 	if (ret)
 		fprintf(stderr, "kumo sim: %s\n", err);
