@@ -637,6 +637,7 @@ static int rx_deliver(struct virtio_net *n, unsigned int q, struct rx_chains *c,
 		left -= left < n->rx_len[used] ? left : n->rx_len[used];
 	nbuf = (uint16_t)used;
 	iov_from_buf(n->rx_iov, c->niov, 10, &nbuf, sizeof(nbuf));
+	virtio_mark_written(n->vdev.env->mem, n->rx_iov, c->niov, len);
 	left = len;
 	for (unsigned int i = 0; i < used; i++) {
 		uint32_t l = left < n->rx_len[i] ? (uint32_t)left : n->rx_len[i];
@@ -751,6 +752,7 @@ static void ctrl_queue(struct virtio_net *n)
 			pr_debug("%s: control command %u.%u refused", n->opts.tap, buf[0], buf[1]);
 		}
 		iov_from_buf(e->in, e->nin, 0, &ack, 1);
+		virtio_mark_written(vdev->env->mem, e->in, e->nin, 1);
 		if (push(n, q, e->head, 1))
 			return;
 		done++;

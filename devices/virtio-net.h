@@ -64,7 +64,7 @@
 #define NET_MAX_PAIRS 16
 #define NET_MAC_TABLE 64	/* entries per table (unicast, multicast); more: overflow mode */
 #define NET_HDR_LEN 12		/* virtio 1.x: the header always carries num_buffers */
-#define NET_CTRL_MAX 4096	/* a control command's device-readable bytes, at most */
+#define NET_CTRL_MAX 16384	/* a control command's device-readable bytes, at most */
 
 struct virtio_net_hdr {
 	uint8_t flags, gso_type;
