@@ -67,6 +67,7 @@ struct sender {
 	uint64_t zero_gpa, zero_len;
 	int round0;			/* zero pages need not be sent: the destination is fresh */
 	uint64_t t_bw, bytes_bw;	/* the bandwidth limit's window */
+	uint64_t t_stop;		/* the source stopped: downtime runs from here */
 	struct mig_progress st;
 };
 
@@ -213,6 +214,24 @@ static void progress(struct sender *s, const struct mig_source_ops *ops, void *v
 		ops->progress(vm, &s->st);
 }
 
+/* An ack: 0 when it says ok, else its -errno with its reason in err. */
+static int ack_result(const struct mig_chunk_hdr *h, const uint8_t *buf, char *err,
+		      size_t errlen)
+{
+	int e = (int)(int64_t)h->arg;
+	char why[MIG_ACK_TEXT_MAX + 1];
+
+	if (!h->arg)
+		return 0;
+	/* Its reason, as printable text only: it ends up in logs and events. */
+	for (uint32_t i = 0; i < h->len; i++)
+		why[i] = buf[i] >= 0x20 && buf[i] < 0x7f ? (char)buf[i] : '?';
+	why[h->len] = '\0';
+	snprintf(err, errlen, "migration: the destination refused: %s",
+		 h->len ? why : e < 0 && e > -4096 ? strerror(-e) : "unknown error");
+	return e < 0 && e > -4096 ? e : -EPROTO;
+}
+
 /* Wait for the destination's ack: 0 when it says ok, else its -errno or the stream's. */
 static int wait_ack(int fd, char *err, size_t errlen)
 {
@@ -227,25 +246,10 @@ static int wait_ack(int fd, char *err, size_t errlen)
 		snprintf(err, errlen, "migration: expected an ack, got chunk type %u", h.type);
 		ret = -EPROTO;
 	}
-	if (ret) {
-		free(buf);
-		return ret;
-	}
-	if (h.arg) {
-		int e = (int)(int64_t)h.arg;
-		char why[MIG_ACK_TEXT_MAX + 1];
-
-		/* Its reason, as printable text only: it ends up in logs and events. */
-		for (uint32_t i = 0; i < h.len; i++)
-			why[i] = buf[i] >= 0x20 && buf[i] < 0x7f ? (char)buf[i] : '?';
-		why[h.len] = '\0';
-		snprintf(err, errlen, "migration: the destination refused: %s",
-			 h.len ? why : e < 0 && e > -4096 ? strerror(-e) : "unknown error");
-		free(buf);
-		return e < 0 && e > -4096 ? e : -EPROTO;
-	}
+	if (!ret)
+		ret = ack_result(&h, buf, err, errlen);
 	free(buf);
-	return 0;
+	return ret;
 }
 
 static int mark_run(void *opaque, uint64_t gpa, uint64_t len)
@@ -279,8 +283,12 @@ static int add_run(void *opaque, uint64_t gpa, uint64_t len)
 	return 0;
 }
 
-/* After a post-copy switch-over: answer page requests until the destination is done. */
-static int serve_pages(struct sender *s, char *err, size_t errlen)
+/*
+ * Post-copy: answer page requests until the destination is done. They may come before its
+ * ack of the switch-over (loading the state can fault pages in): *acked is set when the ack
+ * comes, and a refusal returns its -errno with *acked still 0.
+ */
+static int serve_pages(struct sender *s, int *acked, char *err, size_t errlen)
 {
 	struct mig_chunk_hdr h;
 	uint8_t *buf = NULL;
@@ -293,7 +301,15 @@ static int serve_pages(struct sender *s, char *err, size_t errlen)
 		ret = mig_recv(s->fd, &h, &buf, &cap, err, errlen);
 		if (ret)
 			break;
-		if (h.type == MIG_DONE) {
+		if (h.type == MIG_ACK && !*acked) {
+			ret = ack_result(&h, buf, err, errlen);
+			if (ret)
+				break;
+			*acked = 1;
+			s->st.downtime_ns = now_ns() - s->t_stop;
+			continue;
+		}
+		if (h.type == MIG_DONE && *acked) {
 			ret = h.arg ? -EIO : 0;
 			if (ret)
 				snprintf(err, errlen, "migration: the destination failed after the "
@@ -420,7 +436,7 @@ int mig_source_run(struct guest_mem *m, uint32_t nr_vcpus, int fd,
 		goto fail;
 	}
 	stopped = 1;
-	t_stop = now_ns();
+	t_stop = s.t_stop = now_ns();
 	ret = ops->dirty_sync(vm);
 	if (ret)
 		goto fail;
@@ -453,14 +469,17 @@ int mig_source_run(struct guest_mem *m, uint32_t nr_vcpus, int fd,
 			 strerror(-ret));
 		goto fail;
 	}
-	ret = wait_ack(fd, err, errlen);
-	if (ret)
-		goto fail;
-	/* The destination runs the guest now: there is no way back. */
-	switched = 1;
-	s.st.downtime_ns = now_ns() - t_stop;
-	if (postcopy) {
-		ret = serve_pages(&s, err, errlen);
+	if (!postcopy) {
+		ret = wait_ack(fd, err, errlen);
+		if (ret)
+			goto fail;
+		/* The destination runs the guest now: there is no way back. */
+		switched = 1;
+		s.st.downtime_ns = now_ns() - t_stop;
+	} else {
+		ret = serve_pages(&s, &switched, err, errlen);
+		if (!switched)
+			goto fail;
 		if (ret)
 			ret = -ENOTRECOVERABLE;
 	}
@@ -497,9 +516,8 @@ out:
 /* The source's memory, pulled page by page over the stream after a post-copy switch-over. */
 struct mig_remote {
 	int fd;
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	int go;			/* 1: the switch-over is acked, requests may flow; -1: never */
+	pthread_mutex_t lock;	/* the stream: a request and its answer, or the ack */
+	int dead;		/* the switch-over failed: no more requests */
 	const struct guest_mem *m;
 	uint64_t *runs;		/* pending, as sorted (flat offset, len) pairs */
 	size_t n;
@@ -542,34 +560,11 @@ static int flat_to_gpa(const struct guest_mem *m, uint64_t off, uint64_t *gpa, u
 	return -EINVAL;
 }
 
-/* Requests wait for the switch-over's ack: the stream carries it first. */
-static int remote_wait(struct mig_remote *r)
-{
-	int go;
-
-	pthread_mutex_lock(&r->lock);
-	while (!r->go)
-		pthread_cond_wait(&r->cond, &r->lock);
-	go = r->go;
-	pthread_mutex_unlock(&r->lock);
-	return go > 0 ? 0 : -EPIPE;
-}
-
-static void remote_go(struct mig_remote *r, int go)
-{
-	pthread_mutex_lock(&r->lock);
-	r->go = go;
-	pthread_cond_broadcast(&r->cond);
-	pthread_mutex_unlock(&r->lock);
-}
-
 static int remote_read(void *opaque, uint64_t off, void *buf, uint64_t len)
 {
 	struct mig_remote *r = opaque;
 	uint8_t *out = buf;
 
-	if (remote_wait(r))
-		return -EPIPE;
 
 	while (len) {
 		struct mig_chunk_hdr h;
@@ -581,9 +576,14 @@ static int remote_read(void *opaque, uint64_t off, void *buf, uint64_t len)
 		n = len < left ? len : left;
 		if (n > MIG_PAGES_MAX * PAGE)
 			n = MIG_PAGES_MAX * PAGE;
-		ret = mig_send(r->fd, MIG_READ, gpa, &n, sizeof(n));
+		/* One request and its answer at a time; the switch-over's ack shares the lock. */
+		pthread_mutex_lock(&r->lock);
+		ret = r->dead ? -EPIPE : mig_send(r->fd, MIG_READ, gpa, &n, sizeof(n));
 		if (!ret)
 			ret = mig_recv(r->fd, &h, &r->buf, &r->cap, r->err, sizeof(r->err));
+		if (!ret && h.type == MIG_DATA && h.arg == gpa && h.len == n)
+			memcpy(out, r->buf, n);
+		pthread_mutex_unlock(&r->lock);
 		if (!ret && (h.type != MIG_DATA || h.arg != gpa || h.len != n)) {
 			snprintf(r->err, sizeof(r->err), "migration: asked for %#" PRIx64 " +%#"
 				 PRIx64 ", got chunk type %u for %#" PRIx64 " +%#x", gpa, n,
@@ -595,7 +595,6 @@ static int remote_read(void *opaque, uint64_t off, void *buf, uint64_t len)
 			       r->err[0] ? r->err : strerror(-ret));
 			return ret;
 		}
-		memcpy(out, r->buf, n);
 		out += n;
 		off += n;
 		len -= n;
@@ -774,7 +773,6 @@ int mig_dest_run(struct guest_mem *m, uint32_t nr_vcpus, int fd, const struct mi
 		}
 		*rem = (struct mig_remote){ .fd = fd, .m = m, .runs = runs, .n = nruns };
 		pthread_mutex_init(&rem->lock, NULL);
-		pthread_cond_init(&rem->cond, NULL);
 		runs = NULL;
 		{
 			const struct mig_page_source src = { .ops = &remote_ops, .opaque = rem,
@@ -797,16 +795,23 @@ int mig_dest_run(struct guest_mem *m, uint32_t nr_vcpus, int fd, const struct mi
 	if (ret)
 		snprintf(err, errlen, "migration: starting the vCPUs: %s", strerror(-ret));
 out_ack:
+	/* Loading may already fault pages in (KVM touches kvmclock's page when its MSR is set):
+	 * the source answers requests before the ack too, so the ack waits its turn. */
+	if (rem)
+		pthread_mutex_lock(&rem->lock);
 	if (send_ack(fd, ret, err) && !ret) {
 		/* The source never hears that we run: it resumes; so must we not. */
 		snprintf(err, errlen, "migration: the source is gone before the switch-over");
 		ret = -EPIPE;
 	}
+	if (rem) {
+		rem->dead = ret != 0;
+		pthread_mutex_unlock(&rem->lock);
+	}
 out:
 	if (rem) {
 		/* Handed over even on failure: the lazy server may be using it until stopped. */
 		set_timeout(fd, 0);	/* page requests wait as long as the source takes */
-		remote_go(rem, ret ? -1 : 1);
 		*remote = rem;
 	}
 	free(runs);
@@ -819,9 +824,8 @@ void mig_dest_finish(struct mig_remote *r, int ok)
 {
 	if (!r)
 		return;
-	if (r->go > 0)
+	if (!r->dead)
 		mig_send(r->fd, MIG_DONE, ok ? 0 : 1, NULL, 0);
-	pthread_cond_destroy(&r->cond);
 	pthread_mutex_destroy(&r->lock);
 	free(r->buf);
 	free(r->runs);
