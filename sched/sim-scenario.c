@@ -416,10 +416,6 @@ int sim_parse(const char *text, size_t len, const char *name, struct sim_scenari
 			goto bad;
 	}
 	c.line = 0;
-	if (!sc->nvms && !sc->replay[0]) {
-		ret = fail(&c, "no vm (and no replay)");
-		goto bad;
-	}
 	if (sc->measure >= sc->duration) {
 		ret = fail(&c, "measure %g s: not before the end (duration %g s)", sc->measure,
 			   sc->duration);

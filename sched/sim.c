@@ -788,6 +788,19 @@ static int add_rec(struct replay *rp, const struct rec *x)
 	return 0;
 }
 
+/* A figure from a log line: within lo..hi, else def (a log is input; it may say anything). */
+static uint64_t fig(struct json_object *o, const char *k, uint64_t lo, uint64_t hi, uint64_t def)
+{
+	struct json_object *v = get(o, k);
+	int64_t x;
+
+	if (!v || !(json_object_is_type(v, json_type_int) ||
+		    json_object_is_type(v, json_type_double)))
+		return def;
+	x = json_object_get_int64(v);
+	return x < 0 || (uint64_t)x < lo || (uint64_t)x > hi ? def : (uint64_t)x;
+}
+
 struct replay_vm {
 	double last_t;
 	uint64_t last_ns, last_cached;
@@ -801,30 +814,29 @@ static int replay_vm_index(struct sim_scenario *sc, const char *name, struct jso
 	uint64_t ram, avail, comm, actual;
 
 	for (int i = 0; i < sc->nvms; i++)
-		if (!strncmp(sc->vm[i].name, name, SIM_NAME - 1))
+		if (!strcmp(sc->vm[i].name, name))
 			return i;
 	if (sc->nvms == SIM_MAX_VMS || !mem)
 		return -1;
-	ram = (uint64_t)json_object_get_int64(get(mem, "ram"));
-	if (ram < (16ull << 20))
+	ram = fig(mem, "ram", 16ull << 20, 1ull << 40, 0);
+	if (!ram)
 		return -1;
 	v = &sc->vm[sc->nvms];
 	memset(v, 0, sizeof(*v));
 	snprintf(v->name, sizeof(v->name), "%s", name);
 	v->ram = ram;
 	v->balloon = get(mem, "target") != NULL;
-	v->target = v->balloon ? (uint64_t)json_object_get_int64(get(mem, "target")) : ram;
-	if (v->target > ram || v->target < (16ull << 20))
-		v->target = ram;
+	v->target = v->balloon ? fig(mem, "target", 16ull << 20, ram, ram) : ram;
 	v->balloon_rate = 85.0 * MIB;	/* what the box's balloon showed (docs/sim.md) */
-	v->vcpus = cpu ? json_object_get_int(get(cpu, "vcpus")) : 1;
-	if (v->vcpus < 1 || v->vcpus > MAX_VCPUS)
-		v->vcpus = 1;
-	v->nice = cpu ? json_object_get_int(get(cpu, "nice")) : 0;
+	v->vcpus = cpu ? (int)fig(cpu, "vcpus", 1, MAX_VCPUS, 1) : 1;
+	v->nice = cpu ? (int)fig(cpu, "nice", 0, 19, 0) : 0;
+	if (cpu && get(cpu, "nice") && json_object_get_int(get(cpu, "nice")) < 0 &&
+	    json_object_get_int(get(cpu, "nice")) >= -20)
+		v->nice = json_object_get_int(get(cpu, "nice"));
 	/* The kernel and the rest: what the guest keeps besides its cache and Committed_AS. */
-	actual = v->balloon ? (uint64_t)json_object_get_int64(get(mem, "actual")) : ram;
-	avail = agent ? (uint64_t)json_object_get_int64(get(agent, "mem_available")) : 0;
-	comm = agent ? (uint64_t)json_object_get_int64(get(agent, "committed_as")) : 0;
+	actual = v->balloon ? fig(mem, "actual", 0, ram, ram) : ram;
+	avail = agent ? fig(agent, "mem_available", 0, ram, 0) : 0;
+	comm = agent ? fig(agent, "committed_as", 0, ram, 0) : 0;
 	v->base = actual > avail + comm ? actual - avail - comm : 64ull << 20;
 	if (v->base < (16ull << 20) || v->base > ram / 2)
 		v->base = ram / 8;
@@ -876,6 +888,8 @@ static int load_replay(struct sim_scenario *sc, struct replay *rp, char *err, si
 		last = t;
 		vmn = get(o, "vm");
 		name = vmn ? json_object_get_string(vmn) : NULL;
+		if (name && strlen(name) >= SIM_NAME)
+			name = NULL;	/* a name we could not keep whole: not ours to guess */
 		if (!strcmp(type, "host")) {
 			struct sim_event *e = sim_scenario_event(sc);
 			double *tk = realloc(sc->ticks, (sc->nticks + 1) * sizeof(*tk));
@@ -885,7 +899,7 @@ static int load_replay(struct sim_scenario *sc, struct replay *rp, char *err, si
 				sc->ticks = tk;
 				tk[sc->nticks++] = t > 0 ? t : 0;
 			}
-			uint64_t b = (uint64_t)json_object_get_int64(get(o, "budget"));
+			uint64_t b = fig(o, "budget", 16ull << 20, 1ull << 46, 0);
 
 			if (!e) {
 				ret = -ENOMEM;
@@ -896,6 +910,8 @@ static int load_replay(struct sim_scenario *sc, struct replay *rp, char *err, si
 			e->vm = -1;
 			e->kind = SIM_EV_LOAD;
 			e->value = json_object_get_double(get(o, "load1"));
+			if (!(e->value >= 0 && e->value < 1e5))
+				e->value = 0;
 			if (!sc->budget && b)
 				sc->budget = b;
 		} else if (!strcmp(type, "sample") && name) {
@@ -912,16 +928,16 @@ static int load_replay(struct sim_scenario *sc, struct replay *rp, char *err, si
 				continue;
 			}
 			x.vm = vm;
-			if (mem && get(mem, "target")) {
+			if (mem && (x.target = fig(mem, "target", 1, sc->vm[vm].ram, 0))) {
 				x.has_target = true;
-				x.target = (uint64_t)json_object_get_int64(get(mem, "target"));
-				x.actual = (uint64_t)json_object_get_int64(get(mem, "actual"));
+				x.actual = fig(mem, "actual", 1, sc->vm[vm].ram, 0);
 			}
-			if (cpu) {
-				uint64_t ns = (uint64_t)json_object_get_int64(get(cpu, "vcpu_time_ns"));
+			if (cpu && get(cpu, "vcpu_time_ns")) {
+				uint64_t ns = fig(cpu, "vcpu_time_ns", 0, UINT64_MAX >> 1, 0);
+				int nice = json_object_get_int(get(cpu, "nice"));
 
-				x.has_nice = true;
-				x.nice = json_object_get_int(get(cpu, "nice"));
+				x.has_nice = nice >= -20 && nice <= 19;
+				x.nice = nice;
 				if (rv[vm].have_ns && t > rv[vm].last_t && ns >= rv[vm].last_ns &&
 				    (e = sim_scenario_event(sc))) {
 					/* What it ran since the last sample: its demand from then on. */
@@ -937,22 +953,19 @@ static int load_replay(struct sim_scenario *sc, struct replay *rp, char *err, si
 				rv[vm].last_t = t;
 			}
 			if (ag && (e = sim_scenario_event(sc))) {
-				uint64_t cached = (uint64_t)json_object_get_int64(get(ag, "cached"));
+				uint64_t cached = fig(ag, "cached", 0, sc->vm[vm].ram, 0);
 
 				e->t = t;
 				e->vm = vm;
 				e->kind = SIM_EV_ANON;
-				e->bytes = (uint64_t)json_object_get_int64(get(ag, "committed_as"));
-				if (e->bytes > sc->vm[vm].ram)
-					e->bytes = sc->vm[vm].ram;
+				e->bytes = fig(ag, "committed_as", 0, sc->vm[vm].ram, 0);
 				/* The cache it showed, as files read once (4 KiB each). */
 				if (cached != rv[vm].last_cached && (e = sim_scenario_event(sc))) {
 					rv[vm].last_cached = cached;
 					e->t = t;
 					e->vm = vm;
 					e->kind = SIM_EV_FILES;
-					e->files.files = (uint32_t)(cached / 4096 < (1u << 24) ?
-								    cached / 4096 : (1u << 24));
+					e->files.files = (uint32_t)(cached / 4096);
 					e->files.file_bytes = 4096;
 					e->files.rate = 1e6;
 					e->files.pattern = SIM_ONCE;
@@ -969,16 +982,16 @@ static int load_replay(struct sim_scenario *sc, struct replay *rp, char *err, si
 
 			vm = -1;
 			for (int i = 0; i < sc->nvms; i++)
-				if (!strncmp(sc->vm[i].name, name, SIM_NAME - 1))
+				if (!strcmp(sc->vm[i].name, name))
 					vm = i;
 			if (vm >= 0 && act && json_object_get_boolean(get(o, "ok"))) {
 				x.vm = vm;
 				if (!strcmp(act, "cpu.weight"))
-					x.weight = json_object_get_int(get(o, "weight"));
-				else if (!strcmp(act, "pin") &&
+					x.weight = (int)fig(o, "weight", 1, 10000, 0);
+				else if (!strcmp(act, "pin") && get(o, "cpus") &&
 					 !numa_parse_cpulist(json_object_get_string(get(o, "cpus")),
 							     &x.pin, 64))
-					x.pin_vcpu = json_object_get_int(get(o, "vcpu"));
+					x.pin_vcpu = (int)fig(o, "vcpu", 0, MAX_VCPUS - 1, 0);
 				if ((x.weight || x.pin_vcpu >= 0) && add_rec(rp, &x)) {
 					ret = -ENOMEM;
 					json_object_put(o);
@@ -1236,6 +1249,10 @@ int sim_run(struct sim_scenario *sc, const struct sim_opts *o, char *err, size_t
 
 	if (sc->replay[0] && (ret = load_replay(sc, &rp, err, errlen)))
 		return ret;
+	if (!sc->nvms) {
+		snprintf(err, errlen, "%s: no vm (and no replay)", sc->name);
+		return -EINVAL;
+	}
 	r.head.ops = &sim_ops;
 	r.sc = sc;
 	r.o = o;

@@ -68,7 +68,7 @@ double sim_rand01(uint64_t *s);
 /* ---- scenarios ---- */
 
 #define SIM_MAX_VMS	16
-#define SIM_NAME	32
+#define SIM_NAME	108		/* a replayed VM is named by its socket path */
 
 enum sim_ev_kind {
 	SIM_EV_FILES,			/* a file set and how it is read */

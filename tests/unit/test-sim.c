@@ -353,7 +353,6 @@ static void test_refusals(void)
 	static const struct {
 		const char *text, *want;
 	} bad[] = {
-		{ "", "no vm" },
 		{ "vm a\n", "needs ram" },
 		{ "vm a ram 1G\nvm a ram 1G\n", "defined twice" },
 		{ "vm a/b ram 1G\n", "a name of" },
@@ -417,6 +416,14 @@ static void test_refusals(void)
 	/* A tiny error buffer is not overrun. */
 	CHECK(sim_parse("frobnicate\n", 11, "a-long-file-name.txt", &sc, err, 8) == -EINVAL &&
 	      strlen(err) < 8);
+	/* No VM at all: parsed, but nothing to run. */
+	CHECK(sim_parse("# nothing\n", 10, "t", &sc, err, sizeof(err)) == 0);
+	{
+		struct sim_opts o = { .out = stdout };
+
+		CHECK(sim_run(&sc, &o, err, sizeof(err)) == -EINVAL && strstr(err, "no vm"));
+	}
+	sim_scenario_free(&sc);
 	/* Good text after all this still parses. */
 	CHECK(sim_parse(small_scenario, strlen(small_scenario), "t", &sc, err, sizeof(err)) == 0);
 	CHECK_EQ(sc.nvms, 2);
