@@ -1552,5 +1552,5 @@ int sim_main(int argc, char **argv)
 	if (o.csv)
 		fclose(o.csv);
 	sim_scenario_free(&sc);
-	return ret ? 1 : 0;
+	return ret == -EINVAL ? 2 : ret ? 1 : 0;	/* refused input (policy, replay) : failed */
 }
