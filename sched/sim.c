@@ -854,7 +854,7 @@ static int load_replay(struct sim_scenario *sc, struct replay *rp, char *err, si
 
 	if (!f) {
 		snprintf(err, errlen, "replay %s: %s", sc->replay, strerror(errno));
-		return -errno;
+		return -EINVAL;		/* refused input, as a scenario file that is not there */
 	}
 	/* Time 0 is the first sample's. */
 	while (t0 < 0 && getline(&buf, &cap, f) > 0) {
