@@ -151,6 +151,8 @@ int vm_start(struct vm *vm)
 	sigset_t set, old;
 	int ret = 0;
 
+	/* The bench times exec (or restore) to the first KVM_RUN against this clock. */
+	pr_debug("starting %u vCPU(s) at CLOCK_MONOTONIC %.6f s", vm->ncpus, (double)vm_now_ns() / 1e9);
 	/* vCPU threads unblock SIGUSR1 themselves; everyone else keeps it blocked. */
 	sigemptyset(&set);
 	sigaddset(&set, SIGUSR1);

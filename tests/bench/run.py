@@ -23,13 +23,16 @@ BENCH_BALLOON_GIB (balloon size in and out of the guest, default 1), BENCH_BALLO
 (inflate/deflate cycles per VMM, in one boot, default 5), BENCH_BLK_MB and BENCH_BLK_SECONDS
 (device-path file and seconds per test, defaults 256 and 2), BENCH_GUARD (hang guard per boot
 or step in seconds, default 600), BENCH_NUMA (0: skip the vNUMA PV section; default 1) and
-numa_pv.py's BENCH_OMP_* variables.
+numa_pv.py's BENCH_OMP_* variables, snapshot.py's BENCH_SNAP_* variables.
+KUMO_BENCH_ONLY=snapshot: only the snapshot/restore section (tests/bench/snapshot.py), which then
+replaces its own section of docs/benchmarks.md and leaves the rest as it is.
 """
 import contextlib, json, os, re, select, shutil, statistics, subprocess, sys, tempfile, time
 
 import numa_pv  # tests/bench/numa_pv.py: the vNUMA PV-feature benchmark (issue 5)
 from numa_pv import INITRD, PVM, kill_group  # noqa: E402  (INITRD: the image for this host)
 from agentlib import Agent  # noqa: E402  (guest/agentlib.py, on the path through numa_pv)
+import snapshot as snap_bench  # noqa: E402  tests/bench/snapshot.py (issue 10)
 
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 BOOT_RUNS = int(os.environ.get("BENCH_BOOT_RUNS", "5"))
@@ -47,6 +50,7 @@ BLK_SECONDS = float(os.environ.get("BENCH_BLK_SECONDS", "2"))
 GUARD = float(os.environ.get("BENCH_GUARD", "600"))
 NUMA = os.environ.get("BENCH_NUMA", "1") != "0"
 IN_BOX = os.environ.get("KUMO_IN_BOX") == "1"
+ONLY = os.environ.get("KUMO_BENCH_ONLY", "")	# "snapshot": that section alone
 
 KERNEL = "guest/out/test-bzImage"
 KERNELS = [("test kernel", KERNEL, INITRD),
@@ -531,15 +535,61 @@ def vm_part(path, tmp):
     part = Part("vm", path)
     print(f"bench: VM part, {RUNS} runs, {BOOT_RUNS} boots per kernel and VMM, PVM: {PVM}, "
           f"in the box: {IN_BOX}", flush=True)
-    for title, fn in (("exec → KVM_RUN and memory", vmm_startup), ("PIO", pio),
-                      ("boots", boots), ("in-guest virtio-blk", guest_blk),
-                      ("in-guest balloon", guest_balloon)):
-        part.section(title, fn)
+    if ONLY != "snapshot":
+        for title, fn in (("exec → KVM_RUN and memory", vmm_startup), ("PIO", pio),
+                          ("boots", boots), ("in-guest virtio-blk", guest_blk),
+                          ("in-guest balloon", guest_balloon)):
+            part.section(title, fn)
+        t0 = time.time()
+        part.d["numa"] = numa_section()
+        part.d["sections"].append(("vNUMA PV features", time.time() - t0))
+        print(f"bench: vNUMA PV features done in {time.time() - t0:.0f} s", flush=True)
+        part.save()
+    snapshot_part(part)
+
+
+def snapshot_part(part):
+    """tests/bench/snapshot.py's measurements into part.d["snapshot"] (saved after each size)."""
+    if PVM:
+        part.d["snapshot_error"] = "not run on a PVM host (the test kernel's touch runs in KVM's emulator)"
+        return
     t0 = time.time()
-    part.d["numa"] = numa_section()
-    part.d["sections"].append(("vNUMA PV features", time.time() - t0))
-    print(f"bench: vNUMA PV features done in {time.time() - t0:.0f} s", flush=True)
+
+    def save(res):
+        part.d["snapshot"] = res
+        part.d["snapshot_s"] = time.time() - t0
+        part.save()
+    try:
+        snap_bench.run_all(BIN["kumo"], qemu_cmd, Agent, Qmp, KERNEL, INITRD, save)
+    except Exception as e:  # noqa: BLE001
+        part.d["snapshot_error"] = f"{type(e).__name__}: {e}"
+    part.d["sections"].append(("snapshot and restore", time.time() - t0))
+    print(f"bench: snapshot and restore done in {time.time() - t0:.0f} s", flush=True)
     part.save()
+
+
+def snapshot_text(vm):
+    if not vm or (not vm.get("snapshot") and not vm.get("snapshot_error")):
+        return ""
+    if not vm.get("snapshot"):
+        return f"{snap_bench.HEADING}\n\nNot measured: {vm['snapshot_error']}\n"
+    return snap_bench.section(vm["snapshot"], vm["env"], QEMU_VER, vm.get("snapshot_s"))
+
+
+def write_only_snapshot(vm, out):
+    """KUMO_BENCH_ONLY=snapshot: replaces the snapshot section of out (or appends it)."""
+    text = open(out).read() if os.path.exists(out) else "# Benchmarks\n"
+    new = snapshot_text(vm)
+    i = text.find(snap_bench.HEADING + "\n")
+    if i < 0:
+        text = text.rstrip("\n") + "\n\n" + new
+    else:
+        j = text.find("\n## ", i + 1)
+        text = text[:i] + new + ("\n" + text[j + 1:] if j >= 0 else "")
+    with open(out, "w") as f:
+        f.write(text)
+    print(new)
+    return 0 if vm.get("snapshot") else 1
 
 
 # ------------------------------------------------------------------ host part
@@ -596,6 +646,8 @@ def write(paths, out="docs/benchmarks.md"):
         d = json.load(open(p))
         parts[d["part"]] = d
     vm, host = parts.get("vm"), parts.get("host")
+    if ONLY == "snapshot":
+        return write_only_snapshot(vm, out)
     box = vm and vm["env"]["in_box"]
     why = os.environ.get("BENCH_BOX_WHY", "")
     L = ["# Benchmarks", "",
@@ -646,6 +698,7 @@ def write(paths, out="docs/benchmarks.md"):
     L.append("")
     if vm:
         L.append(vm.get("numa", ""))
+        L.append(snapshot_text(vm))
     with open(out, "w") as f:
         f.write("\n".join(L).rstrip("\n") + "\n")
     print(open(out).read())
@@ -666,9 +719,11 @@ def main(argv):
             os.makedirs(os.path.dirname(os.path.abspath(argv[2])), exist_ok=True)
             (vm_part if argv[1] == "vm" else host_part)(argv[2], d)
             return 0
-        host_part(os.path.join(d, "host.json"), d)
+        if ONLY != "snapshot":
+            host_part(os.path.join(d, "host.json"), d)
         vm_part(os.path.join(d, "vm.json"), d)
-        return write([os.path.join(d, "host.json"), os.path.join(d, "vm.json")])
+        return write([p for p in (os.path.join(d, "host.json"), os.path.join(d, "vm.json"))
+                      if os.path.exists(p)])
 
 
 if __name__ == "__main__":
