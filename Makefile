@@ -56,6 +56,7 @@ OBJS += migrate/memfile.o
 OBJS += migrate/lazy.o
 OBJS += migrate/stream.o
 OBJS += migrate/migration.o
+OBJS += migrate/memserver.o
 OBJS += vmm/numa.o
 OBJS += sched/stats.o
 OBJS += sched/coord.o

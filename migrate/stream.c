@@ -30,9 +30,12 @@ uint32_t mig_chunk_max(uint32_t type)
 		return sizeof(struct mig_hello);
 	case MIG_PAGES:
 	case MIG_DATA:
+	case MIG_MS_PUT:
 		return MIG_PAGES_MAX * PAGE;
 	case MIG_ZERO:
 	case MIG_READ:
+	case MIG_MS_GET:
+	case MIG_MS_DROP:
 		return sizeof(uint64_t);
 	case MIG_STATE:
 		return MIG_STATE_MAX;
@@ -40,9 +43,13 @@ uint32_t mig_chunk_max(uint32_t type)
 		return MIG_RUNS_MAX * 2 * sizeof(uint64_t);
 	case MIG_ACK:
 		return MIG_ACK_TEXT_MAX;	/* a refusal's reason */
+	case MIG_SPLIT:
+		return MIG_SPLIT_MAX;
 	case MIG_END:
 	case MIG_DONE:
 	case MIG_CANCEL:
+	case MIG_MS_OPEN:
+	case MIG_MS_SYNC:
 		return 0;
 	}
 	return 0;

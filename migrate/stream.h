@@ -19,6 +19,7 @@ struct guest_mem;
 #define MIG_STATE_MAX (64u << 20)		/* a state FDT */
 #define MIG_RUNS_MAX (1u << 20)			/* (gpa, len) runs in one PENDING chunk */
 #define MIG_ACK_TEXT_MAX 256			/* a refusal's one line */
+#define MIG_SPLIT_MAX (16u << 20)		/* a page-location map */
 
 enum mig_chunk_type {
 	MIG_HELLO = 1,	/* src->dst: struct mig_hello */
@@ -33,6 +34,15 @@ enum mig_chunk_type {
 	MIG_DATA,	/* src->dst, post-copy: the reply, arg = gpa, payload = the pages */
 	MIG_DONE,	/* dst->src, post-copy: every page arrived; the source may go */
 	MIG_CANCEL,	/* src->dst: the source gave up; drop everything */
+	/* Split migration (migrate/split.h) and the sub-host page store (migrate/memserver.h). */
+	MIG_SPLIT,	/* src->main: the page-location map (struct mig_split_hdr, addresses,
+			   runs); the main host serves those pages from the sub-hosts */
+	MIG_MS_OPEN,	/* client->memserver: arg = VM id; answered by ACK */
+	MIG_MS_PUT,	/* client->memserver: page-out, arg = gpa, payload = whole pages */
+	MIG_MS_GET,	/* client->memserver: page-in, arg = gpa, payload = u64 bytes; answered
+			   by DATA, or ACK -errno when a page is not stored */
+	MIG_MS_DROP,	/* client->memserver: arg = gpa, payload = u64 bytes: forget them */
+	MIG_MS_SYNC,	/* client->memserver: answered by ACK 0, or the first PUT's error */
 	MIG_NR_TYPES
 };
 

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "devices/virtio-pci.h"
+#include "migrate/memserver.h"
 #include "sched/coord.h"
 #include "sched/sim.h"
 #include "vmm/agent-relay.h"
@@ -365,7 +366,8 @@ static void usage(FILE *f)
 	      "          VERB [key=value ...]\n"
 	      "  relay   relay another VMM's guest agent port over a control socket (--help)\n"
 	      "  coord   the coordinator: sample VMMs and run policies (--help)\n"
-	      "  sim     the policies against modelled VMs in virtual time (--help)\n", f);
+	      "  sim     the policies against modelled VMs in virtual time (--help)\n"
+	      "  memserver  a sub-host's page store for split migration: --listen ADDR --mem SIZE\n", f);
 }
 
 int main(int argc, char **argv)
@@ -384,6 +386,8 @@ int main(int argc, char **argv)
 		return coord_main(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "sim"))
 		return sim_main(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "memserver"))
+		return ms_main(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
 		usage(stdout);
 		return 0;
