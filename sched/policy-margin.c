@@ -55,10 +55,13 @@ static void adjust(const struct margin_params *p, struct margin_vm *vm, const st
 			(a->psi && a->psi_some_avg10 >= p->psi_some);
 	bool up;
 
+	/* Paper 002: UP stays up while the cache or its active part grows; DOWN shrinks the
+	 * margin unless the cache grew *and* its active part shrank (it says "or" for the
+	 * shrinking case). Pressure (refaults, swap-ins, PSI) is kumo's own way back up. */
 	if (vm->state == MARGIN_UP)
 		up = cache_grew || active_grew || pressure;
 	else
-		up = cache_grew || active_shrank || pressure;
+		up = (cache_grew && active_shrank) || pressure;
 	if (up) {
 		vm->margin = vm->margin + p->step_up > p->margin_max ? p->margin_max :
 			     vm->margin + p->step_up;
@@ -94,6 +97,12 @@ void margin_step(const struct margin_params *p, struct margin_vm *vm,
 		set_base(vm, &in->agent, in->now);
 		d->adjusted = true;
 	}
+	/* A margin past the VM's RAM buys nothing and only delays the way down (kumo sim showed
+	 * it climbing to margin_max while the VM sat at its RAM). */
+	if (in->ram_bytes > in->agent.committed_as &&
+	    vm->margin > in->ram_bytes - in->agent.committed_as)
+		vm->margin = in->ram_bytes - in->agent.committed_as < p->margin_min ? p->margin_min :
+			     in->ram_bytes - in->agent.committed_as;
 	w = in->agent.committed_as + vm->margin;
 	if (w < p->floor)
 		w = p->floor;

@@ -78,8 +78,9 @@ static void test_margin_first_tick_and_period(void)
 	CHECK_EQ(d.target, 300 * MIB + p->margin_init + p->step_up);
 }
 
-/* Paper 002's machine: UP while cache or active file grows; DOWN while neither grows nor
- * active shrinks; in DOWN a growing cache or a shrinking active list goes back UP. */
+/* Paper 002's machine: UP while cache or active file grows, else DOWN; DOWN shrinks the margin
+ * while the cache did not grow or its active part did not shrink, and goes back UP only when
+ * the cache grew and its active part shrank (the paper's "or" for shrinking). */
 static void test_margin_up_down_sequence(void)
 {
 	const struct margin_params *p = &margin_defaults;
@@ -89,8 +90,10 @@ static void test_margin_up_down_sequence(void)
 		{ 10, 400, 300, 95, 0 },	/* up */
 		{ 15, 400, 300, 95, 0 },	/* flat: down */
 		{ 20, 400, 300, 95, 0 },	/* flat: down */
-		{ 25, 400, 300, 90, 0 },	/* active shrank in DOWN: up */
-		{ 30, 400, 300, 90, 0 },	/* flat: down */
+		{ 25, 400, 300, 90, 0 },	/* active shrank alone in DOWN: still down */
+		{ 30, 400, 350, 90, 0 },	/* cache grew alone in DOWN: still down */
+		{ 35, 400, 400, 85, 0 },	/* cache grew and active shrank: up */
+		{ 40, 400, 400, 85, 0 },	/* flat: down */
 	};
 	static const struct {
 		uint64_t margin;
@@ -101,8 +104,10 @@ static void test_margin_up_down_sequence(void)
 		{ 256 * MIB, MARGIN_UP },
 		{ 240 * MIB, MARGIN_DOWN },
 		{ 224 * MIB, MARGIN_DOWN },
-		{ 288 * MIB, MARGIN_UP },
-		{ 272 * MIB, MARGIN_DOWN },
+		{ 208 * MIB, MARGIN_DOWN },
+		{ 192 * MIB, MARGIN_DOWN },
+		{ 256 * MIB, MARGIN_UP },
+		{ 240 * MIB, MARGIN_DOWN },
 	};
 	struct margin_vm vm = { 0 };
 	uint64_t target = 2 * GIB;
@@ -117,7 +122,7 @@ static void test_margin_up_down_sequence(void)
 		CHECK_EQ(vm.state, want[i].state);
 		CHECK_EQ(target, 400 * MIB + want[i].margin);
 	}
-	CHECK_EQ(sets, 7);
+	CHECK_EQ(sets, 9);
 }
 
 static void test_margin_pressure_and_limits(void)
