@@ -855,9 +855,100 @@ static void on_stop(int sig)
 	coord_stop = sig;
 }
 
+/*
+ * --config FILE: the same settings for many VMs, one per line -- "vm SOCKET", "policy LIST",
+ * "log FILE", "host-mem SIZE", "token FILE", "duration SECONDS"; '#' starts a comment. Options
+ * on the command line come after the file's lines (a later policy/log/... wins; VMs add up).
+ * 0, or -EINVAL with "FILE:LINE: why" in err.
+ */
+int coord_config_line(struct coord *c, struct coord_settings *st, const char *line, char *err,
+		      size_t errlen)
+{
+	char key[32], val[1024], extra[2];
+	int n;
+
+	while (*line == ' ' || *line == '\t')
+		line++;
+	if (!*line || *line == '#' || *line == '\n')
+		return 0;
+	n = sscanf(line, "%31s %1023s %1s", key, val, extra);
+	if (n != 2 || (val[0] == '#')) {
+		snprintf(err, errlen, "expected \"KEY VALUE\"");
+		return -EINVAL;
+	}
+	if (!strcmp(key, "vm")) {
+		if (coord_add_vm(c, val)) {
+			snprintf(err, errlen, "vm %s: cannot add it", val);
+			return -EINVAL;
+		}
+		return 0;
+	}
+	if (!strcmp(key, "host-mem")) {
+		uint64_t b;
+
+		if (mm_parse_size(val, &b) < 0 || !b) {
+			snprintf(err, errlen, "host-mem %s: not a size", val);
+			return -EINVAL;
+		}
+		st->budget = b;
+		return 0;
+	}
+	if (!strcmp(key, "duration")) {
+		char *end;
+		double d = strtod(val, &end);
+
+		if (*end || !(d > 0)) {
+			snprintf(err, errlen, "duration %s: not a positive number", val);
+			return -EINVAL;
+		}
+		st->duration = d;
+		return 0;
+	}
+	{
+		char **slot = !strcmp(key, "policy") ? &st->policies : !strcmp(key, "log") ?
+			      &st->log : !strcmp(key, "token") ? &st->token : NULL;
+
+		if (!slot) {
+			snprintf(err, errlen, "unknown key %s (vm, policy, log, host-mem, token, "
+				 "duration)", key);
+			return -EINVAL;
+		}
+		free(*slot);
+		*slot = strdup(val);
+		return *slot ? 0 : -ENOMEM;
+	}
+}
+
+static int read_config(struct coord *c, struct coord_settings *st, const char *path, char *err,
+		       size_t errlen)
+{
+	FILE *f = fopen(path, "re");
+	char line[1200], why[160];
+	int no = 0, ret = 0;
+
+	if (!f) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return -errno;
+	}
+	while (!ret && fgets(line, sizeof(line), f)) {
+		no++;
+		if (!strchr(line, '\n') && !feof(f)) {
+			snprintf(err, errlen, "%s:%d: line too long", path, no);
+			ret = -EINVAL;
+		} else if ((ret = coord_config_line(c, st, line, why, sizeof(why)))) {
+			snprintf(err, errlen, "%s:%d: %s", path, no, why);
+		}
+	}
+	fclose(f);
+	return ret;
+}
+
 static const char coord_usage[] =
 	"usage: kumo coord --vm SOCKET [--vm SOCKET...] --policy NAME[,NAME...] [--log FILE]\n"
 	"                  [--host-mem SIZE] [--duration SECONDS] [--token FILE]\n"
+	"       kumo coord --config FILE [options]\n"
+	"  --config FILE    settings for many VMs, a line each: vm SOCKET, policy LIST, log FILE,\n"
+	"                   host-mem SIZE, token FILE, duration SECONDS ('#' comments)\n"
 	"  --vm SOCKET      a VMM's control socket (kumo run --control): a Unix path or\n"
 	"                   tcp:HOST:PORT; repeat for more VMs\n"
 	"  --policy LIST    built-in policies (margin, cpu-priority, cpu-weight, exclusive,\n"
@@ -878,6 +969,7 @@ int coord_main(int argc, char **argv)
 		{ "host-mem", required_argument, NULL, 'm' },
 		{ "duration", required_argument, NULL, 'd' },
 		{ "token", required_argument, NULL, 't' },
+		{ "config", required_argument, NULL, 'c' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -889,6 +981,7 @@ int coord_main(int argc, char **argv)
 	struct sigaction sa = { .sa_handler = on_stop };
 	uint64_t budget = 0;
 	int npol = 0, opt, ret = 1, inited = 0;
+	struct coord_settings conf = { 0 };
 	FILE *log = stdout;
 	struct coord *c;
 
@@ -907,6 +1000,22 @@ int coord_main(int argc, char **argv)
 		case 'p': policies = optarg; break;
 		case 'l': logpath = optarg; break;
 		case 't': coord_set_token(c, optarg); break;
+		case 'c':
+			if (read_config(c, &conf, optarg, err, sizeof(err))) {
+				fprintf(stderr, "kumo coord: --config %s\n", err);
+				goto usage;
+			}
+			if (conf.policies)
+				policies = conf.policies;
+			if (conf.log)
+				logpath = conf.log;
+			if (conf.token)
+				coord_set_token(c, conf.token);
+			if (conf.budget)
+				budget = conf.budget;
+			if (conf.duration > 0)
+				duration = conf.duration;
+			break;
 		case 'm':
 			if (mm_parse_size(optarg, &budget) < 0 || !budget) {
 				fprintf(stderr, "kumo coord: --host-mem %s: not a size\n", optarg);
@@ -1013,9 +1122,15 @@ out:
 		fclose(log);
 	free(list);
 	coord_free(c);
+	free(conf.policies);
+	free(conf.log);
+	free(conf.token);
 	return ret;
 usage:
 	fputs(coord_usage, stderr);
 	coord_free(c);
+	free(conf.policies);
+	free(conf.log);
+	free(conf.token);
 	return 2;
 }

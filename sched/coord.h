@@ -7,6 +7,7 @@
 #define KUMO_SCHED_COORD_H
 
 #include <stdint.h>
+#include <stddef.h>
 #include <stdio.h>
 
 struct coord;
@@ -24,6 +25,17 @@ void coord_set_host_budget(struct coord *c, uint64_t bytes);
 void coord_set_timeout_ms(struct coord *c, int ms);
 /* The token file for VMs given as tcp:HOST:PORT (kept by reference). */
 void coord_set_token(struct coord *c, const char *token_file);
+
+/* What a --config file sets besides its VMs (strings malloc'ed; free them). */
+struct coord_settings {
+	char *policies, *log, *token;
+	uint64_t budget;
+	double duration;
+};
+
+/* One line of a --config file into c (vm) and st (the rest): 0, or -EINVAL with why in err. */
+int coord_config_line(struct coord *c, struct coord_settings *st, const char *line, char *err,
+		      size_t errlen);
 /* Connects the VMs that are not connected and due for a try. Returns how many are connected. */
 int coord_connect(struct coord *c);
 /* Samples the host and every connected VM (VMM stats, agent stats, vCPU threads); logs them. */

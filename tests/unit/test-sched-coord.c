@@ -5,6 +5,8 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -371,6 +373,46 @@ static void test_policy_from_shared_object(void)
 	rmdir(dir);
 }
 
+/* --config lines: each key, comments and blanks; refusals name the problem, change nothing. */
+static void test_config_lines(void)
+{
+	static const char *const bad[] = {
+		"vm", "policy", "frob x", "host-mem 12Q", "host-mem 0", "duration -1",
+		"duration x", "vm a b", "policy # margin",
+	};
+	struct coord_settings st = { 0 };
+	struct coord *c = coord_new(NULL);
+	char err[160];
+
+	CHECK(c != NULL);
+	if (!c)
+		return;
+	CHECK_EQ(coord_config_line(c, &st, "# a comment", err, sizeof(err)), 0);
+	CHECK_EQ(coord_config_line(c, &st, "   \n", err, sizeof(err)), 0);
+	CHECK_EQ(coord_config_line(c, &st, "vm /tmp/a.sock\n", err, sizeof(err)), 0);
+	CHECK_EQ(coord_config_line(c, &st, "\tvm tcp:10.0.0.2:7000", err, sizeof(err)), 0);
+	CHECK_EQ(coord_config_line(c, &st, "policy margin,cpu-priority", err, sizeof(err)), 0);
+	CHECK_EQ(coord_config_line(c, &st, "host-mem 3G", err, sizeof(err)), 0);
+	CHECK_EQ(coord_config_line(c, &st, "duration 2.5", err, sizeof(err)), 0);
+	CHECK_EQ(coord_config_line(c, &st, "log /tmp/x.jsonl", err, sizeof(err)), 0);
+	CHECK_EQ(sched_vm_count(coord_sched(c)), 2);
+	CHECK(st.policies && !strcmp(st.policies, "margin,cpu-priority"));
+	CHECK(st.log && !strcmp(st.log, "/tmp/x.jsonl"));
+	CHECK_EQ(st.budget, 3ULL << 30);
+	CHECK(st.duration == 2.5);
+	for (unsigned int i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		err[0] = 0;
+		CHECK_EQ(coord_config_line(c, &st, bad[i], err, sizeof(err)), -EINVAL);
+		CHECK(err[0] != 0);
+	}
+	CHECK_EQ(sched_vm_count(coord_sched(c)), 2);
+	CHECK_EQ(st.budget, 3ULL << 30);
+	free(st.policies);
+	free(st.log);
+	free(st.token);
+	coord_free(c);
+}
+
 TEST_MAIN(TEST(test_margin_balloons_through_socket), TEST(test_host_bound_and_errors),
 	  TEST(test_vm_goes_and_comes_back), TEST(test_find_policy),
-	  TEST(test_policy_from_shared_object))
+	  TEST(test_policy_from_shared_object), TEST(test_config_lines))
