@@ -57,6 +57,7 @@ OBJS += migrate/lazy.o
 OBJS += migrate/stream.o
 OBJS += migrate/migration.o
 OBJS += migrate/memserver.o
+OBJS += migrate/split.o
 OBJS += vmm/numa.o
 OBJS += sched/stats.o
 OBJS += sched/coord.o

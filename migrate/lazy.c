@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,9 +101,8 @@ int mig_page_source_file(struct mig_page_source *src, int fd)
 		pr_err("memory file: %s", strerror(-ret));
 		return ret;
 	}
-	src->ops = &file_source_ops;
-	src->opaque = (void *)(intptr_t)fd;
-	src->size = (uint64_t)st.st_size;
+	*src = (struct mig_page_source){ .ops = &file_source_ops, .opaque = (void *)(intptr_t)fd,
+					 .size = (uint64_t)st.st_size };
 	return 0;
 }
 
@@ -414,8 +414,15 @@ static void *serve_thread(void *arg)
 	struct mig_lazy *l = arg;
 
 	while (!__atomic_load_n(&l->stopping, __ATOMIC_ACQUIRE)) {
-		if (drain_faults(l) < 0 || push_batch(l) < 0)
+		if (drain_faults(l) < 0 || (!l->src.on_demand && push_batch(l) < 0))
 			return NULL;	/* the error is recorded; faulting threads stay blocked */
+		if (l->src.on_demand) {
+			/* Remote paging: pages come only when faulted; wait for the next fault. */
+			struct pollfd pfd = { .fd = l->uffd, .events = POLLIN };
+
+			poll(&pfd, 1, 100);
+			continue;
+		}
 		if (l->cursor < l->src.size)
 			continue;
 		if (drain_faults(l) < 0)

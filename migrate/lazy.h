@@ -32,6 +32,8 @@ struct mig_page_source {
 	const struct mig_page_source_ops *ops;
 	void *opaque;
 	uint64_t size;		/* bytes; must be the layout's RAM size */
+	int on_demand;		/* no background push: data comes only when faulted (remote
+				   paging, migrate/split.h); the serving never completes */
 };
 
 /* A memory file (mig_memfile_write()) as a page source; fd stays the caller's. 0 or -errno. */

@@ -38,7 +38,7 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
-static int page_is_zero(const uint8_t *p)
+int mig_page_is_zero(const uint8_t *p)
 {
 	const uint64_t *w = (const uint64_t *)p;
 
@@ -139,7 +139,7 @@ static int send_page(struct sender *s, uint64_t gpa)
 
 	if (!hva)
 		return -EFAULT;
-	if (page_is_zero(hva)) {
+	if (mig_page_is_zero(hva)) {
 		if ((ret = flush_pages(s)))
 			return ret;
 		if (s->round0)
@@ -177,8 +177,8 @@ static int send_run(void *opaque, uint64_t gpa, uint64_t len)
 }
 
 /* Every data extent of every region's memfd: fn(opaque, gpa, len). */
-static int for_each_data(const struct guest_mem *m, int (*fn)(void *, uint64_t, uint64_t),
-			 void *opaque)
+int mig_for_each_data(const struct guest_mem *m, int (*fn)(void *, uint64_t, uint64_t),
+		      void *opaque)
 {
 	const struct mm_region *r;
 
@@ -380,7 +380,7 @@ int mig_source_run(struct guest_mem *m, uint32_t nr_vcpus, int fd,
 		/* Round 0: every page that holds data. */
 		t_round = now_ns();
 		s.round0 = 1;
-		ret = for_each_data(m, send_run, &s);
+		ret = mig_for_each_data(m, send_run, &s);
 		if (!ret)
 			ret = flush(&s);
 		s.round0 = 0;
@@ -453,7 +453,7 @@ int mig_source_run(struct guest_mem *m, uint32_t nr_vcpus, int fd,
 	} else {
 		progress(&s, ops, vm, "postcopy", t0);
 		if (p->postcopy_now)	/* nothing sent yet: every page with data is pending */
-			ret = for_each_data(m, mark_run, m);
+			ret = mig_for_each_data(m, mark_run, m);
 		if (!ret)
 			ret = mm_dirty_for_each_run(m, 1, add_run, &pending);
 		if (!ret)
@@ -544,8 +544,7 @@ static int gpa_to_flat(const struct guest_mem *m, uint64_t gpa, uint64_t len, ui
 	return -EINVAL;
 }
 
-/* The gpa at flat offset off and the bytes from there to its region's end. */
-static int flat_to_gpa(const struct guest_mem *m, uint64_t off, uint64_t *gpa, uint64_t *left)
+int mig_flat_to_gpa(const struct guest_mem *m, uint64_t off, uint64_t *gpa, uint64_t *left)
 {
 	const struct mm_region *r;
 
@@ -569,7 +568,7 @@ static int remote_read(void *opaque, uint64_t off, void *buf, uint64_t len)
 	while (len) {
 		struct mig_chunk_hdr h;
 		uint64_t gpa, left, n;
-		int ret = flat_to_gpa(r->m, off, &gpa, &left);
+		int ret = mig_flat_to_gpa(r->m, off, &gpa, &left);
 
 		if (ret)
 			return ret;
@@ -757,7 +756,7 @@ int mig_dest_run(struct guest_mem *m, uint32_t nr_vcpus, int fd, const struct mi
 		for (size_t i = 0; i < nruns && !ret; i++) {
 			uint64_t gpa, left;
 
-			ret = flat_to_gpa(m, runs[2 * i], &gpa, &left);
+			ret = mig_flat_to_gpa(m, runs[2 * i], &gpa, &left);
 			if (!ret)
 				ret = mm_release_range(m, gpa, runs[2 * i + 1]);
 		}

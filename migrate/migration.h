@@ -75,6 +75,19 @@ struct mig_dest_ops {
 struct mig_remote;
 
 /*
+ * Every data extent of every region's memfd (SEEK_DATA/SEEK_HOLE, whole pages): fn(opaque,
+ * gpa, len), stopping at its first non-zero return. Holes (never touched, punched by the
+ * balloon or free page reporting) are skipped. 0 or fn's return.
+ */
+int mig_for_each_data(const struct guest_mem *m, int (*fn)(void *, uint64_t, uint64_t),
+		      void *opaque);
+/* Is the page at p all zeros? */
+int mig_page_is_zero(const uint8_t *p);
+/* The gpa at offset off in the memory file's order (regions one after another) and the bytes
+ * from there to its region's end. 0 or -EINVAL (off beyond RAM). */
+int mig_flat_to_gpa(const struct guest_mem *m, uint64_t off, uint64_t *gpa, uint64_t *left);
+
+/*
  * Receive a VM over fd into m. Returns 0 once the VM runs. Pre-copy: all memory is here and
  * *remote is NULL. Post-copy: *remote is the page source the destination's lazy memory pulls
  * from over fd (its requests wait for the switch-over's ack); keep it (and fd) until the memory

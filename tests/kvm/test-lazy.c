@@ -77,7 +77,7 @@ static void test_guest_reads_lazy_memory(void)
 {
 	struct mig_lazy_params params = { .prefetch = 4, .batch = 1 };
 	struct slow_file sf = { .delay_us = 1000 };
-	struct mig_page_source src = { &slow_ops, &sf, MEM };
+	struct mig_page_source src = { .ops = &slow_ops, .opaque = &sf, .size = MEM };
 	const struct mm_region *r;
 	struct mig_lazy_stats st;
 	struct mig_lazy *l;

@@ -315,7 +315,7 @@ static void test_stop_in_the_middle(void)
 {
 	struct mig_lazy_params params = { .batch = 1 };
 	struct test_source ts = { .delay_us = 2000, .fail_off = ~0ULL };
-	struct mig_page_source src = { &test_source_ops, &ts, RAM };
+	struct mig_page_source src = { .ops = &test_source_ops, .opaque = &ts, .size = RAM };
 	struct guest_mem m, fresh;
 	struct mig_lazy_stats st;
 	struct mig_lazy *l;
@@ -371,7 +371,7 @@ static void test_source_error_not_zeros(void)
 {
 	struct mig_lazy_params params = { .batch = 1 };
 	struct test_source ts = { .delay_us = 1000 };
-	struct mig_page_source src = { &test_source_ops, &ts, RAM };
+	struct mig_page_source src = { .ops = &test_source_ops, .opaque = &ts, .size = RAM };
 	struct sigaction sa = { .sa_handler = reader_interrupted };
 	struct guest_mem m, fresh;
 	struct mig_lazy_stats st;

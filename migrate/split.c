@@ -1,0 +1,656 @@
+/*
+ * Split migration, both ends (migrate/split.h, docs/split-migration.md).
+ *
+ * Source: hello, stop the VM, walk its pages -- with tracking only the memfds' data extents,
+ * all-zero pages left out; without, every page -- and send each to the main host while its
+ * share (main_mem) lasts, else to the sub-hosts, MIG_SPLIT_STRIPE pages to one before the next.
+ * Then wait until every sub-host stored its pages (SYNC), send the location map of the
+ * sub-hosts' pages, the state and END, and wait for the main host's ack.
+ *
+ * Main host: the pages come as on a pre-copy stream; the map says which of the missing pages
+ * a sub-host holds. The guest memory is served on demand (no background push: the pages stay
+ * on the sub-hosts until the guest touches them) from a page source whose data is exactly the
+ * sub-hosts' pages; every other missing page is a hole, so a fault on it is a zero page.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "migrate/lazy.h"
+#include "migrate/memserver.h"
+#include "migrate/migration.h"
+#include "migrate/split.h"
+#include "migrate/stream.h"
+#include "mm/mem.h"
+#include "mm/pagestate.h"
+#include "vmm/log.h"
+
+#define PAGE ((uint64_t)MM_PAGE_SIZE)
+#define ACK_TIMEOUT_S 120
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+/* Pages in the guest-physical span of m (the location map's length). */
+static uint64_t span_pages(const struct guest_mem *m)
+{
+	const struct mm_region *r;
+	uint64_t end = 0;
+
+	mm_for_each_region(m, r)
+		if (r->gpa + r->size > end)
+			end = r->gpa + r->size;
+	return end / PAGE;
+}
+
+static void count_locs(const uint8_t *loc, uint64_t n, const struct guest_mem *m,
+		       struct mig_split_counts *c)
+{
+	const struct mm_region *r;
+
+	memset(c->pages_sub, 0, sizeof(c->pages_sub));
+	c->pages_free = c->pages_main = 0;
+	mm_for_each_region(m, r)
+		for (uint64_t i = r->gpa / PAGE; i < (r->gpa + r->size) / PAGE && i < n; i++) {
+			if (loc[i] == MIG_LOC_FREE)
+				c->pages_free++;
+			else if (loc[i] == MIG_LOC_MAIN)
+				c->pages_main++;
+			else
+				c->pages_sub[loc[i] - MIG_LOC_SUB]++;
+		}
+}
+
+/* ---- source ---- */
+
+/* Runs of pages gathered for one destination: the main link (PAGES) or a sub-host (PUT). */
+struct gather {
+	uint64_t gpa;
+	unsigned int n;
+	uint8_t *buf;
+};
+
+struct splitter {
+	struct guest_mem *m;
+	const struct mig_split_params *p;
+	int fd;
+	uint8_t *loc;
+	uint64_t main_left, sub_pages;
+	struct gather g[1 + MIG_SPLIT_SUBS_MAX];	/* 0: main */
+	struct mig_split_result res;
+};
+
+static int flush_gather(struct splitter *s, unsigned int i)
+{
+	struct gather *g = &s->g[i];
+	uint64_t len = g->n * PAGE;
+	int ret;
+
+	if (!g->n)
+		return 0;
+	if (!i) {
+		ret = mig_send(s->fd, MIG_PAGES, g->gpa, g->buf, (uint32_t)len);
+		s->res.bytes_main += sizeof(struct mig_chunk_hdr) + len;
+	} else {
+		ret = ms_put(s->p->sub[i - 1], g->gpa, g->buf, len);
+	}
+	g->n = 0;
+	return ret;
+}
+
+static int split_page(struct splitter *s, uint64_t gpa)
+{
+	const uint8_t *hva = mm_gpa_to_hva(s->m, gpa, PAGE);
+	unsigned int i;
+	struct gather *g;
+	int ret;
+
+	if (!hva)
+		return -EFAULT;
+	if (s->p->tracking && mig_page_is_zero(hva))
+		return 0;	/* free: the main host's page reads as zero without asking */
+	if (s->main_left >= PAGE) {
+		s->main_left -= PAGE;
+		i = 0;
+	} else {
+		i = 1 + (unsigned int)(s->sub_pages++ / MIG_SPLIT_STRIPE % s->p->nr_subs);
+	}
+	s->loc[gpa / PAGE] = i ? (uint8_t)(MIG_LOC_SUB + i - 1) : MIG_LOC_MAIN;
+	g = &s->g[i];
+	if (g->n && (g->gpa + g->n * PAGE != gpa || g->n == MIG_PAGES_MAX))
+		if ((ret = flush_gather(s, i)))
+			return ret;
+	if (!g->n)
+		g->gpa = gpa;
+	memcpy(g->buf + g->n * PAGE, hva, PAGE);
+	g->n++;
+	return 0;
+}
+
+static int split_run(void *opaque, uint64_t gpa, uint64_t len)
+{
+	int ret = 0;
+
+	for (uint64_t off = 0; off < len && !ret; off += PAGE)
+		ret = split_page(opaque, gpa + off);
+	return ret;
+}
+
+/* The MIG_SPLIT payload: the header, the addresses, the sub-hosts' runs. */
+static int build_map(const struct splitter *s, uint64_t n, uint8_t **out, size_t *len)
+{
+	struct mig_split_hdr h = { .vm_id = s->p->vm_id, .nr_subs = s->p->nr_subs };
+	size_t head = sizeof(h) + s->p->nr_subs * MIG_SPLIT_ADDR_MAX, cap = 1024, nr = 0;
+	struct mig_split_run *runs = malloc(cap * sizeof(*runs));
+	uint8_t *buf;
+
+	if (!runs)
+		return -ENOMEM;
+	for (uint64_t i = 0; i < n; i++) {
+		if (s->loc[i] < MIG_LOC_SUB)
+			continue;
+		uint64_t sub = (uint64_t)(s->loc[i] - MIG_LOC_SUB);
+
+		if (nr && runs[nr - 1].gpa + runs[nr - 1].len == i * PAGE && runs[nr - 1].sub == sub &&
+		    mm_find_region(s->m, i * PAGE) == mm_find_region(s->m, runs[nr - 1].gpa)) {
+			runs[nr - 1].len += PAGE;
+			continue;
+		}
+		if (nr == cap) {
+			struct mig_split_run *r = realloc(runs, 2 * cap * sizeof(*runs));
+
+			if (!r) {
+				free(runs);
+				return -ENOMEM;
+			}
+			runs = r;
+			cap *= 2;
+		}
+		runs[nr++] = (struct mig_split_run){ i * PAGE, PAGE, sub };
+	}
+	if (head + nr * sizeof(*runs) > MIG_SPLIT_MAX) {
+		free(runs);
+		return -E2BIG;
+	}
+	h.nr_runs = (uint32_t)nr;
+	buf = calloc(1, head + nr * sizeof(*runs));
+	if (!buf) {
+		free(runs);
+		return -ENOMEM;
+	}
+	memcpy(buf, &h, sizeof(h));
+	for (unsigned int i = 0; i < s->p->nr_subs; i++)
+		strncpy((char *)buf + sizeof(h) + i * MIG_SPLIT_ADDR_MAX, s->p->sub_addr[i],
+			MIG_SPLIT_ADDR_MAX - 1);
+	memcpy(buf + head, runs, nr * sizeof(*runs));
+	free(runs);
+	*out = buf;
+	*len = head + nr * sizeof(*runs);
+	return 0;
+}
+
+/* The main host's ack: 0, or its -errno with its reason (printable only) in err. */
+static int recv_ack(int fd, char *err, size_t errlen)
+{
+	struct timeval tv = { .tv_sec = ACK_TIMEOUT_S };
+	struct mig_chunk_hdr h;
+	uint8_t *buf = NULL;
+	size_t cap = 0;
+	int ret;
+
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	ret = mig_recv(fd, &h, &buf, &cap, err, errlen);
+	if (!ret && h.type != MIG_ACK) {
+		snprintf(err, errlen, "split migration: expected an ack, got chunk type %u", h.type);
+		ret = -EPROTO;
+	}
+	if (!ret && h.arg) {
+		char why[MIG_ACK_TEXT_MAX + 1];
+
+		for (uint32_t i = 0; i < h.len; i++)
+			why[i] = buf[i] >= 0x20 && buf[i] < 0x7f ? (char)buf[i] : '?';
+		why[h.len] = '\0';
+		snprintf(err, errlen, "split migration: the main host refused: %s", why);
+		ret = (int64_t)h.arg < 0 && (int64_t)h.arg > -4096 ? (int)(int64_t)h.arg : -EPROTO;
+	}
+	free(buf);
+	return ret;
+}
+
+int mig_split_source_run(struct guest_mem *m, uint32_t nr_vcpus, int fd,
+			 const struct mig_source_ops *ops, void *vm,
+			 const struct mig_split_params *p, struct mig_split_result *res, char *err,
+			 size_t errlen)
+{
+	struct splitter s = { .m = m, .p = p, .fd = fd, .main_left = p->main_mem };
+	uint64_t t0 = now_ns(), n = span_pages(m), sub_bytes0[MIG_SPLIT_SUBS_MAX];
+	struct mig_hello hi;
+	uint8_t *map = NULL;
+	void *blob = NULL;
+	size_t map_len = 0, size = 0;
+	int ret, stopped = 0;
+
+	if (!p->nr_subs || p->nr_subs > MIG_SPLIT_SUBS_MAX || !p->vm_id) {
+		snprintf(err, errlen, "split migration: 1 to %d sub-hosts and a VM id",
+			 MIG_SPLIT_SUBS_MAX);
+		return -EINVAL;
+	}
+	for (unsigned int i = 0; i < p->nr_subs; i++) {
+		if (!p->sub[i] || strlen(p->sub_addr[i]) >= MIG_SPLIT_ADDR_MAX) {
+			snprintf(err, errlen, "split migration: sub-host %u: no connection or an "
+				 "address over %d bytes", i, MIG_SPLIT_ADDR_MAX - 1);
+			return -EINVAL;
+		}
+		sub_bytes0[i] = ms_client_bytes(p->sub[i]);
+	}
+	ret = -ENOMEM;
+	s.loc = calloc(n ? n : 1, 1);
+	if (!s.loc)
+		goto out;
+	for (unsigned int i = 0; i <= p->nr_subs; i++)
+		if (!(s.g[i].buf = malloc(MIG_PAGES_MAX * PAGE)))
+			goto out;
+	mig_hello_make(&hi, m, nr_vcpus);
+	ret = mig_send(fd, MIG_HELLO, 0, &hi, sizeof(hi));
+	s.res.bytes_main += sizeof(struct mig_chunk_hdr) + sizeof(hi);
+	if (ret) {
+		snprintf(err, errlen, "split migration: sending the hello: %s", strerror(-ret));
+		goto out;
+	}
+	if ((ret = recv_ack(fd, err, errlen)))
+		goto out;
+	/* This cut is not live: the VM stays paused while its pages move. */
+	ret = ops->stop(vm);
+	if (ret) {
+		snprintf(err, errlen, "split migration: stopping the VM: %s", strerror(-ret));
+		goto out;
+	}
+	stopped = 1;
+	if (p->tracking) {
+		ret = mig_for_each_data(m, split_run, &s);
+	} else {
+		const struct mm_region *r;
+
+		ret = 0;
+		mm_for_each_region(m, r)
+			if (!ret)
+				ret = split_run(&s, r->gpa, r->size);
+	}
+	for (unsigned int i = 0; i <= p->nr_subs && !ret; i++)
+		ret = flush_gather(&s, i);
+	if (ret) {
+		snprintf(err, errlen, "split migration: sending pages: %s", strerror(-ret));
+		goto out;
+	}
+	for (unsigned int i = 0; i < p->nr_subs; i++) {
+		char why[200] = "";
+
+		ret = ms_sync(p->sub[i], why, sizeof(why));
+		if (ret) {
+			snprintf(err, errlen, "split migration: sub-host %u (%s): %s", i,
+				 p->sub_addr[i], why[0] ? why : strerror(-ret));
+			goto out;
+		}
+	}
+	ret = build_map(&s, n, &map, &map_len);
+	if (!ret)
+		ret = ops->state(vm, &blob, &size);
+	if (!ret)
+		ret = mig_send(fd, MIG_SPLIT, 0, map, (uint32_t)map_len);
+	if (!ret)
+		ret = mig_send(fd, MIG_STATE, 0, blob, (uint32_t)size);
+	if (!ret)
+		ret = mig_send(fd, MIG_END, 0, NULL, 0);
+	s.res.bytes_main += 3 * sizeof(struct mig_chunk_hdr) + map_len + size;
+	if (ret) {
+		snprintf(err, errlen, "split migration: sending the map and the state: %s",
+			 strerror(-ret));
+		goto out;
+	}
+	ret = recv_ack(fd, err, errlen);
+	if (!ret)
+		stopped = 0;	/* the main host runs it now */
+out:
+	if (ret && stopped)
+		ops->resume(vm);
+	if (s.loc) {
+		count_locs(s.loc, n, m, &s.res.c);
+		s.res.c.nr_subs = p->nr_subs;
+	}
+	for (unsigned int i = 0; i < p->nr_subs; i++)
+		s.res.bytes_sub += ms_client_bytes(p->sub[i]) - sub_bytes0[i];
+	s.res.total_ns = now_ns() - t0;
+	if (res)
+		*res = s.res;
+	for (unsigned int i = 0; i <= MIG_SPLIT_SUBS_MAX; i++)
+		free(s.g[i].buf);
+	free(s.loc);
+	free(map);
+	free(blob);
+	return ret;
+}
+
+/* ---- main host ---- */
+
+struct mig_split_dest {
+	const struct guest_mem *m;
+	pthread_mutex_t lock;		/* loc and the counters (the control thread reads them) */
+	uint8_t *loc;
+	uint64_t n;
+	struct ms_client *sub[MIG_SPLIT_SUBS_MAX];
+	char addr[MIG_SPLIT_SUBS_MAX][MIG_SPLIT_ADDR_MAX];
+	struct mig_split_counts c;
+	uint64_t vm_id;
+};
+
+static int split_read(void *opaque, uint64_t off, void *buf, uint64_t len)
+{
+	struct mig_split_dest *d = opaque;
+	uint8_t *out = buf;
+
+	while (len) {
+		uint64_t gpa, left, n, pg;
+		unsigned int kind;
+		int ret = mig_flat_to_gpa(d->m, off, &gpa, &left);
+
+		if (ret)
+			return ret;
+		pg = gpa / PAGE;
+		kind = d->loc[pg];
+		for (n = PAGE; n < len && n < left && n < MIG_PAGES_MAX * PAGE &&
+		     d->loc[pg + n / PAGE] == kind; n += PAGE)
+			;
+		if (kind < MIG_LOC_SUB) {
+			memset(out, 0, n);	/* the page source's holes read as zeros */
+		} else {
+			struct ms_client *c = d->sub[kind - MIG_LOC_SUB];
+			uint64_t b0 = ms_client_bytes(c);
+			char err[256] = "";
+
+			ret = ms_get(c, gpa, out, n, err, sizeof(err));
+			pthread_mutex_lock(&d->lock);
+			d->c.bytes_in += ms_client_bytes(c) - b0;
+			if (ret) {
+				d->c.errors++;
+			} else {
+				memset(d->loc + pg, MIG_LOC_MAIN, n / PAGE);
+				d->c.pages_sub[kind - MIG_LOC_SUB] -= n / PAGE;
+				d->c.pages_main += n / PAGE;
+				d->c.pages_in += n / PAGE;
+			}
+			pthread_mutex_unlock(&d->lock);
+			if (ret) {
+				pr_err("split memory: guest frames %#" PRIx64 "..%#" PRIx64 " on "
+				       "sub-host %u (%s) are lost: %s", pg, pg + n / PAGE - 1,
+				       kind - MIG_LOC_SUB, d->addr[kind - MIG_LOC_SUB],
+				       err[0] ? err : strerror(-ret));
+				return ret;
+			}
+		}
+		out += n;
+		off += n;
+		len -= n;
+	}
+	return 0;
+}
+
+/* Data = a sub-host's page; everything else (here already, or free) is a hole. */
+static int split_is_hole(void *opaque, uint64_t off, uint64_t len, uint64_t *run)
+{
+	struct mig_split_dest *d = opaque;
+	uint64_t gpa, left, n, pg;
+	int hole;
+
+	if (mig_flat_to_gpa(d->m, off, &gpa, &left))
+		return -EINVAL;
+	pg = gpa / PAGE;
+	pthread_mutex_lock(&d->lock);
+	hole = d->loc[pg] < MIG_LOC_SUB;
+	for (n = PAGE; n < len && n < left && (d->loc[pg + n / PAGE] < MIG_LOC_SUB) == hole;
+	     n += PAGE)
+		;
+	pthread_mutex_unlock(&d->lock);
+	*run = n < len ? n : len;
+	return hole;
+}
+
+static const struct mig_page_source_ops split_source_ops = {
+	.read = split_read,
+	.is_hole = split_is_hole,
+};
+
+/* Check the MIG_SPLIT payload and mark the sub-hosts' pages in d->loc. */
+static int parse_map(struct mig_split_dest *d, const uint8_t *p, uint32_t len, char *err,
+		     size_t errlen)
+{
+	struct mig_split_hdr h;
+	size_t head;
+
+	if (len < sizeof(h)) {
+		snprintf(err, errlen, "split migration: a map of %u bytes", len);
+		return -EPROTO;
+	}
+	memcpy(&h, p, sizeof(h));
+	head = sizeof(h) + (size_t)h.nr_subs * MIG_SPLIT_ADDR_MAX;
+	if (!h.vm_id || !h.nr_subs || h.nr_subs > MIG_SPLIT_SUBS_MAX ||
+	    len != head + (size_t)h.nr_runs * sizeof(struct mig_split_run)) {
+		snprintf(err, errlen, "split migration: a map with VM id %#" PRIx64 ", %u "
+			 "sub-hosts, %u runs in %u bytes", h.vm_id, h.nr_subs, h.nr_runs, len);
+		return -EPROTO;
+	}
+	d->vm_id = h.vm_id;
+	d->c.nr_subs = h.nr_subs;
+	for (uint32_t i = 0; i < h.nr_subs; i++) {
+		const char *a = (const char *)p + sizeof(h) + i * MIG_SPLIT_ADDR_MAX;
+
+		if (!memchr(a, '\0', MIG_SPLIT_ADDR_MAX) || !a[0]) {
+			snprintf(err, errlen, "split migration: sub-host %u's address is not a "
+				 "string", i);
+			return -EPROTO;
+		}
+		memcpy(d->addr[i], a, MIG_SPLIT_ADDR_MAX);
+	}
+	for (uint32_t i = 0; i < h.nr_runs; i++) {
+		struct mig_split_run r;
+
+		memcpy(&r, p + head + i * sizeof(r), sizeof(r));
+		if (!r.len || (r.gpa | r.len) & (PAGE - 1) || r.sub >= h.nr_subs ||
+		    !mm_range_is_ram(d->m, r.gpa, r.len)) {
+			snprintf(err, errlen, "split migration: map run [%#" PRIx64 ", +%#" PRIx64
+				 ") on sub-host %" PRIu64 " is not whole pages of RAM on a named "
+				 "sub-host", r.gpa, r.len, r.sub);
+			return -EPROTO;
+		}
+		for (uint64_t pg = r.gpa / PAGE; pg < (r.gpa + r.len) / PAGE; pg++) {
+			if (d->loc[pg] != MIG_LOC_FREE) {
+				snprintf(err, errlen, "split migration: frame %#" PRIx64 " is in the "
+					 "map twice, or also came to the main host", pg);
+				return -EPROTO;
+			}
+			d->loc[pg] = (uint8_t)(MIG_LOC_SUB + r.sub);
+		}
+	}
+	return 0;
+}
+
+/* Pages that came to the main host (mig_apply_pages() checked the range). */
+static void mark_main(struct mig_split_dest *d, const struct mig_chunk_hdr *h)
+{
+	if (h->type == MIG_PAGES)
+		memset(d->loc + h->arg / PAGE, MIG_LOC_MAIN, h->len / PAGE);
+}
+
+static int send_ack(int fd, int ret, const char *err)
+{
+	return mig_send(fd, MIG_ACK, (uint64_t)(int64_t)ret, err,
+			ret ? (uint32_t)strnlen(err, MIG_ACK_TEXT_MAX) : 0);
+}
+
+static int default_connect(void *opaque, const char *addr, char *err, size_t errlen)
+{
+	return mig_connect(addr, err, errlen);
+}
+
+int mig_split_dest_run(struct guest_mem *m, uint32_t nr_vcpus, int fd,
+		       const struct mig_dest_ops *ops, void *vm, mig_split_connect_fn connect,
+		       void *opaque, struct mig_split_dest **out, char *err, size_t errlen)
+{
+	struct timeval tv = { .tv_sec = ACK_TIMEOUT_S };
+	struct mig_split_dest *d;
+	struct mig_chunk_hdr h;
+	struct mig_hello hi;
+	uint8_t *buf = NULL, *state = NULL, *map = NULL;
+	size_t cap = 0, state_len = 0;
+	uint32_t map_len = 0;
+	int ret;
+
+	*out = NULL;
+	if (!connect)
+		connect = default_connect;
+	d = calloc(1, sizeof(*d));
+	if (!d)
+		return -ENOMEM;
+	d->m = m;
+	d->n = span_pages(m);
+	pthread_mutex_init(&d->lock, NULL);
+	d->loc = calloc(d->n ? d->n : 1, 1);
+	if (!d->loc) {
+		mig_split_dest_free(d);
+		return -ENOMEM;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	ret = mig_recv(fd, &h, &buf, &cap, err, errlen);
+	if (!ret && (h.type != MIG_HELLO || h.len != sizeof(hi))) {
+		snprintf(err, errlen, "split migration: the stream does not start with a hello");
+		ret = -EPROTO;
+	}
+	if (!ret) {
+		memcpy(&hi, buf, sizeof(hi));
+		ret = mig_hello_check(&hi, m, nr_vcpus, err, errlen);
+		send_ack(fd, ret, err);
+	}
+	while (!ret) {
+		ret = mig_recv(fd, &h, &buf, &cap, err, errlen);
+		if (ret)
+			break;
+		if (h.type == MIG_END)
+			break;
+		switch (h.type) {
+		case MIG_PAGES:
+		case MIG_ZERO:
+			ret = mig_apply_pages(m, &h, buf, err, errlen);
+			if (!ret)
+				mark_main(d, &h);
+			break;
+		case MIG_SPLIT:
+		case MIG_STATE: {
+			uint8_t *copy = malloc(h.len ? h.len : 1);
+
+			if (!copy) {
+				ret = -ENOMEM;
+				break;
+			}
+			memcpy(copy, buf, h.len);
+			if (h.type == MIG_SPLIT) {
+				free(map);
+				map = copy;
+				map_len = h.len;
+			} else {
+				free(state);
+				state = copy;
+				state_len = h.len;
+			}
+			break;
+		}
+		case MIG_CANCEL:
+			snprintf(err, errlen, "split migration: the source cancelled it");
+			ret = -ECANCELED;
+			break;
+		default:
+			snprintf(err, errlen, "split migration: unexpected chunk type %u", h.type);
+			ret = -EPROTO;
+		}
+	}
+	if (ret)
+		goto out;
+	if (h.arg || !state || !map) {
+		snprintf(err, errlen, "split migration: the stream ended without %s",
+			 h.arg ? "a pre-copy END" : !state ? "the VM's state" : "the page map");
+		ret = -EPROTO;
+		goto out_ack;
+	}
+	ret = parse_map(d, map, map_len, err, errlen);
+	for (uint32_t i = 0; !ret && i < d->c.nr_subs; i++) {
+		char why[200] = "";
+		int sfd = connect(opaque, d->addr[i], why, sizeof(why));
+
+		ret = sfd < 0 ? sfd : ms_client_open(sfd, d->vm_id, &d->sub[i], why, sizeof(why));
+		if (ret)
+			snprintf(err, errlen, "split migration: sub-host %u (%s): %s", i, d->addr[i],
+				 why[0] ? why : strerror(-ret));
+	}
+	if (ret)
+		goto out_ack;
+	count_locs(d->loc, d->n, m, &d->c);
+	{
+		const struct mig_page_source src = { .ops = &split_source_ops, .opaque = d,
+						     .size = m->ram_size, .on_demand = 1 };
+
+		*out = d;	/* the lazy memory may use it from here on */
+		ret = ops->lazy(vm, &src);
+	}
+	if (ret) {
+		snprintf(err, errlen, "split migration: lazy memory: %s", strerror(-ret));
+		goto out_ack;
+	}
+	ret = ops->load(vm, state, state_len);
+	if (ret) {
+		snprintf(err, errlen, "split migration: the VM's state was not loaded (the reason "
+			 "is above)");
+		goto out_ack;
+	}
+	ret = ops->start(vm);
+	if (ret)
+		snprintf(err, errlen, "split migration: starting the vCPUs: %s", strerror(-ret));
+out_ack:
+	if (send_ack(fd, ret, err) && !ret) {
+		snprintf(err, errlen, "split migration: the source is gone before the switch-over");
+		ret = -EPIPE;
+	}
+out:
+	if (!*out)
+		mig_split_dest_free(d);
+	free(buf);
+	free(map);
+	free(state);
+	return ret;
+}
+
+void mig_split_dest_counts(struct mig_split_dest *d, struct mig_split_counts *c)
+{
+	pthread_mutex_lock(&d->lock);
+	*c = d->c;
+	pthread_mutex_unlock(&d->lock);
+}
+
+void mig_split_dest_free(struct mig_split_dest *d)
+{
+	if (!d)
+		return;
+	for (unsigned int i = 0; i < MIG_SPLIT_SUBS_MAX; i++)
+		ms_client_close(d->sub[i]);
+	pthread_mutex_destroy(&d->lock);
+	free(d->loc);
+	free(d);
+}

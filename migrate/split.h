@@ -1,0 +1,92 @@
+/*
+ * Split migration (docs/split-migration.md, paper 003): the VM's state and at most main_mem of
+ * its data pages go to a main host; the rest of its data pages go to sub-hosts' page stores
+ * (migrate/memserver.h), 64 pages at a time round-robin; free pages (memfd holes: never
+ * touched, ballooned, reported; and all-zero pages) go nowhere. On the main host the VM runs at
+ * once: a fault on a sub-host's page is paged in from that sub-host (userfaultfd, migrate/lazy.h,
+ * on demand only), a fault on a free page is a zero page with no network. A page-location map
+ * (free, main, sub-host N) with counters is kept on both sides.
+ */
+#ifndef KUMO_MIGRATE_SPLIT_H
+#define KUMO_MIGRATE_SPLIT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct guest_mem;
+struct mig_source_ops;
+struct mig_dest_ops;
+struct ms_client;
+struct mig_split_dest;
+
+#define MIG_SPLIT_SUBS_MAX 8
+#define MIG_SPLIT_ADDR_MAX 112		/* a sub-host's address as the main host reaches it */
+#define MIG_SPLIT_STRIPE 64		/* pages that go to one sub-host before the next */
+
+/* Where a page is: the map holds one byte per guest page, in guest-physical order. */
+enum { MIG_LOC_FREE = 0, MIG_LOC_MAIN = 1, MIG_LOC_SUB = 2 /* + sub-host index */ };
+
+/* The MIG_SPLIT chunk: this, nr_subs addresses (NUL-padded), nr_runs struct mig_split_run. */
+struct mig_split_hdr {
+	uint64_t vm_id;
+	uint32_t nr_subs;
+	uint32_t nr_runs;
+};
+
+struct mig_split_run {
+	uint64_t gpa, len;
+	uint64_t sub;		/* sub-host index */
+};
+
+struct mig_split_params {
+	uint64_t main_mem;	/* data bytes that may go to the main host */
+	int tracking;		/* 1: free pages go nowhere; 0: every page is sent (to compare) */
+	unsigned int nr_subs;
+	const char *sub_addr[MIG_SPLIT_SUBS_MAX];	/* as the main host reaches them */
+	struct ms_client *sub[MIG_SPLIT_SUBS_MAX];	/* opened by the caller with vm_id */
+	uint64_t vm_id;
+};
+
+struct mig_split_counts {
+	uint64_t pages_free, pages_main, pages_sub[MIG_SPLIT_SUBS_MAX];
+	uint64_t pages_in;	/* main host: pages paged in from sub-hosts */
+	uint64_t bytes_in;	/* main host: bytes exchanged with the sub-hosts for that */
+	uint64_t errors;	/* main host: page-ins that failed */
+	unsigned int nr_subs;
+};
+
+struct mig_split_result {
+	struct mig_split_counts c;
+	uint64_t bytes_main;	/* on the main link, chunk headers, map and state included */
+	uint64_t bytes_sub;	/* to the sub-hosts, chunk headers included */
+	uint64_t total_ns;	/* hello to the main host's ack; the VM is paused from the
+				   first page sent (this cut is not live) */
+};
+
+/*
+ * Split-migrate m (the VM reached through ops: stop, state, resume) over fd to the main host
+ * and p->sub[] to the sub-hosts. 0 once the main host runs the VM (the caller stops its own);
+ * on a failure before that the VM is resumed and -errno returned with one line in err.
+ */
+int mig_split_source_run(struct guest_mem *m, uint32_t nr_vcpus, int fd,
+			 const struct mig_source_ops *ops, void *vm,
+			 const struct mig_split_params *p, struct mig_split_result *res, char *err,
+			 size_t errlen);
+
+/* How the main host reaches a sub-host: a connected fd or -errno (err). NULL: mig_connect. */
+typedef int (*mig_split_connect_fn)(void *opaque, const char *addr, char *err, size_t errlen);
+
+/*
+ * The main host's side: receive the VM over fd into m (fresh), connect to the sub-hosts, serve
+ * their pages on demand through ops->lazy with a page source that pages in from them, load
+ * the state, start. 0 once it runs, with *out the page source (keep it until the lazy memory
+ * is stopped, then mig_split_dest_free()); -errno with one line in err otherwise (*out may be
+ * set: stop the lazy memory first, then free it).
+ */
+int mig_split_dest_run(struct guest_mem *m, uint32_t nr_vcpus, int fd,
+		       const struct mig_dest_ops *ops, void *vm, mig_split_connect_fn connect,
+		       void *opaque, struct mig_split_dest **out, char *err, size_t errlen);
+void mig_split_dest_counts(struct mig_split_dest *d, struct mig_split_counts *c);
+void mig_split_dest_free(struct mig_split_dest *d);
+
+#endif

@@ -1,0 +1,331 @@
+/*
+ * Split migration without KVM (migrate/split.c): a source and a main host's guest_mem joined by
+ * a socketpair, two in-process page stores (migrate/memserver.c) standing for the sub-hosts,
+ * each reached over its own socketpairs. After the split every page of the main host's memory,
+ * read through the lazy page source (userfaultfd), equals the source's; the main host got at
+ * most main-mem of data; the sub-hosts hold the rest; with tracking the bytes sent are exactly
+ * the data pages (free pages -- holes, punched pages, zero pages -- never sent); without it
+ * every page is sent. A sub-host that is full fails the migration with its reason and the
+ * source resumes.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "migrate/lazy.h"
+#include "migrate/memserver.h"
+#include "migrate/migration.h"
+#include "migrate/split.h"
+#include "migrate/stream.h"
+#include "mm/mem.h"
+#include "mm/pagestate.h"
+#include "tests/harness.h"
+
+#define MEM (16ULL << 20)
+#define PAGE MM_PAGE_SIZE
+#define NPAGES (MEM / PAGE)
+
+struct src_vm {
+	int stopped, resumed;
+};
+
+static int s_stop(void *o)
+{
+	((struct src_vm *)o)->stopped = 1;
+	return 0;
+}
+
+static int s_state(void *o, void **blob, size_t *size)
+{
+	*blob = strdup("kumo-split-state");
+	*size = 17;
+	return *blob ? 0 : -ENOMEM;
+}
+
+static void s_resume(void *o)
+{
+	((struct src_vm *)o)->resumed = 1;
+}
+
+static const struct mig_source_ops sops = {
+	.stop = s_stop, .state = s_state, .resume = s_resume,
+};
+
+struct dst_vm {
+	struct guest_mem m;
+	struct mig_lazy *lazy;
+	int loaded, started;
+};
+
+static int d_load(void *o, const void *blob, size_t size)
+{
+	struct dst_vm *d = o;
+
+	d->loaded = size == 17 && !memcmp(blob, "kumo-split-state", 17);
+	return d->loaded ? 0 : -EINVAL;
+}
+
+static int d_lazy(void *o, const struct mig_page_source *src)
+{
+	struct dst_vm *d = o;
+	struct mig_lazy_params p = { .prefetch = 4 };
+
+	return mig_lazy_start(&d->m, src, &p, &d->lazy);
+}
+
+static int d_start(void *o)
+{
+	((struct dst_vm *)o)->started = 1;
+	return 0;
+}
+
+static const struct mig_dest_ops dops = { .load = d_load, .lazy = d_lazy, .start = d_start };
+
+/* Two page stores; a connection to one is a socketpair with a serving thread. */
+struct subs {
+	struct memserver *ms[2];
+	pthread_t t[8];
+	int fds[8], nt;
+};
+
+struct conn {
+	struct memserver *ms;
+	int fd;
+};
+
+static void *serve_thread(void *arg)
+{
+	struct conn c = *(struct conn *)arg;
+
+	free(arg);
+	ms_serve(c.ms, c.fd);
+	close(c.fd);
+	return NULL;
+}
+
+/* addr "sub0" or "sub1": the client's end of a new connection. */
+static int sub_connect(void *opaque, const char *addr, char *err, size_t errlen)
+{
+	struct subs *s = opaque;
+	struct conn *c;
+	int sv[2], i = addr[3] - '0';
+
+	if (strncmp(addr, "sub", 3) || i < 0 || i > 1 || s->nt == 8) {
+		snprintf(err, errlen, "no such sub-host %s", addr);
+		return -ENOENT;
+	}
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) || !(c = malloc(sizeof(*c))))
+		return -errno;
+	*c = (struct conn){ .ms = s->ms[i], .fd = sv[1] };
+	if (pthread_create(&s->t[s->nt], NULL, serve_thread, c)) {
+		free(c);
+		return -EAGAIN;
+	}
+	s->nt++;
+	return sv[0];
+}
+
+static void subs_end(struct subs *s)
+{
+	for (int i = 0; i < s->nt; i++)
+		pthread_join(s->t[i], NULL);
+	ms_destroy(s->ms[0]);
+	ms_destroy(s->ms[1]);
+}
+
+struct dst_run {
+	struct dst_vm *d;
+	struct subs *subs;
+	int fd, ret;
+	struct mig_split_dest *sd;
+	char err[256];
+};
+
+static void *dest_thread(void *arg)
+{
+	struct dst_run *r = arg;
+
+	r->ret = mig_split_dest_run(&r->d->m, 1, r->fd, &dops, r->d, sub_connect, r->subs,
+				    &r->sd, r->err, sizeof(r->err));
+	return NULL;
+}
+
+/*
+ * Data in 1 page of 3 over the first half, a zero page written every 7th, 64 pages punched
+ * out again (as the balloon does), the rest never touched. The number of data pages.
+ */
+static uint64_t fill(struct guest_mem *m)
+{
+	uint64_t n = 0;
+
+	for (uint64_t pg = 0; pg < NPAGES / 2; pg++) {
+		uint64_t x = pg * 0x9e3779b97f4a7c15ULL + 1;
+
+		int ret = pg % 3 == 0 ? mm_write(m, pg * PAGE + (pg % 512) * 8, &x, sizeof(x)) :
+			  pg % 7 == 0 ? mm_zero(m, pg * PAGE, PAGE) : 0;
+
+		if (ret)
+			return 0;
+	}
+	if (mm_release_range(m, 300 * PAGE, 64 * PAGE))
+		return 0;
+	for (uint64_t pg = 0; pg < NPAGES / 2; pg++)
+		if (pg % 3 == 0 && (pg < 300 || pg >= 364))
+			n++;
+	return n;
+}
+
+struct split_case {
+	int tracking;
+	uint64_t main_pages;
+	uint64_t sub_limit;	/* bytes per sub-host */
+};
+
+static void run_split(const struct split_case *sc, struct mig_split_result *res, int *ret,
+		      uint64_t *data_pages, struct src_vm *v)
+{
+	struct guest_mem src;
+	struct dst_vm d = { 0 };
+	struct subs subs = { 0 };
+	struct dst_run r = { .d = &d, .subs = &subs };
+	struct mig_split_params p = { .main_mem = sc->main_pages * PAGE, .tracking = sc->tracking,
+				      .nr_subs = 2, .sub_addr = { "sub0", "sub1" }, .vm_id = 42 };
+	struct mig_split_counts c;
+	struct ms_stats st[2];
+	pthread_t t;
+	char err[256] = "";
+	int sv[2];
+
+	*ret = -1;
+	CHECK_EQ(mm_init(&src, MEM), 0);
+	CHECK_EQ(mm_init(&d.m, MEM), 0);
+	*data_pages = fill(&src);
+	CHECK(*data_pages > 0);
+	CHECK_EQ(ms_create(sc->sub_limit, &subs.ms[0]), 0);
+	CHECK_EQ(ms_create(sc->sub_limit, &subs.ms[1]), 0);
+	for (int i = 0; i < 2; i++) {
+		int fd = sub_connect(&subs, p.sub_addr[i], err, sizeof(err));
+
+		CHECK(fd >= 0);
+		CHECK_EQ(ms_client_open(fd, p.vm_id, &p.sub[i], err, sizeof(err)), 0);
+	}
+	CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	r.fd = sv[1];
+	CHECK_EQ(pthread_create(&t, NULL, dest_thread, &r), 0);
+	*ret = mig_split_source_run(&src, 1, sv[0], &sops, v, &p, res, err, sizeof(err));
+	if (*ret)
+		fprintf(stderr, "  source: %s\n", err);
+	close(sv[0]);
+	pthread_join(t, NULL);
+	close(sv[1]);
+	if (!*ret) {
+		CHECK_EQ(r.ret, 0);
+		CHECK(d.loaded && d.started);
+		CHECK(r.sd != NULL);
+		mig_split_dest_counts(r.sd, &c);
+		/* The main host's map agrees with the source's. */
+		CHECK_EQ(c.pages_main, res->c.pages_main);
+		CHECK_EQ(c.pages_sub[0], res->c.pages_sub[0]);
+		CHECK_EQ(c.pages_sub[1], res->c.pages_sub[1]);
+		CHECK_EQ(c.pages_free, res->c.pages_free);
+		ms_stats(subs.ms[0], &st[0]);
+		ms_stats(subs.ms[1], &st[1]);
+		CHECK_EQ(st[0].pages, res->c.pages_sub[0]);
+		CHECK_EQ(st[1].pages, res->c.pages_sub[1]);
+		/* Every page, through the lazy page source, equals the source's. */
+		for (uint64_t gpa = 0; gpa < MEM; gpa += PAGE) {
+			const uint8_t *a = mm_gpa_to_hva(&src, gpa, PAGE);
+			const uint8_t *b = mm_gpa_to_hva(&d.m, gpa, PAGE);
+
+			if (memcmp(a, b, PAGE)) {
+				fprintf(stderr, "  page %#llx differs\n", (unsigned long long)gpa);
+				CHECK(0);
+			}
+		}
+		mig_split_dest_counts(r.sd, &c);
+		CHECK_EQ(c.errors, 0);
+		CHECK_EQ(c.pages_sub[0] + c.pages_sub[1], 0);	/* all paged in now */
+		CHECK_EQ(c.pages_in, res->c.pages_sub[0] + res->c.pages_sub[1]);
+		{
+			struct mig_lazy_stats ls;
+
+			mig_lazy_stats(d.lazy, &ls);
+			CHECK_EQ(ls.pages_background, 0);	/* on demand only */
+			CHECK_EQ(ls.errors, 0);
+			/* Free pages: zero pages, no network (a fault can be answered by a
+			 * neighbour's copy, so at most one per free page). */
+			CHECK(ls.pages_zero <= res->c.pages_free);
+			CHECK(!sc->tracking || ls.pages_zero > res->c.pages_free / 2);
+		}
+	} else {
+		CHECK(r.ret != 0);
+		fprintf(stderr, "  main host: %s\n", r.err);
+	}
+	mig_lazy_stop(d.lazy);
+	mig_split_dest_free(r.sd);
+	ms_client_close(p.sub[0]);
+	ms_client_close(p.sub[1]);
+	subs_end(&subs);
+	mm_free(&src);
+	mm_free(&d.m);
+}
+
+static void test_split_tracking(void)
+{
+	const struct split_case sc = { .tracking = 1, .main_pages = 300, .sub_limit = MEM };
+	struct mig_split_result res;
+	struct src_vm v = { 0 };
+	uint64_t data, sent;
+	int ret;
+
+	run_split(&sc, &res, &ret, &data, &v);
+	CHECK_EQ(ret, 0);
+	CHECK(v.stopped && !v.resumed);
+	/* The main host's share is full, the rest is on the sub-hosts, round-robin. */
+	CHECK_EQ(res.c.pages_main, sc.main_pages);
+	CHECK_EQ(res.c.pages_main + res.c.pages_sub[0] + res.c.pages_sub[1], data);
+	CHECK(res.c.pages_sub[0] > 0 && res.c.pages_sub[1] > 0);
+	CHECK(res.c.pages_sub[0] - res.c.pages_sub[1] + MIG_SPLIT_STRIPE <= 2 * MIG_SPLIT_STRIPE);
+	CHECK_EQ(res.c.pages_free, NPAGES - data);
+	/* Free pages never sent: the page bytes are exactly the data pages. */
+	sent = res.bytes_main + res.bytes_sub;
+	CHECK(sent >= data * PAGE);
+	CHECK(sent < data * PAGE + 64 * 1024);	/* headers, map, state */
+	CHECK(res.bytes_main < sc.main_pages * PAGE + 32 * 1024);	/* main-mem bound */
+}
+
+static void test_split_untracked(void)
+{
+	/* Tracking off: every page goes somewhere (what the figures compare against). */
+	const struct split_case sc = { .tracking = 0, .main_pages = 1024, .sub_limit = MEM };
+	struct mig_split_result res;
+	struct src_vm v = { 0 };
+	uint64_t data;
+	int ret;
+
+	run_split(&sc, &res, &ret, &data, &v);
+	CHECK_EQ(ret, 0);
+	CHECK_EQ(res.c.pages_free, 0);
+	CHECK_EQ(res.c.pages_main, sc.main_pages);
+	CHECK_EQ(res.c.pages_main + res.c.pages_sub[0] + res.c.pages_sub[1], NPAGES);
+	CHECK(res.bytes_main + res.bytes_sub >= NPAGES * PAGE);
+}
+
+static void test_split_sub_full(void)
+{
+	/* A sub-host without room: the migration fails naming it, and the source runs on. */
+	const struct split_case sc = { .tracking = 1, .main_pages = 100, .sub_limit = 64 * PAGE };
+	struct mig_split_result res;
+	struct src_vm v = { 0 };
+	uint64_t data;
+	int ret;
+
+	run_split(&sc, &res, &ret, &data, &v);
+	CHECK_EQ(ret, -ENOSPC);
+	CHECK(v.stopped && v.resumed);
+}
+
+TEST_MAIN(TEST(test_split_tracking), TEST(test_split_untracked), TEST(test_split_sub_full))
