@@ -28,6 +28,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 /* virtio-blk.c's ops table refers to the I/O thread; the fuzzer never activates a device. */
 int blk_uring_start(struct virtio_blk *b) { return -1; }
 void blk_uring_stop(struct virtio_blk *b) { }
+void blk_uring_kick(struct virtio_blk *b) { }
+void blk_uring_complete(struct virtio_blk *b) { }
+void blk_uring_drain(struct virtio_blk *b) { }
 
 static struct guest_mem mem;
 static struct virtq_elem elem;
