@@ -262,6 +262,7 @@ int mig_split_source_run(struct guest_mem *m, uint32_t nr_vcpus, int fd,
 		if (!(s.g[i].buf = malloc(MIG_PAGES_MAX * PAGE)))
 			goto out;
 	mig_hello_make(&hi, m, nr_vcpus);
+	hi.flags = MIG_HELLO_SPLIT;	/* a plain destination refuses it */
 	ret = mig_send(fd, MIG_HELLO, 0, &hi, sizeof(hi));
 	s.res.bytes_main += sizeof(struct mig_chunk_hdr) + sizeof(hi);
 	if (ret) {
@@ -537,7 +538,13 @@ int mig_split_dest_run(struct guest_mem *m, uint32_t nr_vcpus, int fd,
 	}
 	if (!ret) {
 		memcpy(&hi, buf, sizeof(hi));
-		ret = mig_hello_check(&hi, m, nr_vcpus, err, errlen);
+		if (hi.flags != MIG_HELLO_SPLIT) {
+			snprintf(err, errlen, "split migration: the source's hello is not a split's");
+			ret = -EPROTO;
+		}
+		hi.flags = 0;
+		if (!ret)
+			ret = mig_hello_check(&hi, m, nr_vcpus, err, errlen);
 		send_ack(fd, ret, err);
 	}
 	while (!ret) {
@@ -635,6 +642,23 @@ out:
 	free(map);
 	free(state);
 	return ret;
+}
+
+int mig_split_peek(int fd)
+{
+	struct {
+		struct mig_chunk_hdr h;
+		struct mig_hello hi;
+	} first;
+	ssize_t n;
+
+	do
+		n = recv(fd, &first, sizeof(first), MSG_PEEK | MSG_WAITALL);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return -errno;
+	return n == sizeof(first) && first.h.type == MIG_HELLO && first.h.len == sizeof(first.hi) &&
+	       first.hi.magic == MIG_STREAM_MAGIC && first.hi.flags == MIG_HELLO_SPLIT;
 }
 
 void mig_split_dest_counts(struct mig_split_dest *d, struct mig_split_counts *c)

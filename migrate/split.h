@@ -22,6 +22,7 @@ struct mig_split_dest;
 #define MIG_SPLIT_SUBS_MAX 8
 #define MIG_SPLIT_ADDR_MAX 112		/* a sub-host's address as the main host reaches it */
 #define MIG_SPLIT_STRIPE 64		/* pages that go to one sub-host before the next */
+#define MIG_HELLO_SPLIT 1		/* struct mig_hello's flags: a split migration follows */
 
 /* Where a page is: the map holds one byte per guest page, in guest-physical order. */
 enum { MIG_LOC_FREE = 0, MIG_LOC_MAIN = 1, MIG_LOC_SUB = 2 /* + sub-host index */ };
@@ -86,6 +87,11 @@ typedef int (*mig_split_connect_fn)(void *opaque, const char *addr, char *err, s
 int mig_split_dest_run(struct guest_mem *m, uint32_t nr_vcpus, int fd,
 		       const struct mig_dest_ops *ops, void *vm, mig_split_connect_fn connect,
 		       void *opaque, struct mig_split_dest **out, char *err, size_t errlen);
+/*
+ * Does the stream on fd (connected, nothing read yet) start with a split migration's hello?
+ * Peeks, reads nothing: 1 split, 0 another stream, -errno.
+ */
+int mig_split_peek(int fd);
 void mig_split_dest_counts(struct mig_split_dest *d, struct mig_split_counts *c);
 void mig_split_dest_free(struct mig_split_dest *d);
 

@@ -9,10 +9,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "migrate/lazy.h"
+#include "migrate/memserver.h"
 #include "migrate/migration.h"
+#include "migrate/split.h"
 #include "migrate/state.h"
 #include "migrate/stream.h"
 #include "mm/dirty.h"
@@ -35,6 +39,13 @@ struct vm_migration {
 	int remote_fd;
 	pthread_mutex_t lock;		/* remote, remote_fd, lazy_result */
 	int lazy_result;		/* 1 all memory arrived, -1 lost, 0 not yet */
+	/* Split migration (migrate/split.h, docs/split-migration.md). */
+	int split;			/* the source's migration is a split one */
+	struct mig_split_params sp;
+	char sub_addr[MIG_SPLIT_SUBS_MAX][MIG_SPLIT_ADDR_MAX];
+	struct mig_split_result split_res;	/* source: the last split's figures */
+	int split_done;
+	struct mig_split_dest *split_dest;	/* main host: the sub-hosts' pages */
 };
 
 static void finish_remote(struct vm_migration *mg);
@@ -173,6 +184,149 @@ static void *sender(void *arg)
 	return NULL;
 }
 
+static struct json_object *split_json(const struct mig_split_counts *c)
+{
+	struct json_object *o = json_object_new_object(), *subs = json_object_new_array();
+
+	json_object_object_add(o, "pages_main", json_object_new_int64((int64_t)c->pages_main));
+	json_object_object_add(o, "pages_free", json_object_new_int64((int64_t)c->pages_free));
+	for (unsigned int i = 0; i < c->nr_subs && i < MIG_SPLIT_SUBS_MAX; i++)
+		json_object_array_add(subs, json_object_new_int64((int64_t)c->pages_sub[i]));
+	json_object_object_add(o, "pages_sub", subs);
+	json_object_object_add(o, "pages_in", json_object_new_int64((int64_t)c->pages_in));
+	json_object_object_add(o, "bytes_in", json_object_new_int64((int64_t)c->bytes_in));
+	json_object_object_add(o, "errors", json_object_new_int64((int64_t)c->errors));
+	return o;
+}
+
+static void *split_sender(void *arg)
+{
+	struct vm *vm = arg;
+	struct vm_migration *mg = vm->mig;
+	struct mig_split_result res;
+	char err[512] = "";
+	struct json_object *ev;
+	int ret;
+
+	ret = mig_split_source_run(&vm->mem, vm->ncpus, mg->fd, &source_ops, vm, &mg->sp, &res,
+				   err, sizeof(err));
+	close(mg->fd);
+	mg->fd = -1;
+	for (unsigned int i = 0; i < mg->sp.nr_subs; i++) {
+		ms_client_close(mg->sp.sub[i]);
+		mg->sp.sub[i] = NULL;
+	}
+	mg->split_res = res;
+	mg->split_done = 1;
+	ev = split_json(&res.c);
+	json_object_object_add(ev, "bytes_main", json_object_new_int64((int64_t)res.bytes_main));
+	json_object_object_add(ev, "bytes_sub", json_object_new_int64((int64_t)res.bytes_sub));
+	json_object_object_add(ev, "total_ms", json_object_new_double((double)res.total_ns / 1e6));
+	json_object_object_add(ev, "split", json_object_new_boolean(1));
+	if (!ret) {
+		pr_info("split migration to %s done: %.1f ms, %llu bytes to the main host, %llu to "
+			"the sub-hosts, %llu free pages not sent", mg->to, (double)res.total_ns / 1e6,
+			(unsigned long long)res.bytes_main, (unsigned long long)res.bytes_sub,
+			(unsigned long long)res.c.pages_free);
+		vm_control_event(vm, "migrate-done", ev);
+		vm_request_stop(vm, VM_STOP_USER, KUMO_EXIT_POWEROFF);
+	} else {
+		json_object_object_add(ev, "error", json_object_new_string(err));
+		pr_err("split migration to %s failed: %s (the VM runs on here)", mg->to, err);
+		vm_control_event(vm, "migrate-failed", ev);
+	}
+	__atomic_store_n(&mg->running, 0, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+/* sub=ADDR[,ADDR...] main-mem=SIZE [tracking=on|off]: connect to the sub-hosts. */
+static int split_setup(struct vm_migration *mg, const struct vm_migrate_args *a, char *err,
+		       size_t errlen)
+{
+	const char *p = a->sub;
+	char why[256];
+
+	memset(&mg->sp, 0, sizeof(mg->sp));
+	mg->sp.main_mem = a->main_mem;
+	mg->sp.tracking = !a->no_tracking;
+	if (getrandom(&mg->sp.vm_id, sizeof(mg->sp.vm_id), 0) != sizeof(mg->sp.vm_id) ||
+	    !mg->sp.vm_id)
+		mg->sp.vm_id = vm_now_ns() | 1;
+	while (*p) {
+		size_t n = strcspn(p, ",");
+		unsigned int i = mg->sp.nr_subs;
+		int fd;
+
+		if (i == MIG_SPLIT_SUBS_MAX || !n || n >= MIG_SPLIT_ADDR_MAX) {
+			snprintf(err, errlen, "sub=%s: 1 to %d addresses of under %d bytes", a->sub,
+				 MIG_SPLIT_SUBS_MAX, MIG_SPLIT_ADDR_MAX);
+			return -EINVAL;
+		}
+		memcpy(mg->sub_addr[i], p, n);
+		mg->sub_addr[i][n] = '\0';
+		mg->sp.sub_addr[i] = mg->sub_addr[i];
+		mg->sp.nr_subs++;
+		p += n + (p[n] == ',');
+		fd = mig_connect(mg->sub_addr[i], why, sizeof(why));
+		if (fd < 0 || ms_client_open(fd, mg->sp.vm_id, &mg->sp.sub[i], why, sizeof(why))) {
+			snprintf(err, errlen, "sub-host %s: %s", mg->sub_addr[i], why);
+			return fd < 0 ? fd : -ECONNREFUSED;
+		}
+	}
+	if (!mg->sp.nr_subs) {
+		snprintf(err, errlen, "sub=: no sub-host");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static void split_teardown(struct vm_migration *mg)
+{
+	for (unsigned int i = 0; i < MIG_SPLIT_SUBS_MAX; i++) {
+		ms_client_close(mg->sp.sub[i]);
+		mg->sp.sub[i] = NULL;
+	}
+}
+
+int vm_split_stats(struct vm *vm, struct json_object **result, char *err, size_t errlen)
+{
+	struct vm_migration *mg = vm->mig;
+	struct mig_split_counts c;
+	struct json_object *o;
+
+	if (mg && mg->split_dest) {
+		mig_split_dest_counts(mg->split_dest, &c);
+		o = split_json(&c);
+		json_object_object_add(o, "role", json_object_new_string("main"));
+		if (vm->lazy) {
+			struct mig_lazy_stats st;
+
+			mig_lazy_stats(vm->lazy, &st);
+			json_object_object_add(o, "faults", json_object_new_int64((int64_t)st.faults));
+			json_object_object_add(o, "pages_zero_served",
+					       json_object_new_int64((int64_t)st.pages_zero));
+			json_object_object_add(o, "fault_median_us", json_object_new_double(
+				(double)mig_lazy_latency_median_ns(&st) / 1e3));
+			json_object_object_add(o, "fault_max_us", json_object_new_double(
+				(double)st.latency_max_ns / 1e3));
+		}
+	} else if (mg && mg->split_done && !__atomic_load_n(&mg->running, __ATOMIC_ACQUIRE)) {
+		o = split_json(&mg->split_res.c);
+		json_object_object_add(o, "role", json_object_new_string("source"));
+		json_object_object_add(o, "bytes_main",
+				       json_object_new_int64((int64_t)mg->split_res.bytes_main));
+		json_object_object_add(o, "bytes_sub",
+				       json_object_new_int64((int64_t)mg->split_res.bytes_sub));
+		json_object_object_add(o, "total_ms", json_object_new_double(
+			(double)mg->split_res.total_ns / 1e6));
+	} else {
+		snprintf(err, errlen, "no split migration here");
+		return -ENOENT;
+	}
+	*result = o;
+	return 0;
+}
+
 /* "auto", "off", "now", "after-rounds:N". */
 static int parse_postcopy(const char *s, struct mig_params *p)
 {
@@ -234,14 +388,22 @@ int vm_migrate_start(struct vm *vm, const struct vm_migrate_args *a, char *err, 
 	mg->params.cancel = &mg->cancel;
 	mg->cancel = 0;
 	snprintf(mg->to, sizeof(mg->to), "%s", a->to);
-	ret = mig_connect(a->to, err, errlen);
-	if (ret < 0)
+	mg->split = a->sub != NULL;
+	if (mg->split && (ret = split_setup(mg, a, err, errlen))) {
+		split_teardown(mg);
 		return ret;
+	}
+	ret = mig_connect(a->to, err, errlen);
+	if (ret < 0) {
+		split_teardown(mg);
+		return ret;
+	}
 	mg->fd = ret;
 	__atomic_store_n(&mg->running, 1, __ATOMIC_RELEASE);
-	ret = -pthread_create(&mg->thread, NULL, sender, vm);
+	ret = -pthread_create(&mg->thread, NULL, mg->split ? split_sender : sender, vm);
 	if (ret) {
 		__atomic_store_n(&mg->running, 0, __ATOMIC_RELEASE);
+		split_teardown(mg);
 		close(mg->fd);
 		mg->fd = -1;
 		snprintf(err, errlen, "cannot start the migration thread: %s", strerror(-ret));
@@ -273,6 +435,8 @@ void vm_migration_end(struct vm *vm)
 		pthread_join(mg->thread, NULL);
 	}
 	vm_restore_end(vm);	/* the lazy server no longer reads from the remote */
+	mig_split_dest_free(mg->split_dest);
+	split_teardown(mg);
 	pthread_mutex_lock(&mg->lock);
 	if (mg->remote) {
 		mg->lazy_result = -1;
@@ -374,6 +538,16 @@ int vm_incoming(struct vm *vm, const char *addr, char *err, size_t errlen)
 		return fd;
 	/* Set before the vCPUs start: the watcher may finish before we return. */
 	vm->lazy_done = dst_lazy_done;
+	if (mig_split_peek(fd) == 1) {
+		/* Split: the main link ends here; the sub-hosts serve the rest. */
+		ret = mig_split_dest_run(&vm->mem, vm->ncpus, fd, &dest_ops, vm, NULL, NULL,
+					 &vm->mig->split_dest, err, errlen);
+		close(fd);
+		if (!ret)
+			pr_info("split migration: received from %s in %.1f ms; the sub-hosts' pages "
+				"follow on demand", addr, (double)(vm_now_ns() - t0) / 1e6);
+		return ret;
+	}
 	vm->mig->remote_fd = fd;
 	ret = mig_dest_run(&vm->mem, vm->ncpus, fd, &dest_ops, vm, &remote, err, errlen);
 	if (ret && remote) {

@@ -12,6 +12,9 @@ struct vm_migrate_args {
 	uint64_t downtime_ms;		/* target (0: 300 ms) */
 	uint64_t bandwidth;		/* bytes/s, 0: unlimited */
 	const char *postcopy;		/* auto, off (default), now, after-rounds:N */
+	const char *sub;		/* split migration: sub-hosts ADDR[,ADDR...] (memservers) */
+	uint64_t main_mem;		/* split: data bytes at most for the main host */
+	int no_tracking;		/* split: send free pages too (tracking=off, to compare) */
 };
 
 /*
@@ -30,5 +33,9 @@ void vm_migration_end(struct vm *vm);
  * its vCPUs. 0, or -errno with one line in err (the VM never ran).
  */
 int vm_incoming(struct vm *vm, const char *addr, char *err, size_t errlen);
+
+struct json_object;
+/* The split migration's page-location map counters (main host or source). 0 or -ENOENT. */
+int vm_split_stats(struct vm *vm, struct json_object **result, char *err, size_t errlen);
 
 #endif

@@ -439,6 +439,37 @@ static int verb_snapshot(void *opaque, struct json_object *args, struct json_obj
 	return 0;
 }
 
+/* Split migration: sub=ADDR[,ADDR...] main-mem=SIZE [tracking=on|off]. */
+static int verb_migrate_split_args(struct json_object *args, struct vm_migrate_args *a,
+				   char *err, size_t errlen)
+{
+	const char *mm = NULL, *tr = NULL;
+	int ret = control_arg_string(args, "sub", &a->sub, err, errlen);
+
+	if (ret == -ENOENT)
+		return 0;
+	if (ret < 0)
+		return ret;
+	ret = control_arg_string(args, "main-mem", &mm, err, errlen);
+	if (ret < 0 || mm_parse_size(mm, &a->main_mem) < 0) {
+		snprintf(err, errlen, "a split migration (sub=) needs main-mem=SIZE");
+		return -EINVAL;
+	}
+	ret = control_arg_string(args, "tracking", &tr, err, errlen);
+	if (ret == 0 && strcmp(tr, "on") && strcmp(tr, "off")) {
+		snprintf(err, errlen, "tracking=%s: not on or off", tr);
+		return -EINVAL;
+	}
+	a->no_tracking = ret == 0 && !strcmp(tr, "off");
+	return ret < 0 && ret != -ENOENT ? ret : 0;
+}
+
+static int verb_split_stats(void *opaque, struct json_object *args, struct json_object **result,
+			    char *err, size_t errlen)
+{
+	return vm_split_stats(opaque, result, err, errlen);
+}
+
 static int verb_migrate(void *opaque, struct json_object *args, struct json_object **result,
 			char *err, size_t errlen)
 {
@@ -478,6 +509,9 @@ static int verb_migrate(void *opaque, struct json_object *args, struct json_obje
 	ret = control_arg_string(args, "postcopy", &a.postcopy, err, errlen);
 	if (ret < 0 && ret != -ENOENT)
 		return ret;
+	ret = verb_migrate_split_args(args, &a, err, errlen);
+	if (ret < 0)
+		return ret;
 	ret = vm_migrate_start(vm, &a, err, errlen);
 	if (ret < 0)
 		return ret;
@@ -509,7 +543,10 @@ static const struct control_verb vm_verbs[] = {
 	{ "agent", verb_agent, "verb=NAME [args={...}] [timeout_ms=N]: ask the guest agent" },
 	{ "agent-stats", verb_agent_stats, "the guest agent's latest statistics" },
 	{ "migrate", verb_migrate, "to=tcp:HOST:PORT|unix:PATH [downtime-ms=N] [bandwidth=RATE] "
-	  "[postcopy=off|auto|now|after-rounds:N]: live migration (events migrate-*)" },
+	  "[postcopy=off|auto|now|after-rounds:N] [sub=ADDR[,ADDR...] main-mem=SIZE "
+	  "[tracking=on|off]]: live migration, or a split one (events migrate-*)" },
+	{ "split-stats", verb_split_stats, "a split migration's page-location map: pages on the "
+	  "main host, on each sub-host, free; page-ins, zero-served faults" },
 	{ "migrate-cancel", verb_migrate_cancel, "stop a running migration; the VM runs on here" },
 	{ "snapshot", verb_snapshot, "dir=DIR [stop=true]: save the VM (kumo run --restore DIR)" },
 };

@@ -139,7 +139,7 @@ static void subs_end(struct subs *s)
 struct dst_run {
 	struct dst_vm *d;
 	struct subs *subs;
-	int fd, ret;
+	int fd, ret, peek;
 	struct mig_split_dest *sd;
 	char err[256];
 };
@@ -148,6 +148,7 @@ static void *dest_thread(void *arg)
 {
 	struct dst_run *r = arg;
 
+	r->peek = mig_split_peek(r->fd);
 	r->ret = mig_split_dest_run(&r->d->m, 1, r->fd, &dops, r->d, sub_connect, r->subs,
 				    &r->sd, r->err, sizeof(r->err));
 	return NULL;
@@ -222,6 +223,7 @@ static void run_split(const struct split_case *sc, struct mig_split_result *res,
 	pthread_join(t, NULL);
 	close(sv[1]);
 	if (!*ret) {
+		CHECK_EQ(r.peek, 1);
 		CHECK_EQ(r.ret, 0);
 		CHECK(d.loaded && d.started);
 		CHECK(r.sd != NULL);
