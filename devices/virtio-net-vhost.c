@@ -2,9 +2,9 @@
  * virtio-net's data path through vhost-net: one /dev/vhost-net per queue pair. kumo gives the
  * kernel guest RAM (the mm/ regions as its memory table), each ring's size, base index and
  * host addresses, the queue's kick eventfd (the transport's ioeventfd, so a guest kick goes
- * from KVM to vhost without kumo) and a call eventfd per queue, which the device's worker
- * turns into the queue's MSI-X interrupt (the transport keeps masking and the PBA), and the
- * tap as backend. Stopping takes the ring indices back into the core's queue state.
+ * from KVM to vhost without kumo), as call eventfd the irqfd of the queue's MSI-X vector (so
+ * vhost interrupts the guest without kumo) or, when the vector is not deliverable at
+ * DRIVER_OK, an eventfd the device's worker relays to the transport, and the tap as backend. Stopping takes the ring indices back into the core's queue state.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -104,6 +104,8 @@ static int set_vring(struct virtio_net *n, int fd, unsigned int idx, unsigned in
 	struct vhost_vring_state base = { .index = idx, .num = vq->last_avail };
 	struct vhost_vring_file kick = { .index = idx, .fd = n->vdev.kick_fd[q] };
 	struct vhost_vring_file call = { .index = idx, .fd = n->call_fd[q] };
+	int irqfd = n->vdev.tops && n->vdev.tops->queue_irqfd ?
+		    n->vdev.tops->queue_irqfd(&n->vdev, q) : -1;
 	void *desc = mm_gpa_to_hva(m, vq->desc_gpa, 16ULL * vq->size);
 	void *avail = mm_gpa_to_hva(m, vq->avail_gpa, 6 + 2ULL * vq->size);
 	void *used = mm_gpa_to_hva(m, vq->used_gpa, 6 + 8ULL * vq->size);
@@ -117,6 +119,9 @@ static int set_vring(struct virtio_net *n, int fd, unsigned int idx, unsigned in
 
 	if (!desc || !avail || !used)
 		return -EFAULT;		/* enable_queue checked them: not reached */
+	/* Straight into KVM when the transport has the vector's irqfd, else through the worker. */
+	if (irqfd >= 0)
+		call.fd = irqfd;
 	if ((ret = VHOST_IOCTL(fd, VHOST_SET_VRING_NUM, &num, n->opts.tap)) ||
 	    (ret = VHOST_IOCTL(fd, VHOST_SET_VRING_BASE, &base, n->opts.tap)) ||
 	    (ret = VHOST_IOCTL(fd, VHOST_SET_VRING_ADDR, &addr, n->opts.tap)) ||

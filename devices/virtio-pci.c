@@ -242,9 +242,29 @@ static void vp_notify_config(struct virtio_dev *vdev)
 	pthread_mutex_unlock(&vp->lock);
 }
 
+static int vp_queue_irqfd(struct virtio_dev *vdev, unsigned int q)
+{
+	struct virtio_pci *vp = vdev->transport;
+	int fd = -1;
+	uint16_t v;
+
+	if (q >= vdev->nqueues)
+		return -1;
+	v = __atomic_load_n(&vdev->vqs[q].msix_vector, __ATOMIC_RELAXED);
+	pthread_mutex_lock(&vp->lock);
+	if (v < vp->nvectors && vector_deliverable(vp, v)) {
+		msix_update(vp, v);	/* routes and binds it if it was not yet */
+		if (vp->msix[v].routed && vp->msix[v].bound)
+			fd = vp->msix[v].irqfd;
+	}
+	pthread_mutex_unlock(&vp->lock);
+	return fd;
+}
+
 static const struct virtio_transport_ops virtio_pci_tops = {
 	.notify_queue = vp_notify_queue,
 	.notify_config = vp_notify_config,
+	.queue_irqfd = vp_queue_irqfd,
 };
 
 /* ---- common configuration ---- */

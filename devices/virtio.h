@@ -152,6 +152,12 @@ struct virtio_transport_ops {
 	/* Interrupt the guest for queue q / for a config change. */
 	void (*notify_queue)(struct virtio_dev *vdev, unsigned int q);
 	void (*notify_config)(struct virtio_dev *vdev);
+	/*
+	 * Optional: an eventfd that raises queue q's interrupt without the VMM (a KVM irqfd on
+	 * the vector's route), for a kernel data path (vhost); -1 when the queue has no vector or
+	 * it is not deliverable yet. Writes to it bypass the device's MSI-X mask.
+	 */
+	int (*queue_irqfd)(struct virtio_dev *vdev, unsigned int q);
 };
 
 struct virtio_dev {
