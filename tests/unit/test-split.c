@@ -330,4 +330,81 @@ static void test_split_sub_full(void)
 	CHECK(v.stopped && v.resumed);
 }
 
-TEST_MAIN(TEST(test_split_tracking), TEST(test_split_untracked), TEST(test_split_sub_full))
+/*
+ * Figures for docs/split-migration.md (KUMO_SPLIT_FIGURES=MiB, else skipped): a guest of that
+ * size with 2, 12, 25 and 50% of its pages holding data (the rest never touched), split with
+ * main-mem = 1/4 of it, tracking on and off; bytes sent and time, in this process over
+ * socketpairs (no network, no KVM: the cost of the copying and the protocol alone).
+ */
+static void test_split_figures(void)
+{
+	static const unsigned int used_pct[] = { 2, 12, 25, 50 };
+	const char *env = getenv("KUMO_SPLIT_FIGURES");
+	uint64_t mem = env ? strtoull(env, NULL, 10) << 20 : 0;
+
+	if (!mem)
+		SKIP("KUMO_SPLIT_FIGURES=MiB not set");
+	printf("used%%,tracking,bytes_main,bytes_sub,bytes_total,ms,pages_main,pages_sub,"
+	       "pages_free\n");
+	for (size_t u = 0; u < sizeof(used_pct) / sizeof(used_pct[0]); u++)
+		for (int tracking = 1; tracking >= 0; tracking--) {
+			struct guest_mem src;
+			struct dst_vm d = { 0 };
+			struct subs subs = { 0 };
+			struct dst_run r = { .d = &d, .subs = &subs };
+			struct mig_split_params p = { .main_mem = mem / 4, .tracking = tracking,
+						      .nr_subs = 2, .sub_addr = { "sub0", "sub1" },
+						      .vm_id = 7 };
+			struct mig_split_result res;
+			struct src_vm v = { 0 };
+			uint64_t x = 1;
+			pthread_t t;
+			char err[256] = "";
+			int sv[2], ret;
+
+			CHECK_EQ(mm_init(&src, mem), 0);
+			CHECK_EQ(mm_init(&d.m, mem), 0);
+			/* used% of the pages hold data, spread evenly; the rest never touched */
+			for (uint64_t pg = 0; pg < mem / PAGE; pg++)
+				if (pg * used_pct[u] / 100 != (pg + 1) * used_pct[u] / 100) {
+					uint64_t *w = mm_gpa_to_hva(&src, pg * PAGE, PAGE);
+
+					for (size_t i = 0; i < PAGE / 8; i++)
+						w[i] = x = x * 6364136223846793005ULL + 1;
+				}
+			CHECK_EQ(ms_create(mem, &subs.ms[0]), 0);
+			CHECK_EQ(ms_create(mem, &subs.ms[1]), 0);
+			for (int i = 0; i < 2; i++)
+				CHECK_EQ(ms_client_open(sub_connect(&subs, p.sub_addr[i], err,
+								    sizeof(err)), 7, &p.sub[i],
+							err, sizeof(err)), 0);
+			CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+			r.fd = sv[1];
+			CHECK_EQ(pthread_create(&t, NULL, dest_thread, &r), 0);
+			ret = mig_split_source_run(&src, 1, sv[0], &sops, &v, &p, &res, err,
+						   sizeof(err));
+			close(sv[0]);
+			pthread_join(t, NULL);
+			close(sv[1]);
+			CHECK_EQ(ret, 0);
+			CHECK_EQ(r.ret, 0);
+			printf("%u,%s,%llu,%llu,%llu,%.1f,%llu,%llu,%llu\n", used_pct[u],
+			       tracking ? "on" : "off", (unsigned long long)res.bytes_main,
+			       (unsigned long long)res.bytes_sub,
+			       (unsigned long long)(res.bytes_main + res.bytes_sub),
+			       (double)res.total_ns / 1e6, (unsigned long long)res.c.pages_main,
+			       (unsigned long long)(res.c.pages_sub[0] + res.c.pages_sub[1]),
+			       (unsigned long long)res.c.pages_free);
+			fflush(stdout);
+			mig_lazy_stop(d.lazy);
+			mig_split_dest_free(r.sd);
+			ms_client_close(p.sub[0]);
+			ms_client_close(p.sub[1]);
+			subs_end(&subs);
+			mm_free(&src);
+			mm_free(&d.m);
+		}
+}
+
+TEST_MAIN(TEST(test_split_tracking), TEST(test_split_untracked), TEST(test_split_sub_full),
+	  TEST(test_split_figures))
