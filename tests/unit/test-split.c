@@ -183,7 +183,54 @@ struct split_case {
 	int tracking;
 	uint64_t main_pages;
 	uint64_t sub_limit;	/* bytes per sub-host */
+	int lose;		/* a sub-host loses a page before the main host reads it */
 };
+
+static int reader_done;	/* atomic */
+
+static void *reader(void *arg)
+{
+	volatile uint8_t *p = arg;
+
+	(void)*p;	/* blocks on the userfaultfd until the lazy memory is stopped */
+	__atomic_store_n(&reader_done, 1, __ATOMIC_SEQ_CST);
+	return NULL;
+}
+
+/* A sub-host's page gone: the main host's fault on it fails naming it, never zeros. */
+static void lose_a_page(struct dst_vm *d, struct subs *subs, struct mig_split_dest *sd,
+			const struct mig_split_result *res)
+{
+	struct mig_split_counts c;
+	struct ms_client *cl;
+	uint64_t gpa = (NPAGES / 2 - 2) * PAGE;	/* data (pg % 3 == 0) past the main share */
+	pthread_t t;
+	char err[256];
+	int fd = sub_connect(subs, "sub0", err, sizeof(err));
+
+	CHECK(fd >= 0);
+	CHECK_EQ(ms_client_open(fd, 42, &cl, err, sizeof(err)), 0);
+	/* Whichever sub-host holds it: drop it from both. */
+	CHECK_EQ(ms_drop(cl, gpa, PAGE), 0);
+	CHECK_EQ(ms_sync(cl, err, sizeof(err)), 0);
+	ms_client_close(cl);
+	fd = sub_connect(subs, "sub1", err, sizeof(err));
+	CHECK(fd >= 0);
+	CHECK_EQ(ms_client_open(fd, 42, &cl, err, sizeof(err)), 0);
+	CHECK_EQ(ms_drop(cl, gpa, PAGE), 0);
+	CHECK_EQ(ms_sync(cl, err, sizeof(err)), 0);
+	ms_client_close(cl);
+	CHECK(res->c.pages_sub[0] + res->c.pages_sub[1] > 0);
+	CHECK_EQ(pthread_create(&t, NULL, reader, mm_gpa_to_hva(&d->m, gpa, PAGE)), 0);
+	CHECK_EQ(mig_lazy_wait(d->lazy, 10000), -ENOENT);
+	mig_split_dest_counts(sd, &c);
+	CHECK_EQ(c.errors, 1);
+	usleep(100000);
+	CHECK(!__atomic_load_n(&reader_done, __ATOMIC_SEQ_CST));	/* never given zeros */
+	mig_lazy_stop(d->lazy);	/* lets the reader through (the VMM stops the VM first) */
+	d->lazy = NULL;
+	pthread_join(t, NULL);
+}
 
 static void run_split(const struct split_case *sc, struct mig_split_result *res, int *ret,
 		      uint64_t *data_pages, struct src_vm *v)
@@ -237,6 +284,10 @@ static void run_split(const struct split_case *sc, struct mig_split_result *res,
 		ms_stats(subs.ms[1], &st[1]);
 		CHECK_EQ(st[0].pages, res->c.pages_sub[0]);
 		CHECK_EQ(st[1].pages, res->c.pages_sub[1]);
+		if (sc->lose) {
+			lose_a_page(&d, &subs, r.sd, res);
+			goto out;
+		}
 		/* Every page, through the lazy page source, equals the source's. */
 		for (uint64_t gpa = 0; gpa < MEM; gpa += PAGE) {
 			const uint8_t *a = mm_gpa_to_hva(&src, gpa, PAGE);
@@ -266,6 +317,7 @@ static void run_split(const struct split_case *sc, struct mig_split_result *res,
 		CHECK(r.ret != 0);
 		fprintf(stderr, "  main host: %s\n", r.err);
 	}
+out:
 	mig_lazy_stop(d.lazy);
 	mig_split_dest_free(r.sd);
 	ms_client_close(p.sub[0]);
@@ -406,5 +458,19 @@ static void test_split_figures(void)
 		}
 }
 
+static void test_split_page_lost(void)
+{
+	const struct split_case sc = { .tracking = 1, .main_pages = 300, .sub_limit = MEM,
+				       .lose = 1 };
+	struct mig_split_result res;
+	struct src_vm v = { 0 };
+	uint64_t data;
+	int ret;
+
+	run_split(&sc, &res, &ret, &data, &v);
+	CHECK_EQ(ret, 0);
+}
+
 TEST_MAIN(TEST(test_split_tracking), TEST(test_split_untracked), TEST(test_split_sub_full),
+	  TEST(test_split_page_lost),
 	  TEST(test_split_figures))
