@@ -12,6 +12,7 @@ KUMO_CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer
 LDFLAGS += -fsanitize=address,undefined
 endif
 LIBS := -luring -lnuma -lfdt -llz4 -lz -llzma -lzstd -ljson-c -lcrypto -lpthread -lm
+LIBS += -lseccomp
 
 # Where heavy, machine-wide artefacts (kernels, busybox) are cached, outside the clone.
 export KUMO_CACHE ?= /var/cache/kumo
@@ -32,6 +33,8 @@ OBJS += vmm/snapshot.o
 OBJS += vmm/migration.o
 OBJS += vmm/linux-loader.o
 OBJS += vmm/config.o
+OBJS += vmm/seccomp.o
+OBJS += vmm/footprint.o
 OBJS += devices/serial.o
 OBJS += devices/acpi-pm.o
 OBJS += devices/rtc.o

@@ -24,6 +24,7 @@
 #include "mm/mem.h"
 #include "mm/pagestate.h"
 #include "vmm/log.h"
+#include "vmm/seccomp.h"
 
 #define HUGE_UNIT (2ULL << 20)
 #define DEFAULT_BATCH_BYTES (256ULL << 10)
@@ -413,6 +414,7 @@ static void *serve_thread(void *arg)
 {
 	struct mig_lazy *l = arg;
 
+	seccomp_enter(KUMO_THREAD_LAZY);
 	while (!__atomic_load_n(&l->stopping, __ATOMIC_ACQUIRE)) {
 		if (drain_faults(l) < 0 || (!l->src.on_demand && push_batch(l) < 0))
 			return NULL;	/* the error is recorded; faulting threads stay blocked */

@@ -2,7 +2,7 @@
 # Installs the Debian packages kumo needs to build, test, fetch and check its guest.
 # Idempotent: does nothing (and needs no network) when everything is already installed.
 set -e
-PKGS="gcc make git linux-libc-dev liburing-dev libnuma-dev libfdt-dev libjson-c-dev
+PKGS="gcc make git linux-libc-dev liburing-dev libnuma-dev libfdt-dev libjson-c-dev libseccomp-dev
 liblz4-dev zlib1g-dev liblzma-dev libzstd-dev
 busybox-static cpio patch fdisk e2fsprogs kmod xz-utils lz4 zstd
 linux-source bc bison flex libelf-dev libssl-dev dwarves rsync python3

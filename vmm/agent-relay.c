@@ -16,6 +16,7 @@
 #include "vmm/agent-relay.h"
 #include "vmm/control.h"
 #include "vmm/log.h"
+#include "vmm/seccomp.h"
 
 #define RELAY_MAX_PENDING 16
 #define RELAY_RETRY_MS 200
@@ -246,6 +247,7 @@ static void *relay_thread(void *arg)
 	struct agent_relay *r = arg;
 	char chunk[65536];
 
+	seccomp_enter(KUMO_THREAD_RELAY);
 	for (;;) {
 		struct pollfd p[2] = { { .fd = r->stop_fd, .events = POLLIN },
 				       { .fd = r->fd, .events = POLLIN } };
@@ -503,7 +505,10 @@ static void *agent_call_thread(void *arg)
 	struct agent_call *a = arg;
 	struct json_object *result = NULL;
 	char err[256] = "";
-	int ret = agent_call_run(a, &result, err, sizeof(err));
+	int ret;
+
+	seccomp_enter(KUMO_THREAD_AGENT_CALL);
+	ret = agent_call_run(a, &result, err, sizeof(err));
 
 	control_complete(a->reply, ret, result, err);
 	agent_call_free(a);

@@ -10,6 +10,7 @@ struct run_options {
 	int verbose;
 	int quiet;
 	const char *control_token;	/* --control-token FILE, with --control tcp:ADDR:PORT */
+	int no_seccomp;			/* --no-seccomp: threads unfiltered, for debugging */
 };
 
 /*

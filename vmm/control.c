@@ -27,6 +27,7 @@
 #include "vmm/control-auth.h"
 #include "vmm/control.h"
 #include "vmm/log.h"
+#include "vmm/seccomp.h"
 
 #define ERRLEN 256
 
@@ -726,6 +727,7 @@ static void *control_thread(void *arg)
 	struct control_server *srv = arg;
 	struct epoll_event evs[16];
 
+	seccomp_enter(KUMO_THREAD_CONTROL);
 	while (!__atomic_load_n(&srv->stop, __ATOMIC_ACQUIRE)) {
 		int n = epoll_wait(srv->epfd, evs, 16, -1);
 

@@ -1,6 +1,7 @@
 /* kumo: one binary, one subcommand per role. `kumo run` is the VMM. */
 #include <errno.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -17,8 +18,10 @@
 #include "vmm/agent-relay.h"
 #include "vmm/config.h"
 #include "vmm/control.h"
+#include "vmm/footprint.h"
 #include "vmm/vm-control.h"
 #include "vmm/log.h"
+#include "vmm/seccomp.h"
 #include "vmm/pvm.h"
 #include "vmm/vcpu.h"
 #include "vmm/migration.h"
@@ -66,6 +69,8 @@ static void console_loop(struct vm *vm)
 	int escape = 0, in_open = 1;
 	int first_reported = 0;
 
+	if (!vm->cfg.restart_on_reboot)	/* a restart builds the VM anew: setup calls */
+		seccomp_enter(KUMO_THREAD_MAIN);
 	while (!__atomic_load_n(&vm->stop, __ATOMIC_ACQUIRE)) {
 		struct pollfd p = { .fd = STDIN_FILENO, .events = POLLIN };
 		int n;
@@ -184,6 +189,11 @@ static int cmd_run(int argc, char **argv)
 		log_level = LOG_DEBUG;
 	if (opts.quiet)
 		log_level = LOG_ERR;
+	footprint_init();
+	if (!opts.no_seccomp && (ret = seccomp_enable()) < 0) {
+		pr_err("seccomp: %s (--no-seccomp runs without it)", strerror(-ret));
+		return KUMO_EXIT_ERROR;
+	}
 	/* All input is checked before /dev/kvm is opened: bad input is status 2 on any host. */
 	ret = 0;
 	if (cfg.restore)
@@ -223,8 +233,10 @@ static int cmd_run(int argc, char **argv)
 			status = ret == -EINVAL ? KUMO_EXIT_USAGE : KUMO_EXIT_ERROR;
 			break;
 		}
-		if (!cfg.restart_on_reboot)
+		if (!cfg.restart_on_reboot) {
 			vm_boot_free(&boot);	/* in guest RAM now; kept only for a restart */
+			malloc_trim(0);		/* the images' pages back from the heap too */
+		}
 		if (cfg.control && vm_control_start_auth(&vm, cfg.control, opts.control_token) < 0) {
 			vm_destroy(&vm);
 			status = KUMO_EXIT_USAGE;

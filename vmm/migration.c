@@ -21,6 +21,7 @@
 #include "migrate/stream.h"
 #include "mm/dirty.h"
 #include "vmm/log.h"
+#include "vmm/seccomp.h"
 #include "vmm/migration.h"
 #include "vmm/snapshot.h"
 #include "vmm/vm-control.h"
@@ -160,6 +161,7 @@ static void *sender(void *arg)
 	struct json_object *ev;
 	int ret;
 
+	seccomp_enter(KUMO_THREAD_MIGRATION);
 	ret = mig_source_run(&vm->mem, vm->ncpus, mg->fd, &source_ops, vm, &mg->params, &res,
 			     err, sizeof(err));
 	close(mg->fd);
@@ -208,6 +210,7 @@ static void *split_sender(void *arg)
 	struct json_object *ev;
 	int ret;
 
+	seccomp_enter(KUMO_THREAD_MIGRATION);
 	ret = mig_split_source_run(&vm->mem, vm->ncpus, mg->fd, &source_ops, vm, &mg->sp, &res,
 				   err, sizeof(err));
 	close(mg->fd);

@@ -17,6 +17,7 @@
 #include "migrate/memfile.h"
 #include "migrate/state.h"
 #include "vmm/log.h"
+#include "vmm/seccomp.h"
 #include "vmm/snapshot.h"
 #include "vmm/vcpu.h"
 #include "vmm/vm.h"
@@ -329,6 +330,7 @@ static void *lazy_watch(void *arg)
 	struct vm *vm = arg;
 	struct mig_lazy_stats st;
 
+	seccomp_enter(KUMO_THREAD_LAZY_WATCH);
 	for (;;) {
 		int ret = mig_lazy_wait(vm->lazy, 200);
 

@@ -12,6 +12,7 @@
 #include "vmm/cpuid.h"
 #include "vmm/layout.h"
 #include "vmm/log.h"
+#include "vmm/seccomp.h"
 #include "vmm/vcpu.h"
 #include "vmm/vm.h"
 
@@ -405,6 +406,7 @@ void *vcpu_thread(void *arg)
 	sigemptyset(&set);
 	sigaddset(&set, SIGUSR1);
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+	seccomp_enter(KUMO_THREAD_VCPU);
 
 	while (!__atomic_load_n(&vm->stop, __ATOMIC_ACQUIRE)) {
 		long ret;

@@ -1,0 +1,388 @@
+/*
+ * Per-thread seccomp allow-lists (docs/security.md), built with libseccomp: it checks the
+ * architecture, refuses the x32 ABI, resolves names at compile time (SCMP_SYS) and orders the
+ * BPF, which raw BPF would make us do by hand for ~100 rules.
+ *
+ * A filter is installed by the thread itself (no TSYNC), so each thread kind has its own.
+ * Filters are inherited and stack: a thread started by a filtered thread runs under both, so a
+ * kind that starts threads (a vCPU starting a device worker at DRIVER_OK, the control thread
+ * starting the migration sender) also allows what those threads need (`spawns`).
+ * A forbidden call raises SIGSYS (SECCOMP_RET_TRAP); the handler writes one line naming the
+ * call and the thread and ends the process with status 1.
+ */
+#include <errno.h>
+#include <linux/prctl.h>
+#include <pthread.h>
+#include <seccomp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include "vmm/log.h"
+#include "vmm/seccomp.h"
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define KIND(k) (1u << (k))
+#define WORKERS (KIND(KUMO_THREAD_BLK) | KIND(KUMO_THREAD_NET) | KIND(KUMO_THREAD_CONSOLE) | \
+		 KIND(KUMO_THREAD_BALLOON))
+
+/* Every thread: memory (never executable: see add_base), locks, time, the log, its end. */
+static const int base_calls[] = {
+	SCMP_SYS(read), SCMP_SYS(write), SCMP_SYS(close), SCMP_SYS(futex),
+	SCMP_SYS(brk), SCMP_SYS(munmap), SCMP_SYS(madvise), SCMP_SYS(mremap),
+	SCMP_SYS(clock_gettime), SCMP_SYS(clock_nanosleep), SCMP_SYS(nanosleep),
+	SCMP_SYS(gettimeofday), SCMP_SYS(gettid), SCMP_SYS(getpid), SCMP_SYS(tgkill),
+	SCMP_SYS(sched_yield), SCMP_SYS(restart_syscall), SCMP_SYS(rt_sigreturn),
+	SCMP_SYS(rt_sigprocmask), SCMP_SYS(exit), SCMP_SYS(exit_group),
+	SCMP_SYS(getrandom),	/* json-c's hash seed, glibc's malloc tcache key: random bytes only */
+};
+
+/* Starting a thread (pthread_create) and putting it under its own filter. */
+static const int spawn_calls[] = {
+	SCMP_SYS(clone), SCMP_SYS(clone3), SCMP_SYS(set_robust_list), SCMP_SYS(rseq),
+	SCMP_SYS(seccomp), SCMP_SYS(sched_getaffinity),
+};
+
+static const int vcpu_calls[] = {
+	SCMP_SYS(ioctl),	/* KVM_RUN and vCPU state on its fd; the VM fd for irqfds,
+				 * ioeventfds, MSI routes; tap offloads at DRIVER_OK */
+	SCMP_SYS(eventfd2),	/* MSI-X irqfds, io_uring's completion eventfd */
+	SCMP_SYS(epoll_ctl),	/* a device's fds added to its worker's epoll */
+	SCMP_SYS(io_uring_setup), SCMP_SYS(io_uring_register),	/* a disk's ring at DRIVER_OK */
+	SCMP_SYS(timerfd_settime),
+	SCMP_SYS(fallocate),	/* balloon pages punched on the vCPU's PCI write paths */
+};
+
+static const int worker_calls[] = {	/* devices/virtio.c's loop */
+	SCMP_SYS(epoll_wait), SCMP_SYS(epoll_pwait), SCMP_SYS(epoll_ctl),
+	SCMP_SYS(timerfd_settime), SCMP_SYS(prctl),
+};
+
+static const int blk_calls[] = {
+	SCMP_SYS(io_uring_enter), SCMP_SYS(fsync), SCMP_SYS(fdatasync), SCMP_SYS(fallocate),
+	SCMP_SYS(pread64), SCMP_SYS(pwrite64), SCMP_SYS(preadv), SCMP_SYS(pwritev),
+};
+
+static const int net_calls[] = {
+	SCMP_SYS(readv), SCMP_SYS(writev), SCMP_SYS(ioctl),	/* tap queues and offloads */
+};
+
+static const int console_calls[] = {
+	SCMP_SYS(accept4), SCMP_SYS(recvfrom), SCMP_SYS(sendto), SCMP_SYS(recvmsg),
+	SCMP_SYS(sendmsg), SCMP_SYS(readv), SCMP_SYS(writev), SCMP_SYS(shutdown),
+	SCMP_SYS(getsockopt), SCMP_SYS(poll), SCMP_SYS(ppoll),
+	SCMP_SYS(ioctl),	/* the bytes a client socket holds (FIONREAD, SIOCOUTQ) */
+};
+
+static const int balloon_calls[] = {
+	SCMP_SYS(fallocate),	/* inflated and reported pages punched out of the memfd */
+};
+
+static const int control_calls[] = {
+	/* clients */
+	SCMP_SYS(epoll_wait), SCMP_SYS(epoll_pwait), SCMP_SYS(epoll_ctl), SCMP_SYS(accept4),
+	SCMP_SYS(recvfrom), SCMP_SYS(sendto), SCMP_SYS(recvmsg), SCMP_SYS(sendmsg),
+	SCMP_SYS(shutdown), SCMP_SYS(getsockopt), SCMP_SYS(setsockopt), SCMP_SYS(getrandom),
+	SCMP_SYS(poll), SCMP_SYS(ppoll), SCMP_SYS(eventfd2),
+	/* snapshot: state and memory files */
+	SCMP_SYS(openat), SCMP_SYS(newfstatat), SCMP_SYS(fstat), SCMP_SYS(lseek),
+	SCMP_SYS(ftruncate), SCMP_SYS(fallocate), SCMP_SYS(pread64), SCMP_SYS(pwrite64),
+	SCMP_SYS(preadv), SCMP_SYS(pwritev), SCMP_SYS(fsync), SCMP_SYS(fdatasync),
+	SCMP_SYS(rename), SCMP_SYS(renameat), SCMP_SYS(renameat2), SCMP_SYS(unlink),
+	SCMP_SYS(unlinkat), SCMP_SYS(mkdir), SCMP_SYS(mkdirat), SCMP_SYS(getdents64),
+	/* migration: the connection */
+	SCMP_SYS(socket), SCMP_SYS(connect), SCMP_SYS(getsockname), SCMP_SYS(getpeername),
+	/* vCPU and VM state, dirty log; vcpu-pin; stats: guest RAM resident */
+	SCMP_SYS(ioctl), SCMP_SYS(sched_setaffinity), SCMP_SYS(prctl), SCMP_SYS(mincore),
+};
+
+static const int relay_calls[] = {
+	SCMP_SYS(socket), SCMP_SYS(connect), SCMP_SYS(poll), SCMP_SYS(ppoll),
+	SCMP_SYS(recvfrom), SCMP_SYS(sendto), SCMP_SYS(shutdown), SCMP_SYS(prctl),
+};
+
+static const int agent_call_calls[] = {
+	SCMP_SYS(poll), SCMP_SYS(ppoll), SCMP_SYS(sendto), SCMP_SYS(recvfrom),
+	SCMP_SYS(epoll_ctl),	/* the deferred reply: the client's socket back to the poller */
+};
+
+static const int migration_calls[] = {
+	SCMP_SYS(poll), SCMP_SYS(ppoll), SCMP_SYS(sendto), SCMP_SYS(recvfrom),
+	SCMP_SYS(sendmsg), SCMP_SYS(recvmsg), SCMP_SYS(writev), SCMP_SYS(readv),
+	SCMP_SYS(shutdown), SCMP_SYS(setsockopt), SCMP_SYS(pread64), SCMP_SYS(lseek),
+	SCMP_SYS(ioctl),	/* the dirty log on the VM fd, vCPU state at switch-over */
+	SCMP_SYS(epoll_ctl), SCMP_SYS(sendfile), SCMP_SYS(prctl),
+	SCMP_SYS(socket), SCMP_SYS(connect), SCMP_SYS(getsockopt),	/* split: the sub-hosts */
+};
+
+static const int lazy_calls[] = {
+	SCMP_SYS(ioctl),	/* UFFDIO_COPY/ZEROPAGE/WAKE/UNREGISTER */
+	SCMP_SYS(poll), SCMP_SYS(ppoll), SCMP_SYS(pread64), SCMP_SYS(preadv),
+	SCMP_SYS(lseek), SCMP_SYS(fstat), SCMP_SYS(newfstatat),	/* the file's data runs */
+	SCMP_SYS(recvfrom), SCMP_SYS(sendto), SCMP_SYS(recvmsg), SCMP_SYS(sendmsg),
+	SCMP_SYS(readv), SCMP_SYS(writev), SCMP_SYS(prctl),
+	/* post-copy and split: pages asked of the source or a sub-host */
+	SCMP_SYS(socket), SCMP_SYS(connect), SCMP_SYS(getsockopt), SCMP_SYS(setsockopt),
+};
+
+static const int lazy_watch_calls[] = {
+	SCMP_SYS(ioctl),	/* mig_lazy_stop: UFFDIO_UNREGISTER */
+	SCMP_SYS(sendto), SCMP_SYS(epoll_ctl), SCMP_SYS(prctl),
+};
+
+static const int main_calls[] = {
+	SCMP_SYS(poll), SCMP_SYS(ppoll),	/* console input */
+	SCMP_SYS(ioctl),	/* the terminal back (TCSETS); io_uring and KVM teardown */
+	SCMP_SYS(epoll_ctl), SCMP_SYS(shutdown), SCMP_SYS(unlink), SCMP_SYS(unlinkat),
+	SCMP_SYS(io_uring_register), SCMP_SYS(fstat), SCMP_SYS(newfstatat), SCMP_SYS(lseek),
+	SCMP_SYS(rt_sigaction), SCMP_SYS(prctl),
+};
+
+struct kind {
+	const char *name;
+	const int *calls;
+	size_t n;
+	const int *more;	/* a device worker's own calls on top of the loop's */
+	size_t nmore;
+	unsigned int spawns;	/* kinds this one may start (their calls are added) */
+};
+
+#define CALLS(a) a, ARRAY_SIZE(a)
+static const struct kind kinds[KUMO_THREAD__COUNT] = {
+	[KUMO_THREAD_MAIN] = { "main", CALLS(main_calls), NULL, 0, 0 },
+	[KUMO_THREAD_VCPU] = { "vcpu", CALLS(vcpu_calls), NULL, 0, WORKERS },
+	[KUMO_THREAD_CONTROL] = { "control", CALLS(control_calls), NULL, 0,
+				  WORKERS | KIND(KUMO_THREAD_MIGRATION) |
+				  KIND(KUMO_THREAD_AGENT_CALL) },
+	[KUMO_THREAD_RELAY] = { "agent relay", CALLS(relay_calls), NULL, 0, 0 },
+	[KUMO_THREAD_AGENT_CALL] = { "agent call", CALLS(agent_call_calls), NULL, 0, 0 },
+	[KUMO_THREAD_MIGRATION] = { "migration", CALLS(migration_calls), NULL, 0, WORKERS },
+	[KUMO_THREAD_LAZY] = { "lazy memory", CALLS(lazy_calls), NULL, 0, 0 },
+	[KUMO_THREAD_LAZY_WATCH] = { "lazy watch", CALLS(lazy_watch_calls), NULL, 0, WORKERS },
+	[KUMO_THREAD_BLK] = { "blk worker", CALLS(worker_calls), CALLS(blk_calls), 0 },
+	[KUMO_THREAD_NET] = { "net worker", CALLS(worker_calls), CALLS(net_calls), 0 },
+	[KUMO_THREAD_CONSOLE] = { "console worker", CALLS(worker_calls), CALLS(console_calls), 0 },
+	[KUMO_THREAD_BALLOON] = { "balloon worker", CALLS(worker_calls), CALLS(balloon_calls), 0 },
+};
+
+static int enabled;
+static __thread const char *thread_kind;
+
+/* Syscall names, resolved before any filter (the SIGSYS handler may not allocate). */
+#define MAX_NR 512
+static char names[8192];
+static unsigned short name_off[MAX_NR];
+
+const char *seccomp_kind_name(enum kumo_thread kind)
+{
+	return kind < KUMO_THREAD__COUNT ? kinds[kind].name : "?";
+}
+
+/* The set of kinds whose calls `kind`'s filter allows: itself and what it may start. */
+static unsigned int closure(enum kumo_thread kind)
+{
+	unsigned int set = KIND(kind), prev;
+
+	do {
+		prev = set;
+		for (int k = 0; k < KUMO_THREAD__COUNT; k++)
+			if (set & KIND(k))
+				set |= kinds[k].spawns;
+	} while (set != prev);
+	return set;
+}
+
+static void mark(unsigned char *out, const int *calls, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (calls[i] >= 0 && calls[i] < MAX_NR)	/* negative: not on this architecture */
+			out[calls[i]] = 1;
+}
+
+/* The calls of a set of kinds, deduplicated, into out (MAX_NR flags); returns how many. */
+static size_t collect(unsigned int set, unsigned char *out)
+{
+	size_t n = 0;
+
+	memset(out, 0, MAX_NR);
+	mark(out, base_calls, ARRAY_SIZE(base_calls));
+	for (int k = 0; k < KUMO_THREAD__COUNT; k++) {
+		if (!(set & KIND(k)))
+			continue;
+		mark(out, kinds[k].calls, kinds[k].n);
+		mark(out, kinds[k].more, kinds[k].nmore);
+		if (kinds[k].spawns)
+			mark(out, spawn_calls, ARRAY_SIZE(spawn_calls));
+	}
+	/* mmap/mprotect (never PROT_EXEC) and prctl are added with argument checks */
+	out[SCMP_SYS(mmap)] = out[SCMP_SYS(mprotect)] = 1;
+	for (int i = 0; i < MAX_NR; i++)
+		n += out[i];
+	return n;
+}
+
+size_t seccomp_allowed_count(enum kumo_thread kind)
+{
+	unsigned char set[MAX_NR];
+
+	return kind < KUMO_THREAD__COUNT ? collect(closure(kind), set) : 0;
+}
+
+enum kumo_thread seccomp_device_kind(const char *devname)
+{
+	static const struct { const char *name; enum kumo_thread kind; } map[] = {
+		{ "virtio-blk", KUMO_THREAD_BLK }, { "virtio-net", KUMO_THREAD_NET },
+		{ "virtio-console", KUMO_THREAD_CONSOLE },
+		{ "virtio-balloon", KUMO_THREAD_BALLOON },
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(map); i++)
+		if (!strcmp(devname, map[i].name))
+			return map[i].kind;
+	return KUMO_THREAD__COUNT;
+}
+
+static size_t put(char *buf, size_t at, size_t cap, const char *s)
+{
+	while (*s && at + 1 < cap)
+		buf[at++] = *s++;
+	return at;
+}
+
+static size_t put_num(char *buf, size_t at, size_t cap, unsigned long v)
+{
+	char tmp[24];
+	int i = 0;
+
+	do {
+		tmp[i++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	while (i && at + 1 < cap)
+		buf[at++] = tmp[--i];
+	return at;
+}
+
+/* Async-signal-safe: write(2), prctl(PR_GET_NAME) and exit_group only, all allowed. */
+static void on_sigsys(int sig, siginfo_t *si, void *uctx)
+{
+	char line[256], comm[17] = "?";
+	unsigned int nr = (unsigned int)si->si_syscall;
+	size_t at = 0;
+
+	(void)sig;
+	(void)uctx;
+	prctl(PR_GET_NAME, comm, 0, 0, 0);
+	comm[16] = 0;
+	at = put(line, at, sizeof(line), "kumo: error: seccomp: thread ");
+	at = put(line, at, sizeof(line), comm);
+	at = put(line, at, sizeof(line), " (");
+	at = put(line, at, sizeof(line), thread_kind ? thread_kind : "?");
+	at = put(line, at, sizeof(line), ") made a forbidden system call: ");
+	at = put(line, at, sizeof(line), nr < MAX_NR && name_off[nr] ? names + name_off[nr] : "?");
+	at = put(line, at, sizeof(line), " (");
+	at = put_num(line, at, sizeof(line), nr);
+	at = put(line, at, sizeof(line), "); stopping (--no-seccomp to debug)\n");
+	if (write(STDERR_FILENO, line, at) < 0)
+		at = 0;
+	_exit(1);
+}
+
+int seccomp_enable(void)
+{
+	struct sigaction sa = { .sa_sigaction = on_sigsys, .sa_flags = SA_SIGINFO };
+	size_t used = 1;
+
+	if (seccomp_api_get() < 1)	/* also makes libseccomp probe the kernel now */
+		return -ENOSYS;
+	for (int nr = 0; nr < MAX_NR; nr++) {
+		char *s = seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE, nr);
+		size_t len = s ? strlen(s) + 1 : 0;
+
+		if (s && used + len <= sizeof(names)) {
+			memcpy(names + used, s, len);
+			name_off[nr] = (unsigned short)used;
+			used += len;
+		}
+		free(s);
+	}
+	sigfillset(&sa.sa_mask);
+	if (sigaction(SIGSYS, &sa, NULL) < 0)
+		return -errno;
+	enabled = 1;
+	return 0;
+}
+
+int seccomp_enabled(void)
+{
+	return enabled;
+}
+
+static int add_rules(scmp_filter_ctx ctx, const unsigned char *set)
+{
+	int ret = 0;
+
+	for (int nr = 0; nr < MAX_NR && !ret; nr++) {
+		if (!set[nr] || nr == SCMP_SYS(mmap) || nr == SCMP_SYS(mprotect) ||
+		    nr == SCMP_SYS(prctl) || nr == SCMP_SYS(seccomp))
+			continue;
+		ret = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0);
+	}
+	/* Memory, never executable: no new code in a kumo thread. */
+	if (!ret)
+		ret = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(mmap), 1,
+				       SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0));
+	if (!ret)
+		ret = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(mprotect), 1,
+				       SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0));
+	/* Thread names (the SIGSYS line reads its own) and, for spawners, a child's filter. */
+	for (int i = 0; i < 2 && !ret; i++)
+		ret = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prctl), 1,
+				       SCMP_A0(SCMP_CMP_EQ, i ? PR_SET_NAME : PR_GET_NAME));
+	if (!ret && set[SCMP_SYS(seccomp)]) {
+		ret = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prctl), 1,
+				       SCMP_A0(SCMP_CMP_EQ, PR_SET_NO_NEW_PRIVS));
+		if (!ret)
+			ret = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(seccomp), 1,
+					       SCMP_A0(SCMP_CMP_EQ, SECCOMP_SET_MODE_FILTER));
+	}
+	return ret;
+}
+
+void seccomp_enter(enum kumo_thread kind)
+{
+	unsigned char set[MAX_NR];
+	scmp_filter_ctx ctx;
+	sigset_t sys;
+	int ret = -EINVAL;
+
+	if (!enabled)
+		return;
+	if (kind >= KUMO_THREAD__COUNT)
+		goto fail;
+	thread_kind = kinds[kind].name;
+	/* A blocked SIGSYS would kill without the line: device workers block all signals. */
+	sigemptyset(&sys);
+	sigaddset(&sys, SIGSYS);
+	pthread_sigmask(SIG_UNBLOCK, &sys, NULL);
+	collect(closure(kind), set);
+	ctx = seccomp_init(SCMP_ACT_TRAP);
+	if (!ctx) {
+		ret = -ENOMEM;
+		goto fail;
+	}
+	ret = add_rules(ctx, set);
+	if (!ret)
+		ret = seccomp_load(ctx);
+	seccomp_release(ctx);
+	if (!ret)
+		return;
+fail:
+	pr_err("seccomp: cannot filter the %s thread: %s", seccomp_kind_name(kind),
+	       strerror(-ret));
+	_exit(1);
+}
