@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""Host side of tests/integration/test-split.sh: split migration from a source host to a main
+host and two sub-hosts (network namespaces of the KVM box).
+
+  split-host.py WORKDIR KERNEL INITRD
+
+For each run of KUMO_SPLIT_RUNS ("on:48 off:48" by default: tracking on or off, then the MiB
+membench holds): two `kumo memserver`s on the sub-hosts, the stock kernel booted on the source
+(512 MiB, 1 vCPU, the balloon with free page reporting, the agent), membench holding a verified
+pattern, an empty `kumo run --incoming` on the main host; `migrate ... sub=... main-mem=64M`;
+then on the main host the agent must answer, membench verify (its pages come from the
+sub-hosts on demand) and split-stats count page-ins without errors. Prints one `split-figures:`
+line per run (bytes to the main host and to the sub-hosts, time, pages by place).
+"""
+import os, subprocess, sys, time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import hostlib  # noqa: E402
+from hostlib import GUARD, KUMO, T0, agent_up, bg, collect, say, sh  # noqa: E402
+
+work, kernel, initrd = sys.argv[1:4]
+NS = {h: f"kumo-sp-{h}" for h in ("src", "main", "sub1", "sub2")}
+MAIN_IP, SUBS = "10.78.1.2", ["10.78.9.3", "10.78.9.4"]
+PORT, MS_PORT = 4450, 4460
+MAIN_MEM = "64M"
+COMMON = ["--mem", "512M", "--cpus", "1", "--balloon", "--agent"]
+BOOT = ["--kernel", kernel, "--initrd", initrd,
+        "--cmdline", "panic=-1 kumo.script=agentd.sh kumo.probe=info,agentd kumo.shell=0"]
+RUNS = [(r.split(":")[0], int(r.split(":")[1]))
+        for r in os.environ.get("KUMO_SPLIT_RUNS", "on:48 off:48").split()]
+procs = []
+
+
+def spawn(host, argv, tag):
+    n = len(procs)
+    out = open(os.path.join(work, f"console-{n}.log"), "w")
+    err = open(os.path.join(work, f"kumo-{n}.err"), "w")
+    p = subprocess.Popen(["ip", "netns", "exec", NS[host], KUMO] + argv,
+                         stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+    procs.append(p)
+    return p
+
+
+def err_tail(p):
+    return open(os.path.join(work, f"kumo-{procs.index(p)}.err")).read().strip().split("\n")[-2:]
+
+
+def stop(p, timeout=60):
+    if p.poll() is None:
+        p.kill()
+    try:
+        p.wait(timeout)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def one_run(tracking, hold_mb):
+    tag = f"split-{tracking}-{hold_mb}m"
+    ms = [spawn(f"sub{i + 1}", ["memserver", "--listen", f"tcp:0.0.0.0:{MS_PORT}", "--mem",
+                                "1G"], tag) for i in range(2)]
+    ctl = os.path.join(work, f"ctl-src-{len(procs)}.sock")
+    p = spawn("src", ["run"] + BOOT + COMMON + ["--control", ctl], tag)
+    c = hostlib.connect(ctl, p)
+    if not say(c is not None and agent_up(c), f"{tag}-boot-agent-ping", f"exit {p.poll()}"):
+        return None
+    ok = bg(c, "membench", [f"mb={hold_mb}", "hold_ms=60000", "verify=1"])
+    rc, _ = sh(c, "until grep -q holding /run/membench.out;do sleep 0.2;done", 300)
+    say(ok and rc == 0, f"{tag}-membench-holding")
+    time.sleep(5)	# free page reporting gives back what boot and membench's set-up freed
+    st = c.request("stats")
+    resident = ((st or {}).get("result") or {}).get("guest_ram_resident_bytes", 0)
+    mctl = os.path.join(work, f"ctl-main-{len(procs)}.sock")
+    q = spawn("main", ["run", "--incoming", f"tcp:{MAIN_IP}:{PORT}"] + COMMON +
+              ["--control", mctl], tag)
+    cq = hostlib.connect(mctl, q)
+    if not say(cq is not None, f"{tag}-main-listens", f"exit {q.poll()}"):
+        return None
+    c.request("events")
+    args = {"to": f"tcp:{MAIN_IP}:{PORT}", "sub": ",".join(f"tcp:{s}:{MS_PORT}" for s in SUBS),
+            "main-mem": MAIN_MEM, "tracking": tracking}
+    end = time.time() + 60
+    while True:
+        r = c.request("migrate", args)
+        if (r and r.get("ok")) or time.time() > end or "refused" not in str((r or {}).get("error")):
+            break
+        time.sleep(0.3)
+    say(bool(r and r.get("ok")), f"{tag}-migrate-accepted", str(r))
+    ev = c.wait_event(lambda e: e.get("event") in ("migrate-done", "migrate-failed"), 600)
+    data = (ev or {}).get("data", {})
+    say(ev is not None and ev.get("event") == "migrate-done", f"{tag}-migrate-done", str(data))
+    sub_pages = sum(data.get("pages_sub") or [0])
+    say(data.get("pages_main", 1 << 40) <= (64 << 20) // 4096 and sub_pages > 0,
+        f"{tag}-main-mem-bound", f"{data.get('pages_main')} pages on the main host, "
+        f"{data.get('pages_sub')} on the sub-hosts")
+    if tracking == "on":
+        # Free pages go nowhere: the data sent is what the guest held, not its 512 MiB.
+        sent = data.get("bytes_main", 0) + data.get("bytes_sub", 0)
+        say(0 < sent <= resident * 102 // 100 + (2 << 20), f"{tag}-free-pages-not-sent",
+            f"{sent} bytes sent, the guest held {resident}")
+    print(f"split-figures: tracking={tracking} hold_mb={hold_mb} resident={resident} "
+          f"bytes_main={data.get('bytes_main')} bytes_sub={data.get('bytes_sub')} "
+          f"total_ms={data.get('total_ms', 0):.0f} pages_main={data.get('pages_main')} "
+          f"pages_sub={data.get('pages_sub')} pages_free={data.get('pages_free')}", flush=True)
+    c.close()
+    try:
+        stp = p.wait(120)
+    except subprocess.TimeoutExpired:
+        stp = None
+    say(stp == 0, f"{tag}-source-exits-0", f"exit {stp}: {err_tail(p)}")
+    say(agent_up(cq, 120), f"{tag}-main-agent-ping", "the agent answers on the main host")
+    rc, res = collect(cq, "membench", 300)
+    say(rc == 0 and res.get("mismatches") == 0 and res.get("verified_mb") == hold_mb,
+        f"{tag}-membench-verifies", f"exit {rc}: {res}")
+    s = cq.request("split-stats")
+    sres = (s or {}).get("result") or {}
+    say(bool(s and s.get("ok")) and sres.get("pages_in", 0) > 0 and sres.get("errors") == 0,
+        f"{tag}-main-pages-in", str(sres))
+    print(f"split-stats: {tag} {sres}", flush=True)
+    cq.agent("poweroff", timeout=60)
+    cq.close()
+    stop(q)
+    for m in ms:
+        stop(m, 10)
+    return data
+
+
+def main():
+    for tracking, hold in RUNS:
+        one_run(tracking, hold)
+
+
+try:
+    main()
+finally:
+    for p in procs:
+        stop(p, 10)
+    print(f"split-host: {len(procs)} processes, {time.time() - T0:.0f} s (guard {GUARD:.0f} s)",
+          flush=True)
