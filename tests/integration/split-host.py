@@ -6,7 +6,7 @@ host and two sub-hosts (network namespaces of the KVM box).
 
 For each run of KUMO_SPLIT_RUNS ("on:48 off:48" by default: tracking on or off, then the MiB
 membench holds): two `kumo memserver`s on the sub-hosts, the stock kernel booted on the source
-(512 MiB, 1 vCPU, the balloon with free page reporting, the agent), membench holding a verified
+(KUMO_SPLIT_MEM, default 512M; 1 vCPU, the balloon with free page reporting, the agent), membench holding a verified
 pattern, an empty `kumo run --incoming` on the main host; `migrate ... sub=... main-mem=64M`;
 then on the main host the agent must answer, membench verify (its pages come from the
 sub-hosts on demand) and split-stats count page-ins without errors. Prints one `split-figures:`
@@ -23,7 +23,8 @@ NS = {h: f"kumo-sp-{h}" for h in ("src", "main", "sub1", "sub2")}
 MAIN_IP, SUBS = "10.78.1.2", ["10.78.9.3", "10.78.9.4"]
 PORT, MS_PORT = 4450, 4460
 MAIN_MEM = "64M"
-COMMON = ["--mem", "512M", "--cpus", "1", "--balloon", "--agent"]
+COMMON = ["--mem", os.environ.get("KUMO_SPLIT_MEM", "512M"), "--cpus", "1", "--balloon",
+          "--agent"]
 BOOT = ["--kernel", kernel, "--initrd", initrd,
         "--cmdline", "panic=-1 kumo.script=agentd.sh kumo.probe=info,agentd kumo.shell=0"]
 RUNS = [(r.split(":")[0], int(r.split(":")[1]))
