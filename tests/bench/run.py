@@ -23,9 +23,11 @@ BENCH_BALLOON_GIB (balloon size in and out of the guest, default 1), BENCH_BALLO
 (inflate/deflate cycles per VMM, in one boot, default 5), BENCH_BLK_MB and BENCH_BLK_SECONDS
 (device-path file and seconds per test, defaults 256 and 2), BENCH_GUARD (hang guard per boot
 or step in seconds, default 600), BENCH_NUMA (0: skip the vNUMA PV section; default 1) and
-numa_pv.py's BENCH_OMP_* variables, snapshot.py's BENCH_SNAP_* variables.
+numa_pv.py's BENCH_OMP_* variables, snapshot.py's BENCH_SNAP_* variables, migrate.py's
+BENCH_MIG_* variables.
 KUMO_BENCH_ONLY=snapshot: only the snapshot/restore section (tests/bench/snapshot.py), which then
-replaces its own section of docs/benchmarks.md and leaves the rest as it is.
+replaces its own section of docs/benchmarks.md and leaves the rest as it is; likewise
+KUMO_BENCH_ONLY=migrate for the live migration section (tests/bench/migrate.py).
 """
 import contextlib, json, os, re, select, shutil, statistics, subprocess, sys, tempfile, time
 
@@ -33,6 +35,7 @@ import numa_pv  # tests/bench/numa_pv.py: the vNUMA PV-feature benchmark (issue 
 from numa_pv import INITRD, PVM, kill_group  # noqa: E402  (INITRD: the image for this host)
 from agentlib import Agent  # noqa: E402  (guest/agentlib.py, on the path through numa_pv)
 import snapshot as snap_bench  # noqa: E402  tests/bench/snapshot.py (issue 10)
+import migrate as mig_bench  # noqa: E402  tests/bench/migrate.py (issue 13)
 
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 BOOT_RUNS = int(os.environ.get("BENCH_BOOT_RUNS", "5"))
@@ -50,7 +53,7 @@ BLK_SECONDS = float(os.environ.get("BENCH_BLK_SECONDS", "2"))
 GUARD = float(os.environ.get("BENCH_GUARD", "600"))
 NUMA = os.environ.get("BENCH_NUMA", "1") != "0"
 IN_BOX = os.environ.get("KUMO_IN_BOX") == "1"
-ONLY = os.environ.get("KUMO_BENCH_ONLY", "")	# "snapshot": that section alone
+ONLY = os.environ.get("KUMO_BENCH_ONLY", "")	# "snapshot" or "migrate": that section alone
 
 KERNEL = "guest/out/test-bzImage"
 KERNELS = [("test kernel", KERNEL, INITRD),
@@ -535,7 +538,7 @@ def vm_part(path, tmp):
     part = Part("vm", path)
     print(f"bench: VM part, {RUNS} runs, {BOOT_RUNS} boots per kernel and VMM, PVM: {PVM}, "
           f"in the box: {IN_BOX}", flush=True)
-    if ONLY != "snapshot":
+    if ONLY not in ("snapshot", "migrate"):
         for title, fn in (("exec → KVM_RUN and memory", vmm_startup), ("PIO", pio),
                           ("boots", boots), ("in-guest virtio-blk", guest_blk),
                           ("in-guest balloon", guest_balloon)):
@@ -545,27 +548,53 @@ def vm_part(path, tmp):
         part.d["sections"].append(("vNUMA PV features", time.time() - t0))
         print(f"bench: vNUMA PV features done in {time.time() - t0:.0f} s", flush=True)
         part.save()
-    snapshot_part(part)
+    if ONLY != "migrate":
+        snapshot_part(part)
+    if ONLY != "snapshot":
+        migrate_part(part)
 
 
 def snapshot_part(part):
     """tests/bench/snapshot.py's measurements into part.d["snapshot"] (saved after each size)."""
+    section_part(part, "snapshot", "snapshot and restore",
+                 "not run on a PVM host (the test kernel's touch runs in KVM's emulator)",
+                 lambda save: snap_bench.run_all(BIN["kumo"], qemu_cmd, Agent, Qmp, KERNEL, INITRD, save))
+
+
+def migrate_part(part):
+    """tests/bench/migrate.py's measurements into part.d["migrate"] (saved after each cell)."""
+    section_part(part, "migrate", "live migration",
+                 "not run on a PVM host (the stock kernel's userspace does not run there)",
+                 lambda save: mig_bench.run_all(BIN["kumo"], qemu_cmd, Agent, Qmp, save))
+
+
+def section_part(part, key, title, pvm_why, run):
+    """A section whose results go to part.d[key] as run(save) hands them over; its failure to
+    part.d[key + "_error"]."""
     if PVM:
-        part.d["snapshot_error"] = "not run on a PVM host (the test kernel's touch runs in KVM's emulator)"
+        part.d[key + "_error"] = pvm_why
         return
     t0 = time.time()
 
     def save(res):
-        part.d["snapshot"] = res
-        part.d["snapshot_s"] = time.time() - t0
+        part.d[key] = res
+        part.d[key + "_s"] = time.time() - t0
         part.save()
     try:
-        snap_bench.run_all(BIN["kumo"], qemu_cmd, Agent, Qmp, KERNEL, INITRD, save)
+        run(save)
     except Exception as e:  # noqa: BLE001
-        part.d["snapshot_error"] = f"{type(e).__name__}: {e}"
-    part.d["sections"].append(("snapshot and restore", time.time() - t0))
-    print(f"bench: snapshot and restore done in {time.time() - t0:.0f} s", flush=True)
+        part.d[key + "_error"] = f"{type(e).__name__}: {e}"
+    part.d["sections"].append((title, time.time() - t0))
+    print(f"bench: {title} done in {time.time() - t0:.0f} s", flush=True)
     part.save()
+
+
+def migrate_text(vm):
+    if not vm or (not vm.get("migrate") and not vm.get("migrate_error")):
+        return ""
+    if not vm.get("migrate"):
+        return f"{mig_bench.HEADING}\n\nNot measured: {vm['migrate_error']}\n"
+    return mig_bench.section(vm["migrate"], vm["env"], QEMU_VER, vm.get("migrate_s"))
 
 
 def snapshot_text(vm):
@@ -576,11 +605,11 @@ def snapshot_text(vm):
     return snap_bench.section(vm["snapshot"], vm["env"], QEMU_VER, vm.get("snapshot_s"))
 
 
-def write_only_snapshot(vm, out):
-    """KUMO_BENCH_ONLY=snapshot: replaces the snapshot section of out (or appends it)."""
+def write_only_snapshot(vm, out, heading=snap_bench.HEADING, text_fn=snapshot_text, key="snapshot"):
+    """KUMO_BENCH_ONLY=snapshot (or migrate): replaces that section of out (or appends it)."""
     text = open(out).read() if os.path.exists(out) else "# Benchmarks\n"
-    new = snapshot_text(vm)
-    i = text.find(snap_bench.HEADING + "\n")
+    new = text_fn(vm)
+    i = text.find(heading + "\n")
     if i < 0:
         text = text.rstrip("\n") + "\n\n" + new
     else:
@@ -589,7 +618,7 @@ def write_only_snapshot(vm, out):
     with open(out, "w") as f:
         f.write(text)
     print(new)
-    return 0 if vm.get("snapshot") else 1
+    return 0 if vm.get(key) else 1
 
 
 # ------------------------------------------------------------------ host part
@@ -648,6 +677,8 @@ def write(paths, out="docs/benchmarks.md"):
     vm, host = parts.get("vm"), parts.get("host")
     if ONLY == "snapshot":
         return write_only_snapshot(vm, out)
+    if ONLY == "migrate":
+        return write_only_snapshot(vm, out, mig_bench.HEADING, migrate_text, "migrate")
     box = vm and vm["env"]["in_box"]
     why = os.environ.get("BENCH_BOX_WHY", "")
     L = ["# Benchmarks", "",
@@ -699,6 +730,7 @@ def write(paths, out="docs/benchmarks.md"):
     if vm:
         L.append(vm.get("numa", ""))
         L.append(snapshot_text(vm))
+        L.append(migrate_text(vm))
     with open(out, "w") as f:
         f.write("\n".join(L).rstrip("\n") + "\n")
     print(open(out).read())
@@ -719,7 +751,7 @@ def main(argv):
             os.makedirs(os.path.dirname(os.path.abspath(argv[2])), exist_ok=True)
             (vm_part if argv[1] == "vm" else host_part)(argv[2], d)
             return 0
-        if ONLY != "snapshot":
+        if ONLY not in ("snapshot", "migrate"):
             host_part(os.path.join(d, "host.json"), d)
         vm_part(os.path.join(d, "vm.json"), d)
         return write([p for p in (os.path.join(d, "host.json"), os.path.join(d, "vm.json"))
