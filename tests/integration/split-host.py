@@ -24,7 +24,7 @@ MAIN_IP, SUBS = "10.78.1.2", ["10.78.9.3", "10.78.9.4"]
 PORT, MS_PORT = 4450, 4460
 MAIN_MEM = "64M"
 COMMON = ["--mem", os.environ.get("KUMO_SPLIT_MEM", "512M"), "--cpus", "1", "--balloon",
-          "--agent"]
+          "--agent"] + os.environ.get("KUMO_SPLIT_RUN_ARGS", "").split()
 BOOT = ["--kernel", kernel, "--initrd", initrd,
         "--cmdline", "panic=-1 kumo.script=agentd.sh kumo.probe=info,agentd kumo.shell=0"]
 RUNS = [(r.split(":")[0], int(r.split(":")[1]))
