@@ -4,7 +4,7 @@ host and two sub-hosts (network namespaces of the KVM box).
 
   split-host.py WORKDIR KERNEL INITRD
 
-For each run of KUMO_SPLIT_RUNS ("on:48 off:48" by default: tracking on or off, then the MiB
+For each run of KUMO_SPLIT_RUNS ("on:48" by default, one boot; "on:48 off:48" compares: tracking on or off, then the MiB
 membench holds): two `kumo memserver`s on the sub-hosts, the stock kernel booted on the source
 (KUMO_SPLIT_MEM, default 512M; 1 vCPU, the balloon with free page reporting, the agent), membench holding a verified
 pattern, an empty `kumo run --incoming` on the main host; `migrate ... sub=... main-mem=64M`;
@@ -28,7 +28,7 @@ COMMON = ["--mem", os.environ.get("KUMO_SPLIT_MEM", "512M"), "--cpus", "1", "--b
 BOOT = ["--kernel", kernel, "--initrd", initrd,
         "--cmdline", "panic=-1 kumo.script=agentd.sh kumo.probe=info,agentd kumo.shell=0"]
 RUNS = [(r.split(":")[0], int(r.split(":")[1]))
-        for r in os.environ.get("KUMO_SPLIT_RUNS", "on:48 off:48").split()]
+        for r in os.environ.get("KUMO_SPLIT_RUNS", "on:48").split()]
 procs = []
 
 

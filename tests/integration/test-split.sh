@@ -7,7 +7,8 @@
 # holding a verified pattern is split-migrated with main-mem=64M; on the main host the agent
 # answers, membench verifies (its pages paged in from the sub-hosts), split-stats counts.
 # split-host.py drives it; KUMO_SPLIT_RUNS="on:HOLD_MB off:HOLD_MB ..." chooses the runs and
-# their tracking (figures for docs/split-migration.md).
+# their tracking (default one run, on:48; figures for docs/split-migration.md), KUMO_SPLIT_MEM
+# the guest's RAM, KUMO_SPLIT_RUN_ARGS more kumo run options.
 cd "$(dirname "$0")/../.." || exit 2
 . tests/integration/lib.sh
 need_kvm split
