@@ -4,9 +4,10 @@ host and two sub-hosts (network namespaces of the KVM box).
 
   split-host.py WORKDIR KERNEL INITRD
 
-For each run of KUMO_SPLIT_RUNS ("on:48" by default, one boot; "on:48 off:48" compares: tracking on or off, then the MiB
-membench holds): two `kumo memserver`s on the sub-hosts, the stock kernel booted on the source
-(KUMO_SPLIT_MEM, default 512M; 1 vCPU, the balloon with free page reporting, the agent), membench holding a verified
+For each run of KUMO_SPLIT_RUNS ("on:48" by default, one boot; "on:48 off:48" compares:
+tracking on or off, then the MiB membench holds): two `kumo memserver`s on the sub-hosts, the
+stock kernel booted on the source (KUMO_SPLIT_MEM, default 512M; 1 vCPU, the balloon with free
+page reporting, the agent; KUMO_SPLIT_RUN_ARGS more options), membench holding a verified
 pattern, an empty `kumo run --incoming` on the main host; `migrate ... sub=... main-mem=64M`;
 then on the main host the agent must answer, membench verify (its pages come from the
 sub-hosts on demand) and split-stats count page-ins without errors. Prints one `split-figures:`
