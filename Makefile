@@ -154,9 +154,13 @@ bench: deps
 	@sh tests/bench/run.sh
 
 # Experiments without KVM: kumo sim's scenarios and replays (docs/sim.md). The box ones
-# (tests/experiments/cpu-priority.sh) are run by hand in the box.
+# (tests/experiments/cpu-priority.sh) are run by hand in the box; EXPERIMENTS_BOX=1 also runs
+# paper 000's and 002's on real guests (docs/experiments/cache.md, margin.md), one box each.
 experiments: kumo
 	@sh tests/experiments/sim.sh
+	@[ "$(EXPERIMENTS_BOX)" = 1 ] || exit 0; sh tests/experiments/cache.sh --data && \
+		tests/box/box run --timeout 2400 -- sh tests/experiments/cache.sh && \
+		tests/box/box run --timeout 1800 -- sh tests/experiments/margin.sh
 
 clean:
 	rm -f kumo libkumo.a $(OBJS) $(MAIN_OBJS) $(UNIT_TESTS) $(KVM_TESTS) $(BENCH_BINS)
