@@ -5,7 +5,7 @@
  * Checks that a parse either fails or yields a kind that matches the object: stats and other
  * events carry a non-empty event name, replies a non-negative id and a boolean "ok".
  */
-// fuzz-sources: vmm/agent-relay.c vmm/control.c vmm/control-auth.c vmm/log.c
+// fuzz-sources: vmm/agent-relay.c vmm/control.c vmm/control-auth.c vmm/log.c vmm/seccomp.c
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>

@@ -13,7 +13,7 @@
  * stats entries stay in their table; after each input: only pages that were in the balloon
  * lost their bytes.
  */
-// fuzz-sources: devices/virtio-balloon.c devices/virtio.c mm/pagestate.c mm/mem.c mm/dirty.c vmm/log.c
+// fuzz-sources: devices/virtio-balloon.c devices/virtio.c mm/pagestate.c mm/mem.c mm/dirty.c vmm/log.c vmm/seccomp.c
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>

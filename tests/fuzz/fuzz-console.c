@@ -12,7 +12,7 @@
  * bytes of the buffers they point at. Checks: the parser's result is consistent, and after a
  * poll every transmit-side queue is either all consumed and returned, or marked broken.
  */
-// fuzz-sources: devices/virtio-console.c devices/virtio.c mm/mem.c mm/pagestate.c mm/dirty.c vmm/log.c
+// fuzz-sources: devices/virtio-console.c devices/virtio.c mm/mem.c mm/pagestate.c mm/dirty.c vmm/log.c vmm/seccomp.c
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>

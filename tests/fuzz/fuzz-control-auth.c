@@ -4,7 +4,7 @@
  * it connected to (control_auth_parse_challenge). Neither may crash; only the one right answer
  * for the nonce may pass, and a challenge that parses must carry 32 bytes that round-trip.
  */
-// fuzz-sources: vmm/control-auth.c vmm/control.c vmm/log.c
+// fuzz-sources: vmm/control-auth.c vmm/control.c vmm/log.c vmm/seccomp.c
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>

@@ -9,7 +9,7 @@
  * args, and that the reply-side serialization of what was parsed works.
  * (-ljson-c is on the sources line because tests/fuzz/run.sh does not link it yet.)
  */
-// fuzz-sources: vmm/control.c vmm/control-auth.c vmm/log.c
+// fuzz-sources: vmm/control.c vmm/control-auth.c vmm/log.c vmm/seccomp.c
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>

@@ -10,7 +10,7 @@
  *
  *   sh tests/fuzz/run.sh    (builds every tests/fuzz/fuzz-*.c)
  */
-// fuzz-sources: migrate/migration.c migrate/stream.c migrate/lazy.c mm/mem.c mm/dirty.c mm/pagestate.c vmm/log.c
+// fuzz-sources: migrate/migration.c migrate/stream.c migrate/lazy.c mm/mem.c mm/dirty.c mm/pagestate.c vmm/log.c vmm/seccomp.c
 #include <errno.h>
 #include <pthread.h>
 #include <stdint.h>

@@ -11,7 +11,7 @@
  * virtio device (2 queues). Checks: no crash or sanitizer report, queue sizes stay powers of
  * two within the maximum, and a ready queue's rings lie in guest RAM.
  */
-// fuzz-sources: devices/pci.c devices/virtio-pci.c devices/virtio.c mm/mem.c mm/pagestate.c mm/dirty.c vmm/bus.c vmm/log.c
+// fuzz-sources: devices/pci.c devices/virtio-pci.c devices/virtio.c mm/mem.c mm/pagestate.c mm/dirty.c vmm/bus.c vmm/log.c vmm/seccomp.c
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>

@@ -5,7 +5,7 @@
  *
  *   sh tests/fuzz/run.sh    (builds every tests/fuzz/fuzz-*.c)
  */
-// fuzz-sources: sched/stats.c sched/policy-margin.c vmm/control.c vmm/control-auth.c vmm/log.c
+// fuzz-sources: sched/stats.c sched/policy-margin.c vmm/control.c vmm/control-auth.c vmm/log.c vmm/seccomp.c
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>

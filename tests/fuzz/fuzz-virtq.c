@@ -11,7 +11,7 @@
  * avail ring at 0x4000, used ring at 0x6000). Every element the core accepts must point inside
  * guest RAM and respect the segment limits; the parser's slices must stay inside it.
  */
-// fuzz-sources: devices/virtio.c devices/virtio-blk.c mm/mem.c mm/pagestate.c mm/dirty.c vmm/log.c
+// fuzz-sources: devices/virtio.c devices/virtio-blk.c mm/mem.c mm/pagestate.c mm/dirty.c vmm/log.c vmm/seccomp.c
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>

@@ -12,7 +12,7 @@ for f in tests/fuzz/fuzz-*.c; do
 	srcs=$(sed -n 's|^// fuzz-sources: *||p' "$f")
 	if ! clang -g -O1 -std=gnu11 -D_GNU_SOURCE -I. -fsanitize=fuzzer,address,undefined \
 		-fno-sanitize-recover=undefined -o "$OUT/$name" "$f" $srcs \
-		-luring -lnuma -lfdt -llz4 -lz -llzma -lzstd -ljson-c -lcrypto -lpthread > "$OUT/$name.build" 2>&1; then
+		-luring -lnuma -lfdt -llz4 -lz -llzma -lzstd -ljson-c -lcrypto -lseccomp -lpthread -lm > "$OUT/$name.build" 2>&1; then
 		echo "FAIL: $name (build)"; cat "$OUT/$name.build"; status=1; continue
 	fi
 	mkdir -p "$OUT/$name.corpus"
