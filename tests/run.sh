@@ -79,7 +79,7 @@ if [ "$deferred" -gt 0 ]; then
 	printf '== box: %d tests that need KVM, in one box boot\n' "$deferred"
 	rm -rf "$LOG/box"
 	KUMO_TEST_LOG=$LOG/box KUMO_TIERS=$TIERS bash tests/box/box run --numa "${KUMO_BOX_NUMA:-0}" \
-		--out "$LOG" --timeout "${KUMO_BOX_TIMEOUT:-2700}" -- sh tests/run.sh > "$LOG/box.out" 2>&1
+		--out "$LOG" --timeout "${KUMO_BOX_TIMEOUT:-3600}" -- sh tests/run.sh > "$LOG/box.out" 2>&1
 	rc=$?
 	tail -n 3 "$LOG/box.out"
 	sed -n 's#^\([^ :]*\): \(PASS\|FAIL\|SKIP\): #box/\1: \2: #p' "$LOG/box/results" 2>/dev/null >> "$LOG/results"
