@@ -11,6 +11,8 @@
  * call and the thread and ends the process with status 1.
  */
 #include <errno.h>
+#include <json-c/json.h>
+#include <linux/filter.h>
 #include <linux/prctl.h>
 #include <pthread.h>
 #include <seccomp.h>
@@ -20,6 +22,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "vmm/log.h"
@@ -38,7 +41,7 @@ static const int base_calls[] = {
 	SCMP_SYS(gettimeofday), SCMP_SYS(gettid), SCMP_SYS(getpid), SCMP_SYS(tgkill),
 	SCMP_SYS(sched_yield), SCMP_SYS(restart_syscall), SCMP_SYS(rt_sigreturn),
 	SCMP_SYS(rt_sigprocmask), SCMP_SYS(exit), SCMP_SYS(exit_group),
-	SCMP_SYS(getrandom),	/* json-c's hash seed, glibc's malloc tcache key: random bytes only */
+	SCMP_SYS(getrandom),	/* random bytes only (glibc's malloc, OpenSSL, json-c) */
 };
 
 /* Starting a thread (pthread_create) and putting it under its own filter. */
@@ -171,6 +174,7 @@ static const struct kind kinds[KUMO_THREAD__COUNT] = {
 
 static int enabled;
 static __thread const char *thread_kind;
+static struct sock_fprog progs[KUMO_THREAD__COUNT];
 
 /* Syscall names, resolved before any filter (the SIGSYS handler may not allocate). */
 #define MAX_NR 512
@@ -292,6 +296,9 @@ static void on_sigsys(int sig, siginfo_t *si, void *uctx)
 	_exit(1);
 }
 
+static int add_rules(scmp_filter_ctx ctx, const unsigned char *set);
+static int compile(enum kumo_thread kind, struct sock_fprog *prog);
+
 int seccomp_enable(void)
 {
 	struct sigaction sa = { .sa_sigaction = on_sigsys, .sa_flags = SA_SIGINFO };
@@ -310,6 +317,29 @@ int seccomp_enable(void)
 		}
 		free(s);
 	}
+	for (int k = 0; k < KUMO_THREAD__COUNT; k++) {
+		int ret = compile(k, &progs[k]);
+
+		if (ret < 0) {
+			pr_err("seccomp: cannot build the %s filter: %s", kinds[k].name,
+			       strerror(-ret));
+			return ret;
+		}
+	}
+	/*
+	 * json-c draws its hash seed once, on the first key hashed: getrandom, and while the
+	 * kernel's pool is not ready (early in a fresh VM) open("/dev/urandom"), which no thread
+	 * may do later. Draw it now.
+	 */
+	struct json_object *o = json_object_new_object();
+
+	if (o) {
+		json_object_object_add(o, "seed", NULL);
+		json_object_put(o);
+	}
+	/* Inherited by every thread started from now on: their filters need it. */
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		return -errno;
 	sigfillset(&sa.sa_mask);
 	if (sigaction(SIGSYS, &sa, NULL) < 0)
 		return -errno;
@@ -353,10 +383,47 @@ static int add_rules(scmp_filter_ctx ctx, const unsigned char *set)
 	return ret;
 }
 
-void seccomp_enter(enum kumo_thread kind)
+/*
+ * Every kind's BPF, built once before any thread is filtered: a thread then installs its
+ * filter with one system call (no libseccomp work, no allocation, nothing its starter's
+ * filter must allow but seccomp itself), so a device worker serves its queues at once.
+ */
+static int compile(enum kumo_thread kind, struct sock_fprog *prog)
 {
 	unsigned char set[MAX_NR];
-	scmp_filter_ctx ctx;
+	scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_TRAP);
+	off_t size;
+	int ret, fd;
+
+	if (!ctx)
+		return -ENOMEM;
+	collect(closure(kind), set);
+	ret = add_rules(ctx, set);
+	fd = ret ? -1 : memfd_create("kumo-seccomp", MFD_CLOEXEC);
+	if (!ret && fd < 0)
+		ret = -errno;
+	if (!ret)
+		ret = seccomp_export_bpf(ctx, fd);
+	seccomp_release(ctx);
+	if (ret)
+		goto out;
+	size = lseek(fd, 0, SEEK_END);
+	prog->filter = size > 0 ? malloc((size_t)size) : NULL;
+	if (!prog->filter || pread(fd, prog->filter, (size_t)size, 0) != size) {
+		free(prog->filter);
+		prog->filter = NULL;
+		ret = -EIO;
+		goto out;
+	}
+	prog->len = (unsigned short)((size_t)size / sizeof(struct sock_filter));
+out:
+	if (fd >= 0)
+		close(fd);
+	return ret;
+}
+
+void seccomp_enter(enum kumo_thread kind)
+{
 	sigset_t sys;
 	int ret = -EINVAL;
 
@@ -369,18 +436,9 @@ void seccomp_enter(enum kumo_thread kind)
 	sigemptyset(&sys);
 	sigaddset(&sys, SIGSYS);
 	pthread_sigmask(SIG_UNBLOCK, &sys, NULL);
-	collect(closure(kind), set);
-	ctx = seccomp_init(SCMP_ACT_TRAP);
-	if (!ctx) {
-		ret = -ENOMEM;
-		goto fail;
-	}
-	ret = add_rules(ctx, set);
-	if (!ret)
-		ret = seccomp_load(ctx);
-	seccomp_release(ctx);
-	if (!ret)
+	if (!syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &progs[kind]))
 		return;
+	ret = -errno;
 fail:
 	pr_err("seccomp: cannot filter the %s thread: %s", seccomp_kind_name(kind),
 	       strerror(-ret));
