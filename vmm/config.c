@@ -53,7 +53,9 @@ const char config_run_usage[] =
 	"  --incoming ADDR      wait for a live migration on ADDR (the source's `migrate`);\n"
 	"                       the other options must build the source's machine\n"
 	"  --no-pvm-quirks      no PVM handling even on a PVM host\n"
-	"  --no-seccomp         no per-thread system call filters (debugging; docs/security.md)\n"
+	"  --seccomp            per-thread system call filters (docs/security.md; off by default\n"
+	"                       until every device path has been run under them)\n"
+	"  --no-seccomp         no filters (the default)\n"
 	"  -v, --verbose        debug messages;  -q, --quiet  errors only\n"
 	"Console: the guest's serial port on stdin/stdout; Ctrl-A x quits.\n"
 	"Exit status: 0 power-off, 1 error, 2 bad usage/input, 3 reboot or panic,\n"
@@ -62,7 +64,7 @@ const char config_run_usage[] =
 enum { OPT_KERNEL = 256, OPT_INITRD, OPT_CMDLINE, OPT_MEM, OPT_CPUS, OPT_ON_REBOOT, OPT_NO_PVM,
        OPT_DISK, OPT_AGENT_SOCKET, OPT_CONSOLE_SOCKET, OPT_CONTROL, OPT_BALLOON, OPT_NUMA,
        OPT_NUMA_DISTANCE, OPT_HUGEPAGES, OPT_CPU_PIN, OPT_PV, OPT_AGENT, OPT_CONTROL_TOKEN,
-       OPT_RESTORE, OPT_RESTORE_LAZY, OPT_NET, OPT_INCOMING, OPT_NO_SECCOMP };
+       OPT_RESTORE, OPT_RESTORE_LAZY, OPT_NET, OPT_INCOMING, OPT_NO_SECCOMP, OPT_SECCOMP };
 
 static const struct option run_opts[] = {
 	{ "kernel", required_argument, NULL, OPT_KERNEL },
@@ -76,6 +78,7 @@ static const struct option run_opts[] = {
 	{ "on-reboot", required_argument, NULL, OPT_ON_REBOOT },
 	{ "no-pvm-quirks", no_argument, NULL, OPT_NO_PVM },
 	{ "no-seccomp", no_argument, NULL, OPT_NO_SECCOMP },
+	{ "seccomp", no_argument, NULL, OPT_SECCOMP },
 	{ "disk", required_argument, NULL, OPT_DISK },
 	{ "net", required_argument, NULL, OPT_NET },
 	{ "agent-socket", required_argument, NULL, OPT_AGENT_SOCKET },
@@ -340,6 +343,7 @@ int config_parse_run(int argc, char **argv, struct vm_config *cfg, struct run_op
 			break;
 		case OPT_NO_PVM: cfg->pvm_quirks = 0; break;
 		case OPT_NO_SECCOMP: opts->no_seccomp = 1; break;
+		case OPT_SECCOMP: opts->seccomp = 1; break;
 		case OPT_DISK: {
 			struct disk_config *d = &cfg->disks[cfg->ndisks];
 			char why[200];

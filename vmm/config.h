@@ -10,7 +10,8 @@ struct run_options {
 	int verbose;
 	int quiet;
 	const char *control_token;	/* --control-token FILE, with --control tcp:ADDR:PORT */
-	int no_seccomp;			/* --no-seccomp: threads unfiltered, for debugging */
+	int no_seccomp;			/* --no-seccomp: threads unfiltered (the default) */
+	int seccomp;			/* --seccomp: every thread under its allow-list */
 };
 
 /*

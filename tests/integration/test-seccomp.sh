@@ -46,8 +46,8 @@ CON=$OUT/seccomp-devices.console
 ERR=$OUT/seccomp-devices.stderr
 rm -f "$CON"
 timeout "${KUMO_BOOT_TIMEOUT:-1500}" $KUMO run --kernel "$KERNEL" --initrd "$INITRD" \
-	--cpus 2 --mem 256M --disk "$DATA,ro" --balloon --console-socket "$T/con.sock" \
-	--control "$T/ctl.sock" --agent \
+	--cpus 2 --mem 256M --seccomp --disk "$DATA,ro" --balloon \
+	--console-socket "$T/con.sock" --control "$T/ctl.sock" --agent \
 	--cmdline "panic=-1 rdinit=/sbin/kumo-probe kumo.probe=info,data kumo.data=/dev/vda" \
 	< /dev/null > "$CON" 2> "$ERR" &
 tpid=$!
@@ -85,7 +85,7 @@ for mode in on off; do
 	CON=$OUT/seccomp-bare-$mode.console
 	ERR=$OUT/seccomp-bare-$mode.stderr
 	rm -f "$CON"
-	flag=; [ $mode = off ] && flag=--no-seccomp
+	flag=--seccomp; [ $mode = off ] && flag=--no-seccomp
 	timeout "${KUMO_BOOT_TIMEOUT:-1500}" $KUMO run --kernel "$KERNEL" --initrd "$INITRD" \
 		--cpus 1 --mem 256M $flag \
 		--cmdline "panic=-1 rdinit=/sbin/kumo-probe kumo.probe=info" \
