@@ -185,7 +185,6 @@ int vm_snapshot(struct vm *vm, const char *dir, int stop, struct vm_snapshot_inf
 	info->state_bytes = size;
 	info->memory_bytes = ret ? 0 : (uint64_t)st.st_blocks * 512;
 	info->ram_bytes = vm->mem.ram_size;
-	info->paused_ns = vm_now_ns() - t_paused;
 	info->total_ns = vm_now_ns() - t0;
 	if (!ret && stop) {
 		vm_request_stop(vm, VM_STOP_USER, KUMO_EXIT_POWEROFF);
@@ -195,7 +194,7 @@ int vm_snapshot(struct vm *vm, const char *dir, int stop, struct vm_snapshot_inf
 		if (!was_paused)
 			vm_resume(vm);
 	}
-	info->paused_ns = vm_now_ns() - t_paused;
+	info->paused_ns = vm_now_ns() - t_paused;	/* to the resume (or the stop request) */
 
 out_files:
 	free(blob);
