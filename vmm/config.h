@@ -10,8 +10,8 @@ struct run_options {
 	int verbose;
 	int quiet;
 	const char *control_token;	/* --control-token FILE, with --control tcp:ADDR:PORT */
-	int no_seccomp;			/* --no-seccomp: threads unfiltered (the default) */
-	int seccomp;			/* --seccomp: every thread under its allow-list */
+	int no_seccomp;			/* --no-seccomp: threads unfiltered (debugging) */
+	int seccomp;			/* --seccomp: every thread under its allow-list (default) */
 };
 
 /*

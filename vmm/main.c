@@ -192,8 +192,8 @@ static int cmd_run(int argc, char **argv)
 	footprint_init();
 	/* Opt-in for now: a vCPU starting a device (vhost's open, a new malloc arena) makes calls
 	 * its list lacks on some paths (docs/security.md). */
-	if (opts.seccomp && !opts.no_seccomp && (ret = seccomp_enable()) < 0) {
-		pr_err("seccomp: %s (run without --seccomp)", strerror(-ret));
+	if (!opts.no_seccomp && (ret = seccomp_enable()) < 0) {
+		pr_err("seccomp: %s (--no-seccomp runs without the filters)", strerror(-ret));
 		return KUMO_EXIT_ERROR;
 	}
 	/* All input is checked before /dev/kvm is opened: bad input is status 2 on any host. */

@@ -8,9 +8,11 @@
  * kind that starts threads (a vCPU starting a device worker at DRIVER_OK, the control thread
  * starting the migration sender) also allows what those threads need (`spawns`).
  * A forbidden call raises SIGSYS (SECCOMP_RET_TRAP); the handler writes one line naming the
- * call and the thread and ends the process with status 1.
+ * call, the thread and, for open/openat, the path, then the call's stack (kumo(+offset) for
+ * addr2line), and ends the process with status 1.
  */
 #include <errno.h>
+#include <execinfo.h>
 #include <json-c/json.h>
 #include <linux/filter.h>
 #include <linux/prctl.h>
@@ -23,6 +25,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <sys/ucontext.h>
 #include <unistd.h>
 
 #include "vmm/log.h"
@@ -271,15 +274,32 @@ static size_t put_num(char *buf, size_t at, size_t cap, unsigned long v)
 	return at;
 }
 
-/* Async-signal-safe: write(2), prctl(PR_GET_NAME) and exit_group only, all allowed. */
+/* The path an open or openat was given (our own memory: the call came from this process). */
+static const char *open_path(unsigned int nr, void *uctx)
+{
+	const greg_t *r = ((const ucontext_t *)uctx)->uc_mcontext.gregs;
+
+	if (nr == SYS_open)
+		return (const char *)r[REG_RDI];
+	if (nr == SYS_openat)
+		return (const char *)r[REG_RSI];
+	return NULL;
+}
+
+/*
+ * Async-signal-safe: write(2), prctl(PR_GET_NAME), backtrace (libgcc_s loaded in
+ * seccomp_enable) with backtrace_symbols_fd (dladdr, no allocation) and exit_group only.
+ */
 static void on_sigsys(int sig, siginfo_t *si, void *uctx)
 {
-	char line[256], comm[17] = "?";
+	char line[512], comm[17] = "?";
 	unsigned int nr = (unsigned int)si->si_syscall;
+	const char *path = open_path(nr, uctx);
+	void *stack[24];
 	size_t at = 0;
+	int depth;
 
 	(void)sig;
-	(void)uctx;
 	prctl(PR_GET_NAME, comm, 0, 0, 0);
 	comm[16] = 0;
 	at = put(line, at, sizeof(line), "kumo: error: seccomp: thread ");
@@ -290,9 +310,18 @@ static void on_sigsys(int sig, siginfo_t *si, void *uctx)
 	at = put(line, at, sizeof(line), nr < MAX_NR && name_off[nr] ? names + name_off[nr] : "?");
 	at = put(line, at, sizeof(line), " (");
 	at = put_num(line, at, sizeof(line), nr);
-	at = put(line, at, sizeof(line), "); stopping (--no-seccomp to debug)\n");
+	at = put(line, at, sizeof(line), ")");
+	if (path) {
+		at = put(line, at, sizeof(line), " of \"");
+		for (int i = 0; path[i] && i < 160 && at + 1 < sizeof(line); i++)
+			line[at++] = path[i];
+		at = put(line, at, sizeof(line), "\"");
+	}
+	at = put(line, at, sizeof(line), "; stopping (--no-seccomp to debug); its stack:\n");
 	if (write(STDERR_FILENO, line, at) < 0)
 		at = 0;
+	depth = backtrace(stack, (int)ARRAY_SIZE(stack));
+	backtrace_symbols_fd(stack, depth, STDERR_FILENO);
 	_exit(1);
 }
 
@@ -337,6 +366,10 @@ int seccomp_enable(void)
 		json_object_object_add(o, "seed", NULL);
 		json_object_put(o);
 	}
+	/* The first backtrace loads libgcc_s's unwinder; the SIGSYS handler's must not. */
+	void *frame[2];
+
+	backtrace(frame, 2);
 	/* Inherited by every thread started from now on: their filters need it. */
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
 		return -errno;

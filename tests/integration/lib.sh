@@ -47,3 +47,15 @@ elif [ -d /sys/module/kvm_pvm ]; then
 else
 	KUMO_INITRD=guest/out/initramfs.cpio
 fi
+
+# boot_why CONSOLE STDERR PID: one line on why a guest did not get where a test waited for it
+# (kumo running or gone, its last error line, the console's last line, the machine's available
+# memory and kumo processes), for the FAIL line itself: a log that keeps only its tail shows it.
+boot_why() {
+	if kill -0 "$3" 2>/dev/null; then st="kumo still running"; else st="kumo gone"; fi
+	e=$(tr -d '\r' < "$2" 2>/dev/null | grep -v '^ *$' | tail -n 1 | cut -c1-160)
+	c=$(tr -d '\r' < "$1" 2>/dev/null | grep -v '^ *$' | tail -n 1 | cut -c1-160)
+	m=$(awk '/^MemAvailable:/ { print int($2 / 1024) }' /proc/meminfo)
+	n=$(pgrep -c -x kumo)
+	echo "$st; stderr: ${e:-(empty)}; console: ${c:-(empty)}; $m MiB available; $n kumo processes"
+}

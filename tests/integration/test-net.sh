@@ -75,8 +75,7 @@ run_vm() {
 		check "net-$vm-tap$n-up" ip -n "$NS$n" link show kt$n
 	done
 	if ! wait_for "$CON" 'kumo-init: starting a shell' 600; then
-		fail "net-$vm-boot" "no shell on the console"
-		tail -5 "$ERR"
+		fail "net-$vm-boot" "no shell on the console: $(boot_why "$CON" "$ERR" $kumo_pid)"
 		finish_vm
 		return
 	fi

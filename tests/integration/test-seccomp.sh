@@ -14,11 +14,12 @@ DATA=${KUMO_TEST_DATA:-guest/out/data.ext4}
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 
-# wait_line FILE REGEX: up to KUMO_BOOT_TIMEOUT s for the guest to print it.
+# wait_line FILE REGEX PID: up to KUMO_BOOT_TIMEOUT s for the guest to print it, while kumo runs.
 wait_line() {
 	n=0
 	while [ $n -lt "${KUMO_BOOT_TIMEOUT:-1500}" ]; do
 		tr -d '\r' < "$1" 2>/dev/null | grep -Eq -- "$2" && return 0
+		kill -0 "$3" 2>/dev/null || return 1
 		sleep 1
 		n=$((n + 1))
 	done
@@ -51,7 +52,7 @@ timeout "${KUMO_BOOT_TIMEOUT:-1500}" $KUMO run --kernel "$KERNEL" --initrd "$INI
 	--cmdline "panic=-1 rdinit=/sbin/kumo-probe kumo.probe=info,data kumo.data=/dev/vda" \
 	< /dev/null > "$CON" 2> "$ERR" &
 tpid=$!
-if wait_line "$CON" '^KUMO-CHECK done'; then
+if wait_line "$CON" '^KUMO-CHECK done' $tpid; then
 	sleep 2	# the balloon's and console's workers start once their drivers are up
 	pid=$(child_of $tpid)
 	states=$(seccomp_states "$pid")
@@ -70,7 +71,7 @@ if wait_line "$CON" '^KUMO-CHECK done'; then
 	check seccomp-control-balloon $KUMO ctl "$T/ctl.sock" balloon-set target=$((200 << 20))
 	check seccomp-control-quit $KUMO ctl "$T/ctl.sock" quit
 else
-	fail seccomp-devices-guest-up "no KUMO-CHECK done in $CON"
+	fail seccomp-devices-guest-up "no KUMO-CHECK done: $(boot_why "$CON" "$ERR" $tpid)"
 	kill $tpid
 fi
 wait $tpid
@@ -91,7 +92,7 @@ for mode in on off; do
 		--cmdline "panic=-1 rdinit=/sbin/kumo-probe kumo.probe=info" \
 		< /dev/null > "$CON" 2> "$ERR" &
 	tpid=$!
-	if wait_line "$CON" '^KUMO-CHECK done'; then
+	if wait_line "$CON" '^KUMO-CHECK done' $tpid; then
 		sleep 1
 		pid=$(child_of $tpid)
 		states=$(seccomp_states "$pid")
@@ -104,7 +105,7 @@ for mode in on off; do
 		fi
 		kill -TERM "$pid"
 	else
-		fail "seccomp-bare-$mode-guest-up" "no KUMO-CHECK done in $CON"
+		fail "seccomp-bare-$mode-guest-up" "no KUMO-CHECK done: $(boot_why "$CON" "$ERR" $tpid)"
 		kill $tpid
 	fi
 	wait $tpid
