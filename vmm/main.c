@@ -190,8 +190,7 @@ static int cmd_run(int argc, char **argv)
 	if (opts.quiet)
 		log_level = LOG_ERR;
 	footprint_init();
-	/* Opt-in for now: a vCPU starting a device (vhost's open, a new malloc arena) makes calls
-	 * its list lacks on some paths (docs/security.md). */
+	/* Every thread filtered from here on, each by its own kind's list (docs/security.md). */
 	if (!opts.no_seccomp && (ret = seccomp_enable()) < 0) {
 		pr_err("seccomp: %s (--no-seccomp runs without the filters)", strerror(-ret));
 		return KUMO_EXIT_ERROR;
