@@ -911,15 +911,9 @@ static int vp_load(void *dev, const struct dev_state_in *in)
 	for (unsigned int v = 0; v < vp->nvectors; v++)
 		if ((vec[v].ctrl & ~MSIX_CTRL_MASKED) || vec[v].pending > 1)
 			return vp_bad(vp, "MSI-X entry control", vec[v].ctrl);
-	ret = virtio_dev_load(vdev, in);
+	ret = virtio_dev_load(vdev, in, vp->nvectors);
 	if (ret)
 		return ret;
-	for (unsigned int i = 0; i < vdev->nqueues; i++) {
-		uint16_t qv = vdev->vqs[i].msix_vector;
-
-		if (qv >= vp->nvectors && qv != VIRTIO_MSI_NO_VECTOR)
-			return vp_bad(vp, "queue vector", qv);
-	}
 	/* Config space last: mapping BAR 4 registers the ioeventfds, the MSI-X enable bit
 	 * routes the vectors just loaded. */
 	pthread_mutex_lock(&vp->lock);

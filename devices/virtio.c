@@ -663,7 +663,8 @@ static int bad(const struct virtio_dev *vdev, const char *what, uint64_t v)
 }
 
 /* One queue's saved state, checked against the device and guest RAM. */
-static int queue_check(const struct virtio_dev *vdev, const struct virtq_state *q)
+static int queue_check(const struct virtio_dev *vdev, const struct virtq_state *q,
+		       unsigned int nvectors)
 {
 	struct virtq tmp = { .size = q->size, .desc_gpa = q->desc_gpa,
 			     .avail_gpa = q->avail_gpa, .used_gpa = q->used_gpa };
@@ -681,10 +682,12 @@ static int queue_check(const struct virtio_dev *vdev, const struct virtq_state *
 	/* In flight on the guest's side: at most a ring's worth popped and not yet used. */
 	if ((uint16_t)(q->last_avail - q->used_idx) > q->size)
 		return bad(vdev, "queue indices", (uint64_t)q->last_avail << 16 | q->used_idx);
+	if (q->msix_vector >= nvectors && q->msix_vector != 0xffff)
+		return bad(vdev, "queue vector", q->msix_vector);
 	return 0;
 }
 
-int virtio_dev_load(struct virtio_dev *vdev, const struct dev_state_in *in)
+int virtio_dev_load(struct virtio_dev *vdev, const struct dev_state_in *in, unsigned int nvectors)
 {
 	struct virtio_state vs;
 	struct virtq_state qs[VIRTIO_MAX_QUEUES];
@@ -706,7 +709,7 @@ int virtio_dev_load(struct virtio_dev *vdev, const struct dev_state_in *in)
 		return ret;
 	vdev->driver_features = vs.driver_features;	/* queue_check reads them */
 	for (unsigned int i = 0; i < vdev->nqueues; i++) {
-		ret = queue_check(vdev, &qs[i]);
+		ret = queue_check(vdev, &qs[i], nvectors);
 		if (ret) {
 			vdev->driver_features = 0;
 			return ret;

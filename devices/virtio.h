@@ -229,13 +229,14 @@ int virtio_dev_running(const struct virtio_dev *vdev);
  * quiesce stops the worker and drains the device (ops->drain); resume restarts the worker if
  * the driver had the device running (DRIVER_OK, not NEEDS_RESET). save/load write and read
  * features, status and every queue's state, then the device type's own (ops->save/load).
- * load checks every value against what the device offers and guest RAM.
+ * load checks every value against what the device offers, guest RAM and the transport's
+ * nvectors (a queue's MSI-X vector below it or 0xffff, none) before it applies any.
  */
 int virtio_dev_quiesce(struct virtio_dev *vdev);
 int virtio_dev_resume(struct virtio_dev *vdev);
 int virtio_dev_save(struct virtio_dev *vdev, const struct dev_state_out *out);
-int virtio_dev_load(struct virtio_dev *vdev, const struct dev_state_in *in)
-	__attribute__((warn_unused_result));
+int virtio_dev_load(struct virtio_dev *vdev, const struct dev_state_in *in,
+		    unsigned int nvectors) __attribute__((warn_unused_result));
 
 /* Give back the last chain taken from vq (a buffer held, not used): it will be popped again. */
 void virtq_unpop(struct virtq *vq);

@@ -11,6 +11,7 @@
  * call, the thread and, for open/openat, the path, then the call's stack (kumo(+offset) for
  * addr2line), and ends the process with status 1.
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <execinfo.h>
 #include <json-c/json.h>
@@ -286,18 +287,57 @@ static const char *open_path(unsigned int nr, void *uctx)
 	return NULL;
 }
 
+static size_t put_hex(char *buf, size_t at, size_t cap, unsigned long v)
+{
+	char tmp[20];
+	int i = 0;
+
+	do {
+		tmp[i++] = "0123456789abcdef"[v & 15];
+		v >>= 4;
+	} while (v);
+	at = put(buf, at, cap, "0x");
+	while (i && at + 1 < cap)
+		buf[at++] = tmp[--i];
+	return at;
+}
+
+/* One line per frame, "  OBJECT(+OFFSET)" (addr2line -e OBJECT OFFSET), with write(2) only. */
+static void put_stack(void)
+{
+	void *stack[24];
+	int depth = backtrace(stack, (int)ARRAY_SIZE(stack));
+
+	for (int i = 0; i < depth; i++) {
+		char line[256];
+		size_t at = put(line, 0, sizeof(line), "  ");
+		Dl_info di;
+
+		if (dladdr(stack[i], &di) && di.dli_fname) {
+			at = put(line, at, sizeof(line), di.dli_fname);
+			at = put(line, at, sizeof(line), "(+");
+			at = put_hex(line, at, sizeof(line),
+				     (unsigned long)stack[i] - (unsigned long)di.dli_fbase);
+			at = put(line, at, sizeof(line), ")");
+		} else {
+			at = put_hex(line, at, sizeof(line), (unsigned long)stack[i]);
+		}
+		at = put(line, at, sizeof(line), "\n");
+		if (write(STDERR_FILENO, line, at) < 0)
+			return;
+	}
+}
+
 /*
  * Async-signal-safe: write(2), prctl(PR_GET_NAME), backtrace (libgcc_s loaded in
- * seccomp_enable) with backtrace_symbols_fd (dladdr, no allocation) and exit_group only.
+ * seccomp_enable), dladdr (no allocation, no system call) and exit_group only.
  */
 static void on_sigsys(int sig, siginfo_t *si, void *uctx)
 {
 	char line[512], comm[17] = "?";
 	unsigned int nr = (unsigned int)si->si_syscall;
 	const char *path = open_path(nr, uctx);
-	void *stack[24];
 	size_t at = 0;
-	int depth;
 
 	(void)sig;
 	prctl(PR_GET_NAME, comm, 0, 0, 0);
@@ -320,8 +360,7 @@ static void on_sigsys(int sig, siginfo_t *si, void *uctx)
 	at = put(line, at, sizeof(line), "; stopping (--no-seccomp to debug); its stack:\n");
 	if (write(STDERR_FILENO, line, at) < 0)
 		at = 0;
-	depth = backtrace(stack, (int)ARRAY_SIZE(stack));
-	backtrace_symbols_fd(stack, depth, STDERR_FILENO);
+	put_stack();
 	_exit(1);
 }
 

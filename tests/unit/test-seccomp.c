@@ -111,6 +111,9 @@ static void test_device_worker_execve(void)
 	CHECK(!strstr(c.out, "exec-failed"));
 	CHECK(strstr(c.out, "seccomp: thread kumo-blk (blk worker) made a forbidden system call: "
 			    "execve (59)"));
+	/* The call's stack, down to the device's own code in this binary (for addr2line). */
+	CHECK(strstr(c.out, "its stack:\n  "));
+	CHECK(strstr(c.out, "test-seccomp(+0x"));
 	CHECK(WIFEXITED(c.status) && WEXITSTATUS(c.status) == 1);
 }
 

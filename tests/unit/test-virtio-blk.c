@@ -848,7 +848,7 @@ static void test_quiesce_save_load(void)
 	virtio_blk_destroy(t.vdev);
 	CHECK_EQ(virtio_blk_create(&t.env, t.path, &def, &t.vdev), 0);
 	t.vdev->tops = &fake_tops;
-	CHECK_EQ(virtio_dev_load(t.vdev, &in), 0);
+	CHECK_EQ(virtio_dev_load(t.vdev, &in, 0xffff), 0);
 	CHECK_EQ(virtio_dev_resume(t.vdev), 0);
 	kick(&t);	/* what the guest would do for requests it still waits for */
 	for (unsigned int i = 0; i < nreq; i++) {
@@ -888,16 +888,26 @@ static void test_load_refusals(void)
 
 		memcpy(&desc_gpa, q->data, 8);
 		memcpy(q->data, &far, 8);	/* rings outside guest RAM */
-		CHECK_EQ(virtio_dev_load(t.vdev, &in), -EINVAL);
+		CHECK_EQ(virtio_dev_load(t.vdev, &in, 0xffff), -EINVAL);
 		memcpy(q->data, &desc_gpa, 8);
 		memcpy(&orig, q->data + 24, 2);
 		memcpy(q->data + 24, &size, 2);	/* not a power of two */
-		CHECK_EQ(virtio_dev_load(t.vdev, &in), -EINVAL);
+		CHECK_EQ(virtio_dev_load(t.vdev, &in, 0xffff), -EINVAL);
 		memcpy(q->data + 24, &orig, 2);
 		q->len = 39;
-		CHECK_EQ(virtio_dev_load(t.vdev, &in), -EINVAL);
+		CHECK_EQ(virtio_dev_load(t.vdev, &in, 0xffff), -EINVAL);
 		q->len = 40;
-		CHECK_EQ(virtio_dev_load(t.vdev, &in), 0);
+		/* A vector the transport lacks (2 here): refused before anything is applied. */
+		uint16_t vec = 5, was = t.vdev->vqs[0].msix_vector, none = 0xffff;
+
+		memcpy(&orig, q->data + 32, 2);
+		memcpy(q->data + 32, &vec, 2);
+		CHECK_EQ(virtio_dev_load(t.vdev, &in, 2), -EINVAL);
+		CHECK_EQ(t.vdev->vqs[0].msix_vector, was);
+		memcpy(q->data + 32, &none, 2);
+		CHECK_EQ(virtio_dev_load(t.vdev, &in, 2), 0);
+		memcpy(q->data + 32, &orig, 2);
+		CHECK_EQ(virtio_dev_load(t.vdev, &in, 0xffff), 0);
 	}
 	CHECK_EQ(virtio_dev_resume(t.vdev), 0);
 	tb_close(&t);

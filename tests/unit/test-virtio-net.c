@@ -754,7 +754,7 @@ static void test_state(void)
 
 	CHECK(!new_device(&d));
 	CHECK(!virtio_dev_quiesce(d.vdev));
-	CHECK(!virtio_dev_load(d.vdev, &in));
+	CHECK(!virtio_dev_load(d.vdev, &in, 0xffff));
 	CHECK(!virtio_dev_resume(d.vdev));
 	CHECK_EQ(virtio_net_ctrl_state(d.vdev)->promisc, 0);
 	CHECK_EQ(virtio_net_ctrl_state(d.vdev)->curr_pairs, 2);
@@ -774,10 +774,10 @@ static void test_state(void)
 	p = store_find(&st, "net");
 	CHECK(p);
 	p->data[6] = 7;		/* promisc */
-	CHECK(virtio_dev_load(d.vdev, &in) == -EINVAL);
+	CHECK(virtio_dev_load(d.vdev, &in, 0xffff) == -EINVAL);
 	p->data[6] = 0;
 	p->data[10] = 3;	/* curr_pairs */
-	CHECK(virtio_dev_load(d.vdev, &in) == -EINVAL);
+	CHECK(virtio_dev_load(d.vdev, &in, 0xffff) == -EINVAL);
 	teardown(&d);
 }
 
