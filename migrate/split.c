@@ -3,7 +3,8 @@
  *
  * Source: hello, stop the VM, walk its pages -- with tracking only the memfds' data extents,
  * all-zero pages left out; without, every page -- and send each to the main host while its
- * share (main_mem) lasts, else to the sub-hosts, MIG_SPLIT_STRIPE pages to one before the next.
+ * share (main_mem) lasts, else to the sub-hosts, MIG_SPLIT_STRIPE pages to one before the next
+ * (with replicas=2 also to the next one after it: two distinct owners per page).
  * Then wait until every sub-host stored its pages (SYNC), send the location map of the
  * sub-hosts' pages, the state and END, and wait for the main host's ack.
  *
@@ -11,6 +12,9 @@
  * a sub-host holds. The guest memory is served on demand (no background push: the pages stay
  * on the sub-hosts until the guest touches them) from a page source whose data is exactly the
  * sub-hosts' pages; every other missing page is a hole, so a fault on it is a zero page.
+ * A page-in asks the page's first owner, then its replica's (a sub-host that is closed, silent
+ * for MIG_SPLIT_GET_TIMEOUT_S or answers wrongly is dropped for good; a page it lacks is asked
+ * of the other); only when no owner gives it are the frames lost: never zeros.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -54,22 +58,46 @@ static uint64_t span_pages(const struct guest_mem *m)
 	return end / PAGE;
 }
 
-static void count_locs(const uint8_t *loc, uint64_t n, const struct guest_mem *m,
-		       struct mig_split_counts *c)
+/* loc2: the replicas' owners (index + 1, 0 none), or NULL. */
+static void count_locs(const uint8_t *loc, const uint8_t *loc2, uint64_t n,
+		       const struct guest_mem *m, struct mig_split_counts *c)
 {
 	const struct mm_region *r;
 
 	memset(c->pages_sub, 0, sizeof(c->pages_sub));
-	c->pages_free = c->pages_main = 0;
+	c->pages_free = c->pages_main = c->pages_remote = 0;
 	mm_for_each_region(m, r)
 		for (uint64_t i = r->gpa / PAGE; i < (r->gpa + r->size) / PAGE && i < n; i++) {
-			if (loc[i] == MIG_LOC_FREE)
+			if (loc[i] == MIG_LOC_FREE) {
 				c->pages_free++;
-			else if (loc[i] == MIG_LOC_MAIN)
+			} else if (loc[i] == MIG_LOC_MAIN) {
 				c->pages_main++;
-			else
+			} else {
+				c->pages_remote++;
 				c->pages_sub[loc[i] - MIG_LOC_SUB]++;
+				if (loc2 && loc2[i])
+					c->pages_sub[loc2[i] - 1]++;
+			}
 		}
+}
+
+int mig_split_params_check(const struct mig_split_params *p, char *err, size_t errlen)
+{
+	if (!p->nr_subs || p->nr_subs > MIG_SPLIT_SUBS_MAX || !p->vm_id) {
+		snprintf(err, errlen, "split migration: 1 to %d sub-hosts and a VM id",
+			 MIG_SPLIT_SUBS_MAX);
+		return -EINVAL;
+	}
+	if (p->replicas > MIG_SPLIT_REPLICAS_MAX) {
+		snprintf(err, errlen, "split migration: replicas=%u: 1 or 2", p->replicas);
+		return -EINVAL;
+	}
+	if (p->replicas == 2 && p->nr_subs < 2) {
+		snprintf(err, errlen, "split migration: replicas=2 needs at least 2 sub-hosts "
+			 "(sub=A,B[,...]), %u given", p->nr_subs);
+		return -EINVAL;
+	}
+	return 0;
 }
 
 /* ---- source ---- */
@@ -85,7 +113,7 @@ struct splitter {
 	struct guest_mem *m;
 	const struct mig_split_params *p;
 	int fd;
-	uint8_t *loc;
+	uint8_t *loc, *loc2;		/* loc2: with replicas, the second owner + 1 */
 	uint64_t main_left, sub_pages;
 	struct gather g[1 + MIG_SPLIT_SUBS_MAX];	/* 0: main */
 	struct mig_split_result res;
@@ -109,11 +137,26 @@ static int flush_gather(struct splitter *s, unsigned int i)
 	return ret;
 }
 
+/* Add the page at gpa to destination i's gather (0 main, 1 + sub-host index). */
+static int gather_page(struct splitter *s, unsigned int i, uint64_t gpa, const uint8_t *hva)
+{
+	struct gather *g = &s->g[i];
+	int ret;
+
+	if (g->n && (g->gpa + g->n * PAGE != gpa || g->n == MIG_PAGES_MAX))
+		if ((ret = flush_gather(s, i)))
+			return ret;
+	if (!g->n)
+		g->gpa = gpa;
+	memcpy(g->buf + g->n * PAGE, hva, PAGE);
+	g->n++;
+	return 0;
+}
+
 static int split_page(struct splitter *s, uint64_t gpa)
 {
 	const uint8_t *hva = mm_gpa_to_hva(s->m, gpa, PAGE);
-	unsigned int i;
-	struct gather *g;
+	unsigned int i, i2 = 0;
 	int ret;
 
 	if (!hva)
@@ -125,17 +168,15 @@ static int split_page(struct splitter *s, uint64_t gpa)
 		i = 0;
 	} else {
 		i = 1 + (unsigned int)(s->sub_pages++ / MIG_SPLIT_STRIPE % s->p->nr_subs);
+		if (s->p->replicas == 2)	/* the next sub-host holds the stripe's copy */
+			i2 = 1 + i % s->p->nr_subs;
 	}
 	s->loc[gpa / PAGE] = i ? (uint8_t)(MIG_LOC_SUB + i - 1) : MIG_LOC_MAIN;
-	g = &s->g[i];
-	if (g->n && (g->gpa + g->n * PAGE != gpa || g->n == MIG_PAGES_MAX))
-		if ((ret = flush_gather(s, i)))
-			return ret;
-	if (!g->n)
-		g->gpa = gpa;
-	memcpy(g->buf + g->n * PAGE, hva, PAGE);
-	g->n++;
-	return 0;
+	if (i2)
+		s->loc2[gpa / PAGE] = (uint8_t)i2;	/* sub-host index i2 - 1, + 1 */
+	if ((ret = gather_page(s, i, gpa, hva)))
+		return ret;
+	return i2 ? gather_page(s, i2, gpa, hva) : 0;
 }
 
 static int split_run(void *opaque, uint64_t gpa, uint64_t len)
@@ -160,10 +201,10 @@ static int build_map(const struct splitter *s, uint64_t n, uint8_t **out, size_t
 	for (uint64_t i = 0; i < n; i++) {
 		if (s->loc[i] < MIG_LOC_SUB)
 			continue;
-		uint64_t sub = (uint64_t)(s->loc[i] - MIG_LOC_SUB);
+		uint32_t sub = (uint32_t)(s->loc[i] - MIG_LOC_SUB), rep = s->loc2 ? s->loc2[i] : 0;
 
 		if (nr && runs[nr - 1].gpa + runs[nr - 1].len == i * PAGE && runs[nr - 1].sub == sub &&
-		    mm_find_region(s->m, i * PAGE) == mm_find_region(s->m, runs[nr - 1].gpa)) {
+		    runs[nr - 1].replica == rep && mm_find_region(s->m, i * PAGE) == mm_find_region(s->m, runs[nr - 1].gpa)) {
 			runs[nr - 1].len += PAGE;
 			continue;
 		}
@@ -177,7 +218,7 @@ static int build_map(const struct splitter *s, uint64_t n, uint8_t **out, size_t
 			runs = r;
 			cap *= 2;
 		}
-		runs[nr++] = (struct mig_split_run){ i * PAGE, PAGE, sub };
+		runs[nr++] = (struct mig_split_run){ i * PAGE, PAGE, sub, rep };
 	}
 	if (head + nr * sizeof(*runs) > MIG_SPLIT_MAX) {
 		free(runs);
@@ -241,11 +282,8 @@ int mig_split_source_run(struct guest_mem *m, uint32_t nr_vcpus, int fd,
 	size_t map_len = 0, size = 0;
 	int ret, stopped = 0;
 
-	if (!p->nr_subs || p->nr_subs > MIG_SPLIT_SUBS_MAX || !p->vm_id) {
-		snprintf(err, errlen, "split migration: 1 to %d sub-hosts and a VM id",
-			 MIG_SPLIT_SUBS_MAX);
-		return -EINVAL;
-	}
+	if ((ret = mig_split_params_check(p, err, errlen)))
+		return ret;
 	for (unsigned int i = 0; i < p->nr_subs; i++) {
 		if (!p->sub[i] || strlen(p->sub_addr[i]) >= MIG_SPLIT_ADDR_MAX) {
 			snprintf(err, errlen, "split migration: sub-host %u: no connection or an "
@@ -257,6 +295,8 @@ int mig_split_source_run(struct guest_mem *m, uint32_t nr_vcpus, int fd,
 	ret = -ENOMEM;
 	s.loc = calloc(n ? n : 1, 1);
 	if (!s.loc)
+		goto out;
+	if (p->replicas == 2 && !(s.loc2 = calloc(n ? n : 1, 1)))
 		goto out;
 	for (unsigned int i = 0; i <= p->nr_subs; i++)
 		if (!(s.g[i].buf = malloc(MIG_PAGES_MAX * PAGE)))
@@ -326,8 +366,9 @@ out:
 	if (ret && stopped)
 		ops->resume(vm);
 	if (s.loc) {
-		count_locs(s.loc, n, m, &s.res.c);
+		count_locs(s.loc, s.loc2, n, m, &s.res.c);
 		s.res.c.nr_subs = p->nr_subs;
+		s.res.c.replicas = p->replicas == 2 ? 2 : 1;
 	}
 	for (unsigned int i = 0; i < p->nr_subs; i++)
 		s.res.bytes_sub += ms_client_bytes(p->sub[i]) - sub_bytes0[i];
@@ -337,6 +378,7 @@ out:
 	for (unsigned int i = 0; i <= MIG_SPLIT_SUBS_MAX; i++)
 		free(s.g[i].buf);
 	free(s.loc);
+	free(s.loc2);
 	free(map);
 	free(blob);
 	return ret;
@@ -348,12 +390,57 @@ struct mig_split_dest {
 	const struct guest_mem *m;
 	pthread_mutex_t lock;		/* loc and the counters (the control thread reads them) */
 	uint8_t *loc;
+	uint8_t *loc2;			/* the replicas' owners (index + 1; 0 none) */
 	uint64_t n;
+	/* The serving thread's alone once it runs; NULL: gone (or never reached). */
 	struct ms_client *sub[MIG_SPLIT_SUBS_MAX];
 	char addr[MIG_SPLIT_SUBS_MAX][MIG_SPLIT_ADDR_MAX];
 	struct mig_split_counts c;
 	uint64_t vm_id;
 };
+
+/* Sub-host o is gone: closed, silent or answering wrongly. Its pages come from their replicas. */
+static void drop_sub(struct mig_split_dest *d, unsigned int o, const char *why)
+{
+	ms_client_close(d->sub[o]);
+	d->sub[o] = NULL;
+	pthread_mutex_lock(&d->lock);
+	d->c.subs_gone++;
+	pthread_mutex_unlock(&d->lock);
+	pr_warn("split memory: sub-host %u (%s) dropped: %s; its pages are read from their "
+		"replicas, where there are any", o, d->addr[o], why);
+}
+
+/*
+ * Page in n bytes at gpa from owner o. 0; -ENOENT (not stored there: the connection goes on);
+ * another -errno (the sub-host is dropped). why: the reason, for the lost-frames line.
+ */
+static int page_in(struct mig_split_dest *d, unsigned int o, uint64_t gpa, uint8_t *out,
+		   uint64_t n, char *why, size_t whylen)
+{
+	struct ms_client *c = d->sub[o];
+	uint64_t b0;
+	int ret;
+
+	if (!c) {
+		snprintf(why, whylen, "sub-host %u (%s) is gone", o, d->addr[o]);
+		return -ENOTCONN;
+	}
+	b0 = ms_client_bytes(c);
+	why[0] = '\0';
+	ret = ms_get(c, gpa, out, n, why, whylen);
+	pthread_mutex_lock(&d->lock);
+	d->c.bytes_in += ms_client_bytes(c) - b0;
+	if (ret)
+		d->c.owner_failures++;
+	pthread_mutex_unlock(&d->lock);
+	if (ret && !why[0])
+		snprintf(why, whylen, "%s", ret == -EPIPE || ret == -ECONNRESET ?
+			 "the connection closed" : strerror(-ret));
+	if (ret && ret != -ENOENT)
+		drop_sub(d, o, ret == -EAGAIN || ret == -ETIMEDOUT ? "no answer in time" : why);
+	return ret;
+}
 
 static int split_read(void *opaque, uint64_t off, void *buf, uint64_t len)
 {
@@ -362,43 +449,57 @@ static int split_read(void *opaque, uint64_t off, void *buf, uint64_t len)
 
 	while (len) {
 		uint64_t gpa, left, n, pg;
-		unsigned int kind;
+		unsigned int kind, rep, owner[2], nown, k;
+		char why[2][256];
 		int ret = mig_flat_to_gpa(d->m, off, &gpa, &left);
 
 		if (ret)
 			return ret;
 		pg = gpa / PAGE;
 		kind = d->loc[pg];
+		rep = d->loc2 ? d->loc2[pg] : 0;
 		for (n = PAGE; n < len && n < left && n < MIG_PAGES_MAX * PAGE &&
-		     d->loc[pg + n / PAGE] == kind; n += PAGE)
+		     d->loc[pg + n / PAGE] == kind && (!d->loc2 || d->loc2[pg + n / PAGE] == rep);
+		     n += PAGE)
 			;
 		if (kind < MIG_LOC_SUB) {
 			memset(out, 0, n);	/* the page source's holes read as zeros */
-		} else {
-			struct ms_client *c = d->sub[kind - MIG_LOC_SUB];
-			uint64_t b0 = ms_client_bytes(c);
-			char err[256] = "";
-
-			ret = ms_get(c, gpa, out, n, err, sizeof(err));
-			pthread_mutex_lock(&d->lock);
-			d->c.bytes_in += ms_client_bytes(c) - b0;
-			if (ret) {
-				d->c.errors++;
-			} else {
-				memset(d->loc + pg, MIG_LOC_MAIN, n / PAGE);
-				d->c.pages_sub[kind - MIG_LOC_SUB] -= n / PAGE;
-				d->c.pages_main += n / PAGE;
-				d->c.pages_in += n / PAGE;
-			}
-			pthread_mutex_unlock(&d->lock);
-			if (ret) {
-				pr_err("split memory: guest frames %#" PRIx64 "..%#" PRIx64 " on "
-				       "sub-host %u (%s) are lost: %s", pg, pg + n / PAGE - 1,
-				       kind - MIG_LOC_SUB, d->addr[kind - MIG_LOC_SUB],
-				       err[0] ? err : strerror(-ret));
-				return ret;
-			}
+			goto next;
 		}
+		owner[0] = kind - MIG_LOC_SUB;
+		owner[1] = rep ? rep - 1 : 0;
+		nown = rep ? 2 : 1;
+		for (k = 0; k < nown; k++)
+			if (!(ret = page_in(d, owner[k], gpa, out, n, why[k], sizeof(why[k]))))
+				break;
+		pthread_mutex_lock(&d->lock);
+		if (ret) {
+			d->c.errors++;
+		} else {
+			memset(d->loc + pg, MIG_LOC_MAIN, n / PAGE);
+			for (unsigned int j = 0; j < nown; j++)
+				d->c.pages_sub[owner[j]] -= n / PAGE;
+			d->c.pages_remote -= n / PAGE;
+			d->c.pages_main += n / PAGE;
+			d->c.pages_in += n / PAGE;
+			if (k)
+				d->c.pages_in_replica += n / PAGE;
+		}
+		pthread_mutex_unlock(&d->lock);
+		if (ret && nown == 1) {
+			pr_err("split memory: guest frames %#" PRIx64 "..%#" PRIx64 " on sub-host %u "
+			       "(%s) are lost: %s", pg, pg + n / PAGE - 1, owner[0],
+			       d->addr[owner[0]], why[0]);
+			return ret;
+		}
+		if (ret) {
+			pr_err("split memory: guest frames %#" PRIx64 "..%#" PRIx64 " on sub-hosts "
+			       "%u (%s) and %u (%s) are lost: %s; %s", pg, pg + n / PAGE - 1,
+			       owner[0], d->addr[owner[0]], owner[1], d->addr[owner[1]], why[0],
+			       why[1]);
+			return ret;
+		}
+next:
 		out += n;
 		off += n;
 		len -= n;
@@ -467,11 +568,16 @@ static int parse_map(struct mig_split_dest *d, const uint8_t *p, uint32_t len, c
 
 		memcpy(&r, p + head + i * sizeof(r), sizeof(r));
 		if (!r.len || (r.gpa | r.len) & (PAGE - 1) || r.sub >= h.nr_subs ||
+		    r.replica > h.nr_subs || r.replica == r.sub + 1 ||
 		    !mm_range_is_ram(d->m, r.gpa, r.len)) {
 			snprintf(err, errlen, "split migration: map run [%#" PRIx64 ", +%#" PRIx64
-				 ") on sub-host %" PRIu64 " is not whole pages of RAM on a named "
-				 "sub-host", r.gpa, r.len, r.sub);
+				 ") on sub-host %u (replica's owner + 1: %u) is not whole pages of RAM "
+				 "on named, distinct sub-hosts", r.gpa, r.len, r.sub, r.replica);
 			return -EPROTO;
+		}
+		if (r.replica && !d->loc2 && !(d->loc2 = calloc(d->n ? d->n : 1, 1))) {
+			snprintf(err, errlen, "split migration: no memory for the replicas' map");
+			return -ENOMEM;
 		}
 		for (uint64_t pg = r.gpa / PAGE; pg < (r.gpa + r.len) / PAGE; pg++) {
 			if (d->loc[pg] != MIG_LOC_FREE) {
@@ -480,6 +586,8 @@ static int parse_map(struct mig_split_dest *d, const uint8_t *p, uint32_t len, c
 				return -EPROTO;
 			}
 			d->loc[pg] = (uint8_t)(MIG_LOC_SUB + r.sub);
+			if (r.replica)
+				d->loc2[pg] = (uint8_t)r.replica;
 		}
 	}
 	return 0;
@@ -501,6 +609,48 @@ static int send_ack(int fd, int ret, const char *err)
 static int default_connect(void *opaque, const char *addr, char *err, size_t errlen)
 {
 	return mig_connect(addr, err, errlen);
+}
+
+/*
+ * Connect to every sub-host in the map (a page-in waits at most MIG_SPLIT_GET_TIMEOUT_S for
+ * one). Without replicas each must answer; with them one that does not is left out (logged)
+ * as long as every sub-host page still has an owner that did.
+ */
+static int connect_subs(struct mig_split_dest *d, mig_split_connect_fn connect, void *opaque,
+			char *err, size_t errlen)
+{
+	struct timeval tv = { .tv_sec = MIG_SPLIT_GET_TIMEOUT_S };
+	int ret = 0;
+
+	for (uint32_t i = 0; i < d->c.nr_subs; i++) {
+		char why[200] = "";
+		int sfd = connect(opaque, d->addr[i], why, sizeof(why));
+
+		if (sfd >= 0) {
+			setsockopt(sfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+			setsockopt(sfd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+		}
+		ret = sfd < 0 ? sfd : ms_client_open(sfd, d->vm_id, &d->sub[i], why, sizeof(why));
+		if (!ret)
+			continue;
+		snprintf(err, errlen, "split migration: sub-host %u (%s): %s", i, d->addr[i],
+			 why[0] ? why : strerror(-ret));
+		if (!d->loc2)
+			return ret;
+		pr_warn("%s; its pages are read from their replicas", err);
+		d->c.subs_gone++;
+	}
+	if (!d->loc2)
+		return 0;
+	for (uint64_t pg = 0; pg < d->n; pg++)
+		if (d->loc[pg] >= MIG_LOC_SUB && !d->sub[d->loc[pg] - MIG_LOC_SUB] &&
+		    !(d->loc2[pg] && d->sub[d->loc2[pg] - 1])) {
+			snprintf(err, errlen, "split migration: frame %#" PRIx64 " has no owner that "
+				 "answers (sub-hosts %u and %d)", pg, d->loc[pg] - MIG_LOC_SUB,
+				 (int)d->loc2[pg] - 1);
+			return -ENOTCONN;
+		}
+	return 0;
 }
 
 int mig_split_dest_run(struct guest_mem *m, uint32_t nr_vcpus, int fd,
@@ -598,18 +748,12 @@ int mig_split_dest_run(struct guest_mem *m, uint32_t nr_vcpus, int fd,
 		goto out_ack;
 	}
 	ret = parse_map(d, map, map_len, err, errlen);
-	for (uint32_t i = 0; !ret && i < d->c.nr_subs; i++) {
-		char why[200] = "";
-		int sfd = connect(opaque, d->addr[i], why, sizeof(why));
-
-		ret = sfd < 0 ? sfd : ms_client_open(sfd, d->vm_id, &d->sub[i], why, sizeof(why));
-		if (ret)
-			snprintf(err, errlen, "split migration: sub-host %u (%s): %s", i, d->addr[i],
-				 why[0] ? why : strerror(-ret));
-	}
+	if (!ret)
+		ret = connect_subs(d, connect, opaque, err, errlen);
 	if (ret)
 		goto out_ack;
-	count_locs(d->loc, d->n, m, &d->c);
+	count_locs(d->loc, d->loc2, d->n, m, &d->c);
+	d->c.replicas = d->loc2 ? 2 : 1;
 	{
 		const struct mig_page_source src = { .ops = &split_source_ops, .opaque = d,
 						     .size = m->ram_size, .on_demand = 1 };
@@ -676,5 +820,6 @@ void mig_split_dest_free(struct mig_split_dest *d)
 		ms_client_close(d->sub[i]);
 	pthread_mutex_destroy(&d->lock);
 	free(d->loc);
+	free(d->loc2);
 	free(d);
 }

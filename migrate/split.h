@@ -1,11 +1,13 @@
 /*
  * Split migration (docs/split-migration.md, paper 003): the VM's state and at most main_mem of
  * its data pages go to a main host; the rest of its data pages go to sub-hosts' page stores
- * (migrate/memserver.h), 64 pages at a time round-robin; free pages (memfd holes: never
+ * (migrate/memserver.h), 64 pages at a time round-robin (with replicas=2 each of them on two
+ * distinct sub-hosts: the stripe's own and the next one); free pages (memfd holes: never
  * touched, ballooned, reported; and all-zero pages) go nowhere. On the main host the VM runs at
  * once: a fault on a sub-host's page is paged in from that sub-host (userfaultfd, migrate/lazy.h,
- * on demand only), a fault on a free page is a zero page with no network. A page-location map
- * (free, main, sub-host N) with counters is kept on both sides.
+ * on demand only; from the second owner when the first is gone, does not answer or lacks the
+ * page), a fault on a free page is a zero page with no network. A page-location map (free,
+ * main, sub-host N and its replica's sub-host) with counters is kept on both sides.
  */
 #ifndef KUMO_MIGRATE_SPLIT_H
 #define KUMO_MIGRATE_SPLIT_H
@@ -23,8 +25,13 @@ struct mig_split_dest;
 #define MIG_SPLIT_ADDR_MAX 112		/* a sub-host's address as the main host reaches it */
 #define MIG_SPLIT_STRIPE 64		/* pages that go to one sub-host before the next */
 #define MIG_HELLO_SPLIT 1		/* struct mig_hello's flags: a split migration follows */
+#define MIG_SPLIT_REPLICAS_MAX 2	/* copies of a sub-host page, each on its own sub-host */
+#define MIG_SPLIT_GET_TIMEOUT_S 10	/* main host: a sub-host silent this long is gone */
 
-/* Where a page is: the map holds one byte per guest page, in guest-physical order. */
+/*
+ * Where a page is: the map holds one byte per guest page, in guest-physical order; with
+ * replicas a second byte per page names the replica's owner (its index + 1; 0: none).
+ */
 enum { MIG_LOC_FREE = 0, MIG_LOC_MAIN = 1, MIG_LOC_SUB = 2 /* + sub-host index */ };
 
 /* The MIG_SPLIT chunk: this, nr_subs addresses (NUL-padded), nr_runs struct mig_split_run. */
@@ -36,7 +43,9 @@ struct mig_split_hdr {
 
 struct mig_split_run {
 	uint64_t gpa, len;
-	uint64_t sub;		/* sub-host index */
+	uint32_t sub;		/* the first owner's sub-host index */
+	uint32_t replica;	/* the second owner's index + 1, another sub-host; 0: none (so a
+				   map of one copy reads as the former u64 sub) */
 };
 
 struct mig_split_params {
@@ -46,14 +55,23 @@ struct mig_split_params {
 	const char *sub_addr[MIG_SPLIT_SUBS_MAX];	/* as the main host reaches them */
 	struct ms_client *sub[MIG_SPLIT_SUBS_MAX];	/* opened by the caller with vm_id */
 	uint64_t vm_id;
+	unsigned int replicas;	/* copies of each sub-host page: 0 or 1 one, 2 two (needs at
+				   least 2 sub-hosts) */
 };
 
 struct mig_split_counts {
-	uint64_t pages_free, pages_main, pages_sub[MIG_SPLIT_SUBS_MAX];
+	uint64_t pages_free, pages_main;
+	uint64_t pages_sub[MIG_SPLIT_SUBS_MAX];	/* copies on each sub-host (on the main host:
+						   not paged in yet) */
+	uint64_t pages_remote;	/* distinct pages on the sub-hosts (= their sum with 1 replica) */
 	uint64_t pages_in;	/* main host: pages paged in from sub-hosts */
+	uint64_t pages_in_replica;	/* main host: of those, served by the second owner */
 	uint64_t bytes_in;	/* main host: bytes exchanged with the sub-hosts for that */
-	uint64_t errors;	/* main host: page-ins that failed */
+	uint64_t errors;	/* main host: page-ins that failed (on both owners) */
+	uint64_t owner_failures;	/* main host: page-ins an owner failed (then the other) */
+	unsigned int subs_gone;	/* main host: sub-hosts dropped (closed, silent, bad replies) */
 	unsigned int nr_subs;
+	unsigned int replicas;
 };
 
 struct mig_split_result {
@@ -63,6 +81,9 @@ struct mig_split_result {
 	uint64_t total_ns;	/* hello to the main host's ack; the VM is paused from the
 				   first page sent (this cut is not live) */
 };
+
+/* Are p's sub-hosts and replicas consistent? 0, or -EINVAL with one line in err. */
+int mig_split_params_check(const struct mig_split_params *p, char *err, size_t errlen);
 
 /*
  * Split-migrate m (the VM reached through ops: stop, state, resume) over fd to the main host

@@ -195,9 +195,16 @@ static struct json_object *split_json(const struct mig_split_counts *c)
 	for (unsigned int i = 0; i < c->nr_subs && i < MIG_SPLIT_SUBS_MAX; i++)
 		json_object_array_add(subs, json_object_new_int64((int64_t)c->pages_sub[i]));
 	json_object_object_add(o, "pages_sub", subs);
+	json_object_object_add(o, "pages_remote", json_object_new_int64((int64_t)c->pages_remote));
+	json_object_object_add(o, "replicas", json_object_new_int((int)c->replicas));
 	json_object_object_add(o, "pages_in", json_object_new_int64((int64_t)c->pages_in));
+	json_object_object_add(o, "pages_in_replica",
+			       json_object_new_int64((int64_t)c->pages_in_replica));
 	json_object_object_add(o, "bytes_in", json_object_new_int64((int64_t)c->bytes_in));
 	json_object_object_add(o, "errors", json_object_new_int64((int64_t)c->errors));
+	json_object_object_add(o, "owner_failures",
+			       json_object_new_int64((int64_t)c->owner_failures));
+	json_object_object_add(o, "subs_gone", json_object_new_int((int)c->subs_gone));
 	return o;
 }
 
@@ -280,7 +287,7 @@ static int split_setup(struct vm_migration *mg, const struct vm_migrate_args *a,
 		snprintf(err, errlen, "sub=: no sub-host");
 		return -EINVAL;
 	}
-	return 0;
+	return mig_split_params_check(&mg->sp, err, errlen);
 }
 
 static void split_teardown(struct vm_migration *mg)

@@ -2,7 +2,11 @@
  * libFuzzer target for the split migration's main-host receiver (migrate/split.c,
  * mig_split_dest_run: the hello, pages, the page-location map, the state): the input is the
  * byte stream a hostile source sends after a valid split hello (first byte odd), or records
- * (type u8, payload length u16, arg u64, payload) sent as well-framed chunks after it (even).
+ * (type u8, payload length u16, arg u64, payload) sent as well-framed chunks after it (even),
+ * or (first byte 2 mod 4) a page-location map: a byte of sub-host count (any value), then runs
+ * (gpa, len, sub, replica) as they come, wrapped in a well-formed header and addresses and sent
+ * as the MIG_SPLIT chunk with a state and END after it, so the runs' checks (RAM, named and
+ * distinct owners, no page twice) and the replicas' owner check behind them see them whole.
  * The sub-hosts cannot be reached (the connect hook refuses), so a stream that gets that far
  * ends there; the VM's ops are stubs. Any input must end in an error or a clean return, never
  * a crash, a hang or an access outside guest RAM or the location map.
@@ -61,6 +65,7 @@ struct feed {
 	const uint8_t *data;
 	size_t size;
 	int framed;
+	int map;
 };
 
 static void *writer(void *arg)
@@ -73,6 +78,27 @@ static void *writer(void *arg)
 	mig_hello_make(&hi, &mem, 1);
 	hi.flags = MIG_HELLO_SPLIT;
 	mig_send(f->fd, MIG_HELLO, 0, &hi, sizeof(hi));
+	if (f->map && n) {
+		struct mig_split_hdr h = { .vm_id = 1, .nr_subs = p[0] };
+		uint32_t subs = h.nr_subs <= MIG_SPLIT_SUBS_MAX ? h.nr_subs : MIG_SPLIT_SUBS_MAX;
+		size_t head = sizeof(h) + subs * MIG_SPLIT_ADDR_MAX;
+		uint8_t *m;
+
+		h.nr_runs = (uint32_t)((n - 1) / sizeof(struct mig_split_run));
+		m = calloc(1, head + h.nr_runs * sizeof(struct mig_split_run));
+		if (m) {
+			memcpy(m, &h, sizeof(h));
+			for (uint32_t i = 0; i < subs; i++)
+				m[sizeof(h) + i * MIG_SPLIT_ADDR_MAX] = (uint8_t)('a' + i);
+			memcpy(m + head, p + 1, h.nr_runs * sizeof(struct mig_split_run));
+			if (!mig_send(f->fd, MIG_SPLIT, 0, m,
+				      (uint32_t)(head + h.nr_runs * sizeof(struct mig_split_run))) &&
+			    !mig_send(f->fd, MIG_STATE, 0, "k", 1))
+				mig_send(f->fd, MIG_END, 0, NULL, 0);
+			free(m);
+		}
+		n = 0;
+	}
 	while (f->framed && n >= 11) {
 		uint16_t len;
 		uint64_t a;
@@ -112,7 +138,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv))
 		return 0;
 	f = (struct feed){ .fd = sv[1], .data = data + !!size, .size = size ? size - 1 : 0,
-			   .framed = size && !(data[0] & 1) };
+			   .framed = size && !(data[0] & 1) && data[0] % 4 != 2,
+			   .map = size && data[0] % 4 == 2 };
 	if (pthread_create(&t, NULL, writer, &f)) {
 		close(sv[0]);
 		close(sv[1]);

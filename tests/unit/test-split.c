@@ -6,7 +6,9 @@
  * most main-mem of data; the sub-hosts hold the rest; with tracking the bytes sent are exactly
  * the data pages (free pages -- holes, punched pages, zero pages -- never sent); without it
  * every page is sent. A sub-host that is full fails the migration with its reason and the
- * source resumes.
+ * source resumes. With replicas=2 every sub-host page is on two sub-hosts (twice the bytes):
+ * one sub-host gone, every page still reads back from the other; both gone, the fault fails
+ * naming the lost frames and its thread is never given zeros.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -88,7 +90,7 @@ static const struct mig_dest_ops dops = { .load = d_load, .lazy = d_lazy, .start
 struct subs {
 	struct memserver *ms[2];
 	pthread_t t[8];
-	int fds[8], nt;
+	int fds[8], sub[8], nt;	/* each connection's serving end and its sub-host */
 };
 
 struct conn {
@@ -120,6 +122,8 @@ static int sub_connect(void *opaque, const char *addr, char *err, size_t errlen)
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) || !(c = malloc(sizeof(*c))))
 		return -errno;
 	*c = (struct conn){ .ms = s->ms[i], .fd = sv[1] };
+	s->fds[s->nt] = sv[1];
+	s->sub[s->nt] = i;
 	if (pthread_create(&s->t[s->nt], NULL, serve_thread, c)) {
 		free(c);
 		return -EAGAIN;
@@ -184,9 +188,26 @@ struct split_case {
 	uint64_t main_pages;
 	uint64_t sub_limit;	/* bytes per sub-host */
 	int lose;		/* a sub-host loses a page before the main host reads it */
+	unsigned int replicas;
+	int kill;		/* sub-host 0 goes away after the split, then sub-host 1 */
 };
 
+/*
+ * Sub-host i goes away: every connection to it is shut down (its serving thread ends). Only
+ * for connections whose client has not closed them (their fd would be closed already).
+ */
+static void kill_sub(struct subs *s, int i)
+{
+	for (int k = 0; k < s->nt; k++)
+		if (s->sub[k] == i && s->fds[k] >= 0) {
+			shutdown(s->fds[k], SHUT_RDWR);
+			s->fds[k] = -1;
+		}
+}
+
 static int reader_done;	/* atomic */
+
+#define LOST_GPA ((NPAGES / 2 - 2) * PAGE)	/* data (pg % 3 == 0) past the main share */
 
 static void *reader(void *arg)
 {
@@ -203,7 +224,7 @@ static void lose_a_page(struct dst_vm *d, struct subs *subs, struct mig_split_de
 {
 	struct mig_split_counts c;
 	struct ms_client *cl;
-	uint64_t gpa = (NPAGES / 2 - 2) * PAGE;	/* data (pg % 3 == 0) past the main share */
+	uint64_t gpa = LOST_GPA;
 	pthread_t t;
 	char err[256];
 	int fd = sub_connect(subs, "sub0", err, sizeof(err));
@@ -232,6 +253,28 @@ static void lose_a_page(struct dst_vm *d, struct subs *subs, struct mig_split_de
 	pthread_join(t, NULL);
 }
 
+/* The other sub-host gone too: a fault on a page both held fails naming it, never zeros. */
+static void lose_both(struct dst_vm *d, struct subs *subs, struct mig_split_dest *sd)
+{
+	struct mig_split_counts c;
+	pthread_t t;
+	int ret;
+
+	kill_sub(subs, 1);
+	__atomic_store_n(&reader_done, 0, __ATOMIC_SEQ_CST);
+	CHECK_EQ(pthread_create(&t, NULL, reader, mm_gpa_to_hva(&d->m, LOST_GPA, PAGE)), 0);
+	ret = mig_lazy_wait(d->lazy, 10000);
+	CHECK(ret < 0 && ret != -ETIMEDOUT);
+	mig_split_dest_counts(sd, &c);
+	CHECK_EQ(c.errors, 1);
+	CHECK_EQ(c.subs_gone, 2);
+	usleep(100000);
+	CHECK(!__atomic_load_n(&reader_done, __ATOMIC_SEQ_CST));	/* never given zeros */
+	mig_lazy_stop(d->lazy);
+	d->lazy = NULL;
+	pthread_join(t, NULL);
+}
+
 static void run_split(const struct split_case *sc, struct mig_split_result *res, int *ret,
 		      uint64_t *data_pages, struct src_vm *v)
 {
@@ -240,7 +283,8 @@ static void run_split(const struct split_case *sc, struct mig_split_result *res,
 	struct subs subs = { 0 };
 	struct dst_run r = { .d = &d, .subs = &subs };
 	struct mig_split_params p = { .main_mem = sc->main_pages * PAGE, .tracking = sc->tracking,
-				      .nr_subs = 2, .sub_addr = { "sub0", "sub1" }, .vm_id = 42 };
+				      .nr_subs = 2, .sub_addr = { "sub0", "sub1" }, .vm_id = 42,
+				      .replicas = sc->replicas };
 	struct mig_split_counts c;
 	struct ms_stats st[2];
 	pthread_t t;
@@ -288,10 +332,16 @@ static void run_split(const struct split_case *sc, struct mig_split_result *res,
 			lose_a_page(&d, &subs, r.sd, res);
 			goto out;
 		}
+		if (sc->kill)
+			kill_sub(&subs, 0);
 		/* Every page, through the lazy page source, equals the source's. */
 		for (uint64_t gpa = 0; gpa < MEM; gpa += PAGE) {
 			const uint8_t *a = mm_gpa_to_hva(&src, gpa, PAGE);
-			const uint8_t *b = mm_gpa_to_hva(&d.m, gpa, PAGE);
+			const uint8_t *b;
+
+			if (sc->kill && gpa >= LOST_GPA - 8 * PAGE && gpa <= LOST_GPA + 8 * PAGE)
+				continue;	/* for both gone, below (prefetch reaches 4 on) */
+			b = mm_gpa_to_hva(&d.m, gpa, PAGE);
 
 			if (memcmp(a, b, PAGE)) {
 				fprintf(stderr, "  page %#llx differs\n", (unsigned long long)gpa);
@@ -300,8 +350,18 @@ static void run_split(const struct split_case *sc, struct mig_split_result *res,
 		}
 		mig_split_dest_counts(r.sd, &c);
 		CHECK_EQ(c.errors, 0);
+		if (sc->kill) {
+			/* Sub-host 0 gone: its pages came from their copies on sub-host 1. */
+			CHECK_EQ(c.subs_gone, 1);
+			CHECK(c.pages_in_replica > 0);
+			CHECK(c.pages_remote > 0 && c.pages_remote < 20);	/* the window left */
+			lose_both(&d, &subs, r.sd);
+			goto out;
+		}
 		CHECK_EQ(c.pages_sub[0] + c.pages_sub[1], 0);	/* all paged in now */
-		CHECK_EQ(c.pages_in, res->c.pages_sub[0] + res->c.pages_sub[1]);
+		CHECK_EQ(c.pages_remote, 0);
+		CHECK_EQ(c.pages_in, res->c.pages_remote);
+		CHECK_EQ(c.pages_in_replica, 0);
 		{
 			struct mig_lazy_stats ls;
 
@@ -458,6 +518,49 @@ static void test_split_figures(void)
 		}
 }
 
+static void test_split_replicas(void)
+{
+	/* replicas=2: each sub-host page on both sub-hosts; one goes, then the other. */
+	const struct split_case sc1 = { .tracking = 1, .main_pages = 300, .sub_limit = MEM };
+	const struct split_case sc2 = { .tracking = 1, .main_pages = 300, .sub_limit = MEM,
+					.replicas = 2, .kill = 1 };
+	struct mig_split_result res1, res2;
+	struct src_vm v = { 0 };
+	uint64_t data, page_bytes;
+	int ret;
+
+	run_split(&sc1, &res1, &ret, &data, &v);
+	CHECK_EQ(ret, 0);
+	memset(&v, 0, sizeof(v));
+	run_split(&sc2, &res2, &ret, &data, &v);
+	CHECK_EQ(ret, 0);
+	CHECK_EQ(res2.c.replicas, 2);
+	CHECK_EQ(res2.c.pages_remote, res1.c.pages_remote);
+	CHECK_EQ(res2.c.pages_main, res1.c.pages_main);
+	/* Two copies of every sub-host page: each sub-host holds all of them. */
+	CHECK_EQ(res2.c.pages_sub[0], res2.c.pages_remote);
+	CHECK_EQ(res2.c.pages_sub[1], res2.c.pages_remote);
+	/* The bytes to the sub-hosts: twice the pages, and twice one copy's bytes (chunk
+	 * headers, one SYNC and OPEN each, aside). */
+	page_bytes = res1.c.pages_remote * PAGE;
+	CHECK(res1.bytes_sub >= page_bytes && res1.bytes_sub < page_bytes + 16 * 1024);
+	CHECK(res2.bytes_sub >= 2 * page_bytes && res2.bytes_sub < 2 * page_bytes + 32 * 1024);
+	CHECK(res2.bytes_sub - 2 * page_bytes <= 2 * (res1.bytes_sub - page_bytes) + 1024);
+	/* Two sub-hosts needed; the parameters say so before anything is sent. */
+	{
+		struct mig_split_params p = { .nr_subs = 1, .vm_id = 1, .replicas = 2 };
+		char err[256] = "";
+
+		CHECK_EQ(mig_split_params_check(&p, err, sizeof(err)), -EINVAL);
+		CHECK(strstr(err, "replicas=2 needs at least 2 sub-hosts") != NULL);
+		p.replicas = 3;
+		p.nr_subs = 2;
+		CHECK_EQ(mig_split_params_check(&p, err, sizeof(err)), -EINVAL);
+		p.replicas = 2;
+		CHECK_EQ(mig_split_params_check(&p, err, sizeof(err)), 0);
+	}
+}
+
 static void test_split_page_lost(void)
 {
 	const struct split_case sc = { .tracking = 1, .main_pages = 300, .sub_limit = MEM,
@@ -472,5 +575,5 @@ static void test_split_page_lost(void)
 }
 
 TEST_MAIN(TEST(test_split_tracking), TEST(test_split_untracked), TEST(test_split_sub_full),
-	  TEST(test_split_page_lost),
+	  TEST(test_split_page_lost), TEST(test_split_replicas),
 	  TEST(test_split_figures))
