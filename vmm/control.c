@@ -45,8 +45,10 @@ struct client {
 	bool subscribed;
 	bool closing;		/* close once the output is flushed */
 	bool dead;		/* close at the end of this loop iteration */
-	/* TCP: no verb before the token is proven (control-auth.h). */
+	/* TCP: no verb before the token is proven (control-auth.h), by auth_deadline (ms,
+	 * CLOCK_MONOTONIC): a silent client would otherwise hold one of the few slots. */
 	bool authed;
+	uint64_t auth_deadline;
 	uint8_t nonce[CONTROL_AUTH_NONCE];
 	char peer[64];
 };
@@ -646,6 +648,14 @@ static void challenge(struct control_server *srv, struct client *c)
 	client_flush(srv, c);
 }
 
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 static void accept_clients(struct control_server *srv)
 {
 	for (;;) {
@@ -679,6 +689,7 @@ static void accept_clients(struct control_server *srv)
 		}
 		c->fd = fd;
 		c->authed = !srv->tcp;
+		c->auth_deadline = now_ms() + CONTROL_AUTH_TIMEOUT_MS;
 		c->events = EPOLLIN;
 		ev.events = EPOLLIN;
 		ev.data.ptr = c;
@@ -697,12 +708,28 @@ static void accept_clients(struct control_server *srv)
 	}
 }
 
-/* Flushes queued events, then closes the dead. Control thread only. */
-static void reap(struct control_server *srv)
+/*
+ * Flushes queued events, closes TCP clients that did not prove the token in time, then the
+ * dead. Returns the ms until the next such deadline (-1: none), epoll_wait's timeout.
+ * Control thread only.
+ */
+static int reap(struct control_server *srv)
 {
 	struct client **pp, *c;
+	uint64_t now = now_ms(), next = UINT64_MAX;
 
 	pthread_mutex_lock(&srv->lock);
+	for (c = srv->clients; c; c = c->next) {
+		if (c->authed || c->dead || c->closing)
+			continue;
+		if (c->auth_deadline <= now) {
+			pr_warn_ratelimited("control: %s: no token proof within %d ms: closed",
+					    c->peer, CONTROL_AUTH_TIMEOUT_MS);
+			c->dead = true;
+		} else if (c->auth_deadline < next) {
+			next = c->auth_deadline;
+		}
+	}
 	if (srv->kick) {
 		srv->kick = false;
 		for (c = srv->clients; c; c = c->next)
@@ -720,16 +747,18 @@ static void reap(struct control_server *srv)
 		client_free(c);
 	}
 	pthread_mutex_unlock(&srv->lock);
+	return next == UINT64_MAX ? -1 : (int)(next - now);
 }
 
 static void *control_thread(void *arg)
 {
 	struct control_server *srv = arg;
 	struct epoll_event evs[16];
+	int timeout = -1;
 
 	seccomp_enter(KUMO_THREAD_CONTROL);
 	while (!__atomic_load_n(&srv->stop, __ATOMIC_ACQUIRE)) {
-		int n = epoll_wait(srv->epfd, evs, 16, -1);
+		int n = epoll_wait(srv->epfd, evs, 16, timeout);
 
 		if (n < 0) {
 			if (errno == EINTR)
@@ -767,7 +796,7 @@ static void *control_thread(void *arg)
 				pthread_mutex_unlock(&srv->lock);
 			}
 		}
-		reap(srv);
+		timeout = reap(srv);
 	}
 	return NULL;
 }

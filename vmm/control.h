@@ -15,6 +15,7 @@ struct control_server;
 #define CONTROL_MAX_LINE	(64 * 1024)	/* a longer request line drops the client */
 #define CONTROL_MAX_OUTBUF	(4 * 1024 * 1024) /* unread output beyond this drops the client */
 #define CONTROL_MAX_CLIENTS	64
+#define CONTROL_AUTH_TIMEOUT_MS	5000	/* a TCP client proves the token by then or is closed */
 #define CONTROL_MAX_DEFERRED	64	/* replies owed at once (control_defer) */
 #define CONTROL_DEFERRED	1	/* a verb's return: its reply comes via control_complete */
 

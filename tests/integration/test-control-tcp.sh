@@ -59,6 +59,45 @@ sleep 0.2
 expect tcp-refusals-logged "$T/relay.err" 'refused \(wrong token\)'
 expect tcp-raw-refusal-logged "$T/relay.err" 'refused \(no token answer\)'
 
+# Silent clients (the challenge read, no answer) filling every slot: each is closed once the
+# handshake's time is up, and a client with the token is served again after that.
+python3 - "$port" "$T/silent.ready" > "$T/silent.out" 2>&1 <<'PY' &
+import socket, sys, time
+socks = []
+t0 = time.monotonic()
+for i in range(64):	# one at a time, each once its challenge came: accepted, not queued
+    try:
+        s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=20)
+        if b"nonce" not in s.recv(4096):
+            print("no challenge", i)
+        socks.append(s)
+    except OSError as e:
+        print("connect", i, e)
+        break
+open(sys.argv[2], "w").close()
+closed = 0
+for s in socks:
+    try:
+        while s.recv(4096):
+            pass
+        closed += 1
+    except OSError as e:
+        print("recv", e)
+print("silent clients %d, closed by the server %d, %.1f s after the first" %
+      (len(socks), closed, time.monotonic() - t0))
+PY
+silent=$!
+i=0
+until [ -e "$T/silent.ready" ] || [ $i -gt 100 ]; do sleep 0.1; i=$((i + 1)); done
+$KUMO ctl --token "$T/token" "$addr" help > "$T/full.out" 2>&1
+expect tcp-silent-clients-fill-slots "$T/full.out" 'too many clients'
+wait $silent
+cat "$T/silent.out"
+expect tcp-silent-clients-closed "$T/silent.out" 'silent clients 64, closed by the server 64,'
+expect tcp-silent-client-logged "$T/relay.err" 'no token proof within 5000 ms: closed'
+$KUMO ctl --token "$T/token" "$addr" help > "$T/after.out" 2>&1
+expect tcp-served-after-silent-clients "$T/after.out" '"agent-stats"'
+
 # kumo coord reaches it with --token (the VMM has no stats verb: mem_error, but up).
 $KUMO coord --vm "$addr" --token "$T/token" --policy margin --log "$T/coord.jsonl" --duration 2
 expect tcp-coord-up "$T/coord.jsonl" '"type":"vm-up"'
