@@ -595,18 +595,34 @@ void mig_lazy_stats(struct mig_lazy *l, struct mig_lazy_stats *st)
 	pthread_mutex_unlock(&l->lock);
 }
 
-uint64_t mig_lazy_latency_median_ns(const struct mig_lazy_stats *st)
+void mig_lazy_hist_bounds(int i, uint64_t *lo, uint64_t *hi)
 {
-	uint64_t total = 0, seen = 0;
+	*lo = i > 0 ? (1ULL << (i - 1)) * 1000 : 0;
+	*hi = i < MIG_LAZY_HIST - 1 ? (1ULL << i) * 1000 : UINT64_MAX;
+}
 
+uint64_t mig_lazy_latency_quantile_ns(const struct mig_lazy_stats *st, unsigned int permille)
+{
+	uint64_t total = 0, seen = 0, lo, hi;
+
+	if (permille > 1000)
+		permille = 1000;
 	for (int i = 0; i < MIG_LAZY_HIST; i++)
 		total += st->latency_hist[i];
 	for (int i = 0; i < MIG_LAZY_HIST && total; i++) {
 		seen += st->latency_hist[i];
-		if (2 * seen >= total)
-			return (1ULL << i) * 1000;
+		/* the first bucket holding the ceil(total * permille / 1000)-th fault */
+		if (st->latency_hist[i] && 1000 * seen >= total * permille) {
+			mig_lazy_hist_bounds(i, &lo, &hi);
+			return hi < st->latency_max_ns ? hi : st->latency_max_ns;
+		}
 	}
 	return 0;
+}
+
+uint64_t mig_lazy_latency_median_ns(const struct mig_lazy_stats *st)
+{
+	return mig_lazy_latency_quantile_ns(st, 500);
 }
 
 void mig_lazy_stop(struct mig_lazy *l)

@@ -40,7 +40,8 @@ struct mig_page_source {
 int mig_page_source_file(struct mig_page_source *src, int fd)
 	__attribute__((warn_unused_result));
 
-#define MIG_LAZY_HIST 24	/* log2 buckets of fault service time in us: [2^(i-1), 2^i) */
+#define MIG_LAZY_HIST 24	/* log2 buckets of fault service time in us: 0: [0, 1), i: [2^(i-1),
+			   2^i), the last one [2^22, unbounded) (mig_lazy_hist_bounds()) */
 
 struct mig_lazy_stats {
 	uint64_t faults;		/* fault messages served (a page two threads fault is two) */
@@ -79,7 +80,15 @@ int mig_lazy_start(struct guest_mem *m, const struct mig_page_source *src,
 int mig_lazy_wait(struct mig_lazy *l, int timeout_ms);
 
 void mig_lazy_stats(struct mig_lazy *l, struct mig_lazy_stats *st);
-/* The median fault service time in ns (upper bound of its log2 bucket), 0 without faults. */
+/* Bucket i's bounds in ns: [*lo, *hi); *hi is UINT64_MAX for the last (unbounded) one. */
+void mig_lazy_hist_bounds(int i, uint64_t *lo, uint64_t *hi);
+/*
+ * The fault service time in ns below which permille/1000 of the faults fall: the upper bound
+ * of the log2 bucket where that fault is, never above latency_max_ns (so the last bucket's
+ * quantiles are the maximum); 0 without faults.
+ */
+uint64_t mig_lazy_latency_quantile_ns(const struct mig_lazy_stats *st, unsigned int permille);
+/* The median: mig_lazy_latency_quantile_ns(st, 500). */
 uint64_t mig_lazy_latency_median_ns(const struct mig_lazy_stats *st);
 
 /*

@@ -298,6 +298,32 @@ static void split_teardown(struct vm_migration *mg)
 	}
 }
 
+/*
+ * The remote fault service times (migrate/lazy.c's log2 histogram): the non-empty buckets as
+ * {lo_us, hi_us (null: unbounded), faults}, in order.
+ */
+static struct json_object *fault_hist_json(const struct mig_lazy_stats *st)
+{
+	struct json_object *a = json_object_new_array();
+
+	for (int i = 0; i < MIG_LAZY_HIST; i++) {
+		struct json_object *b;
+		uint64_t lo, hi;
+
+		if (!st->latency_hist[i])
+			continue;
+		mig_lazy_hist_bounds(i, &lo, &hi);
+		b = json_object_new_object();
+		json_object_object_add(b, "lo_us", json_object_new_int64((int64_t)(lo / 1000)));
+		json_object_object_add(b, "hi_us", hi == UINT64_MAX ? NULL :
+				       json_object_new_int64((int64_t)(hi / 1000)));
+		json_object_object_add(b, "faults",
+				       json_object_new_int64((int64_t)st->latency_hist[i]));
+		json_object_array_add(a, b);
+	}
+	return a;
+}
+
 int vm_split_stats(struct vm *vm, struct json_object **result, char *err, size_t errlen)
 {
 	struct vm_migration *mg = vm->mig;
@@ -317,8 +343,11 @@ int vm_split_stats(struct vm *vm, struct json_object **result, char *err, size_t
 					       json_object_new_int64((int64_t)st.pages_zero));
 			json_object_object_add(o, "fault_median_us", json_object_new_double(
 				(double)mig_lazy_latency_median_ns(&st) / 1e3));
+			json_object_object_add(o, "fault_p99_us", json_object_new_double(
+				(double)mig_lazy_latency_quantile_ns(&st, 990) / 1e3));
 			json_object_object_add(o, "fault_max_us", json_object_new_double(
 				(double)st.latency_max_ns / 1e3));
+			json_object_object_add(o, "fault_hist", fault_hist_json(&st));
 		}
 	} else if (mg && mg->split_done && !__atomic_load_n(&mg->running, __ATOMIC_ACQUIRE)) {
 		o = split_json(&mg->split_res.c);

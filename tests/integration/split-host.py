@@ -117,6 +117,13 @@ def one_run(tracking, hold_mb):
     sres = (s or {}).get("result") or {}
     say(bool(s and s.get("ok")) and sres.get("pages_in", 0) > 0 and sres.get("errors") == 0,
         f"{tag}-main-pages-in", str(sres))
+    hist = sres.get("fault_hist") or []
+    say(sum(b.get("faults", 0) for b in hist) == sres.get("faults")
+        and all(b.get("hi_us") is None or b.get("lo_us", 0) < b["hi_us"] for b in hist)
+        and 0 < sres.get("fault_median_us", 0) <= sres.get("fault_p99_us", 0)
+        <= sres.get("fault_max_us", 0),
+        f"{tag}-main-fault-hist", f"fault_hist {hist}, median {sres.get('fault_median_us')}, "
+        f"p99 {sres.get('fault_p99_us')}, max {sres.get('fault_max_us')}")
     print(f"split-stats: {tag} {sres}", flush=True)
     cq.agent("poweroff", timeout=60)
     cq.close()

@@ -372,6 +372,19 @@ static void run_split(const struct split_case *sc, struct mig_split_result *res,
 			 * neighbour's copy, so at most one per free page). */
 			CHECK(ls.pages_zero <= res->c.pages_free);
 			CHECK(!sc->tracking || ls.pages_zero > res->c.pages_free / 2);
+			/* The fault-latency histogram (split-stats) holds every fault. */
+			{
+				uint64_t sum = 0;
+
+				for (int i = 0; i < MIG_LAZY_HIST; i++)
+					sum += ls.latency_hist[i];
+				CHECK_EQ(sum, ls.faults);
+				CHECK(ls.faults > 0);
+				CHECK(mig_lazy_latency_median_ns(&ls) > 0);
+				CHECK(mig_lazy_latency_median_ns(&ls) <=
+				      mig_lazy_latency_quantile_ns(&ls, 990));
+				CHECK(mig_lazy_latency_quantile_ns(&ls, 990) <= ls.latency_max_ns);
+			}
 		}
 	} else {
 		CHECK(r.ret != 0);
@@ -561,6 +574,32 @@ static void test_split_replicas(void)
 	}
 }
 
+/* split-stats' median/p99 from lazy.c's log2 histogram: bucket bounds, capped at the max. */
+static void test_split_fault_hist(void)
+{
+	struct mig_lazy_stats st = { 0 };
+	uint64_t lo, hi;
+
+	CHECK_EQ(mig_lazy_latency_quantile_ns(&st, 500), 0);	/* no faults */
+	mig_lazy_hist_bounds(0, &lo, &hi);
+	CHECK(lo == 0 && hi == 1000);
+	mig_lazy_hist_bounds(3, &lo, &hi);
+	CHECK(lo == 4000 && hi == 8000);
+	mig_lazy_hist_bounds(MIG_LAZY_HIST - 1, &lo, &hi);
+	CHECK(lo == (1ULL << (MIG_LAZY_HIST - 2)) * 1000 && hi == UINT64_MAX);
+	st.latency_hist[3] = 98;	/* 4..8 us */
+	st.latency_hist[10] = 2;	/* 512..1024 us */
+	st.latency_max_ns = 900000;
+	CHECK_EQ(mig_lazy_latency_median_ns(&st), 8000);
+	CHECK_EQ(mig_lazy_latency_quantile_ns(&st, 980), 8000);
+	CHECK_EQ(mig_lazy_latency_quantile_ns(&st, 990), 900000);	/* the max, not 1024 us */
+	CHECK_EQ(mig_lazy_latency_quantile_ns(&st, 1000), 900000);
+	st.latency_hist[MIG_LAZY_HIST - 1] = 200;	/* unbounded: its quantiles are the max */
+	st.latency_max_ns = 9000000000ULL;
+	CHECK_EQ(mig_lazy_latency_median_ns(&st), 9000000000ULL);
+	CHECK_EQ(mig_lazy_latency_quantile_ns(&st, 300), 8000);
+}
+
 static void test_split_page_lost(void)
 {
 	const struct split_case sc = { .tracking = 1, .main_pages = 300, .sub_limit = MEM,
@@ -575,5 +614,5 @@ static void test_split_page_lost(void)
 }
 
 TEST_MAIN(TEST(test_split_tracking), TEST(test_split_untracked), TEST(test_split_sub_full),
-	  TEST(test_split_page_lost), TEST(test_split_replicas),
+	  TEST(test_split_page_lost), TEST(test_split_replicas), TEST(test_split_fault_hist),
 	  TEST(test_split_figures))
