@@ -6,8 +6,9 @@
  * within the workingset (workingset_activate_file): each of those would have been a hit with
  * that much more memory. So the payoff of a VM's cache is its file activations per cached page
  * (Cached) over the period. A VM receives only if it has such refaults (or memory pressure,
- * PSI); a working set that never fits (long refault distances) refaults without activating and
- * does not attract memory it could not use. A VM gives only what lies above Committed_AS +
+ * PSI), and only if they are a fair share of all its file refaults: a working set that never
+ * fits (long refault distances) refaults mostly without activating and does not attract memory
+ * it could not use, however many reads it serves. A VM gives only what lies above Committed_AS +
  * Active(file) + a floor (its anonymous memory and the cache it uses stay), never while under
  * pressure. A VM whose VMM or agent figures are missing or stale is left alone (and takes a new
  * baseline when they return).
@@ -21,6 +22,19 @@
 
 #define MIB (1024ull * 1024)
 #define PAGE 4096ull
+
+/*
+ * A taker's activations must be at least 1/ACTIVATE_SHARE of its file refaults in the period.
+ * The absolute minimum (activate_min) alone let a busy low-locality VM take memory: in the box
+ * scale of paper 000 (tests/experiments/cache.sh, kumo sim of it), a uniform reader over 2 GiB
+ * with a 60-190 MiB cache refaults thousands of pages a period and 5-15% of them still come
+ * back within the (small) active list, hundreds of activations: enough to pass 64, and, per
+ * page of its small cache, twice the payoff of a VM whose working set had just come to fit
+ * (no refaults, no activations). Memory then went back and forth every few periods between
+ * the two. A working set that fits with more memory refaults mostly within it (40-100% in
+ * the same runs). (A cache_params field when sched/policies.h next changes.)
+ */
+#define ACTIVATE_SHARE 3
 
 const struct cache_params cache_defaults = {
 	.stale_s = 5.0,
@@ -80,7 +94,8 @@ void cache_step(const struct cache_params *p, struct cache_vm *st, const struct 
 		const struct cache_vm *v = &st[i];
 
 		if (!v->eligible || in[i].target >= in[i].ram ||
-		    (v->hits < p->activate_min && !v->pressure))
+		    ((v->hits < p->activate_min || v->hits * ACTIVATE_SHARE < v->refaults) &&
+		     !v->pressure))
 			continue;
 		if (take < 0 || v->score > st[take].score)
 			take = i;

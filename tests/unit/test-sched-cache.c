@@ -94,6 +94,36 @@ static void test_case2_no_change(void)
 	CHECK_EQ(t[1], 512 * MIB);
 }
 
+/*
+ * The ping-pong seen in kumo sim at the box's scale: VM0 a busy low-locality reader (thousands
+ * of refaults a period over a set far larger than memory, a small share of them activating, but
+ * more than activate_min, and per page of its small cache more than twice VM1's), VM1 a VM
+ * whose working set has just come to fit (no refaults). VM0 must not take VM1's memory; a VM
+ * whose refaults mostly activate still does.
+ */
+static void test_low_locality_does_not_take(void)
+{
+	struct rec seq[10][2];
+	struct cache_vm st[2] = { 0 };
+	uint64_t t[2] = { 128 * MIB, 384 * MIB };
+	int to = -1;
+
+	for (int k = 0; k < 10; k++) {
+		seq[k][0] = (struct rec){ 5, 63, 30, 150 * k, 8000 * k };
+		seq[k][1] = (struct rec){ 5, 310, 150, 0, 0 };
+	}
+	CHECK_EQ(run2(st, seq, 10, 448 * MIB, t, &to), 0);
+	CHECK_EQ(t[0], 128 * MIB);
+	CHECK_EQ(t[1], 384 * MIB);
+	/* The same VM0, with most of its refaults activating (its set would fit): it takes. */
+	memset(st, 0, sizeof(st));
+	for (int k = 0; k < 10; k++)
+		seq[k][0] = (struct rec){ 5, 63, 30, 3000 * k, 8000 * k };
+	CHECK(run2(st, seq, 10, 448 * MIB, t, &to) >= 1);
+	CHECK_EQ(to, 0);
+	CHECK(t[0] > 128 * MIB);
+}
+
 /* Both pay off alike: no ping-pong. */
 static void test_close_payoffs_hold(void)
 {
@@ -178,5 +208,5 @@ static void test_missing_and_stale(void)
 }
 
 TEST_MAIN(TEST(test_case1_flows_to_medium_locality), TEST(test_case2_no_change),
-	  TEST(test_close_payoffs_hold), TEST(test_baseline_pressure_full),
+	  TEST(test_low_locality_does_not_take), TEST(test_close_payoffs_hold), TEST(test_baseline_pressure_full),
 	  TEST(test_missing_and_stale))
