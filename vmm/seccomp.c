@@ -7,6 +7,8 @@
  * Filters are inherited and stack: a thread started by a filtered thread runs under both, so a
  * kind that starts threads (a vCPU starting a device worker at DRIVER_OK, the control thread
  * starting the migration sender) also allows what those threads need (`spawns`).
+ * Before its filter a thread drops every capability it does not use (kinds[].caps, with its
+ * children's): a root kumo keeps only CAP_NET_ADMIN, in the threads that may touch a tap.
  * A forbidden call raises SIGSYS (SECCOMP_RET_TRAP); the handler writes one line naming the
  * call, the thread and, for open/openat, the path, then the call's stack (kumo(+offset) for
  * addr2line), and ends the process with status 1.
@@ -15,11 +17,13 @@
 #include <errno.h>
 #include <execinfo.h>
 #include <json-c/json.h>
+#include <linux/capability.h>
 #include <linux/filter.h>
 #include <linux/prctl.h>
 #include <pthread.h>
 #include <seccomp.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -156,6 +160,7 @@ struct kind {
 	const int *more;	/* a device worker's own calls on top of the loop's */
 	size_t nmore;
 	unsigned int spawns;	/* kinds this one may start (their calls are added) */
+	uint64_t caps;		/* capabilities it uses once running (1 << CAP_...) */
 };
 
 #define CALLS(a) a, ARRAY_SIZE(a)
@@ -171,7 +176,9 @@ static const struct kind kinds[KUMO_THREAD__COUNT] = {
 	[KUMO_THREAD_LAZY] = { "lazy memory", CALLS(lazy_calls), NULL, 0, 0 },
 	[KUMO_THREAD_LAZY_WATCH] = { "lazy watch", CALLS(lazy_watch_calls), NULL, 0, WORKERS },
 	[KUMO_THREAD_BLK] = { "blk worker", CALLS(worker_calls), CALLS(blk_calls), 0 },
-	[KUMO_THREAD_NET] = { "net worker", CALLS(worker_calls), CALLS(net_calls), 0 },
+	/* Attaching and detaching the tap's queues as the driver changes the queue pairs. */
+	[KUMO_THREAD_NET] = { "net worker", CALLS(worker_calls), CALLS(net_calls), 0,
+			      1ull << CAP_NET_ADMIN },
 	[KUMO_THREAD_CONSOLE] = { "console worker", CALLS(worker_calls), CALLS(console_calls), 0 },
 	[KUMO_THREAD_BALLOON] = { "balloon worker", CALLS(worker_calls), CALLS(balloon_calls), 0 },
 };
@@ -494,6 +501,42 @@ out:
 	return ret;
 }
 
+/* The capabilities of kind and of what it may start (they inherit the starter's). */
+static uint64_t kind_caps(enum kumo_thread kind)
+{
+	unsigned int set = closure(kind);
+	uint64_t caps = 0;
+
+	for (int k = 0; k < KUMO_THREAD__COUNT; k++)
+		if (set & KIND(k))
+			caps |= kinds[k].caps;
+	return caps;
+}
+
+/*
+ * Capabilities are per thread: keep in this one's bounding, permitted and effective sets only
+ * what it uses (of what it has), none inheritable. Without CAP_SETPCAP (not root) the bounding
+ * set stays and the rest is still dropped.
+ */
+static int drop_caps(uint64_t keep)
+{
+	struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct d[_LINUX_CAPABILITY_U32S_3];
+
+	for (int c = 0; c <= CAP_LAST_CAP; c++)
+		if (!(keep & (1ull << c)) && prctl(PR_CAPBSET_DROP, c, 0, 0, 0) &&
+		    errno != EINVAL && errno != EPERM)
+			return -errno;
+	if (syscall(SYS_capget, &h, d))
+		return -errno;
+	for (int i = 0; i < _LINUX_CAPABILITY_U32S_3; i++) {
+		d[i].effective &= (uint32_t)(keep >> (32 * i));
+		d[i].permitted &= (uint32_t)(keep >> (32 * i));
+		d[i].inheritable = 0;
+	}
+	return syscall(SYS_capset, &h, d) ? -errno : 0;
+}
+
 void seccomp_enter(enum kumo_thread kind)
 {
 	sigset_t sys;
@@ -508,11 +551,14 @@ void seccomp_enter(enum kumo_thread kind)
 	sigemptyset(&sys);
 	sigaddset(&sys, SIGSYS);
 	pthread_sigmask(SIG_UNBLOCK, &sys, NULL);
+	ret = drop_caps(kind_caps(kind));	/* capset and prctl are not on the lists */
+	if (ret)
+		goto fail;
 	if (!syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &progs[kind]))
 		return;
 	ret = -errno;
 fail:
-	pr_err("seccomp: cannot filter the %s thread: %s", seccomp_kind_name(kind),
-	       strerror(-ret));
+	pr_err("seccomp: cannot filter the %s thread (or drop its capabilities): %s",
+	       seccomp_kind_name(kind), strerror(-ret));
 	_exit(1);
 }

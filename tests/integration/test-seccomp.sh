@@ -36,6 +36,14 @@ seccomp_states() {
 	done
 }
 
+# caps_states PID: "NAME=CapEff/CapBnd" for every thread.
+caps_states() {
+	for s in /proc/"$1"/task/*/status; do
+		awk '/^Name:/ { n = $2 } /^CapEff:/ { e = $2 } /^CapBnd:/ { b = $2 }
+		     END { print n "=" e "/" b }' "$s"
+	done
+}
+
 # own_kib PID: Pss of every mapping but the guest's memfd (kumo-ram-node*), in KiB.
 own_kib() {
 	awk '/^[0-9a-f]+-[0-9a-f]+ / { ram = ($0 ~ /kumo-ram-node/) }
@@ -63,6 +71,16 @@ if wait_line "$CON" '^KUMO-CHECK done' $tpid; then
 	else
 		pass seccomp-every-thread-filtered
 	fi
+	# Capabilities: none, or only CAP_NET_ADMIN (bit 12) where a thread may start the net
+	# worker (vCPUs, control); the device workers here none at all.
+	caps=$(caps_states "$pid")
+	echo "capabilities (effective/bounding): $(echo $caps)"
+	if echo "$caps" | grep -Ev '=0000000000000000/0000000000000000$|=0000000000001000/0000000000001000$' | grep -q .; then
+		fail seccomp-capabilities-dropped "$(echo $caps)"
+	else
+		pass seccomp-capabilities-dropped
+	fi
+	check seccomp-workers-no-capabilities sh -c "! echo '$caps' | grep -E '^kumo-(blk|balloon|console)=' | grep -v '=0000000000000000/0000000000000000'"
 	for t in kumo-vcpu0 kumo-vcpu1 kumo-blk kumo-balloon kumo-console; do
 		check "seccomp-thread-$t-running" sh -c "echo '$states' | grep -q '^$t='"
 	done

@@ -6,6 +6,8 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
+#include <string.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -171,6 +173,93 @@ static void test_every_kind(void)
 	}
 }
 
+/* ---- capabilities ---- */
+
+static int caps_pipe[2];
+
+static void *caps_thread(void *arg)
+{
+	struct timespec ts = { .tv_sec = 5 };
+
+	pthread_setname_np(pthread_self(), "kumo-caps");
+	seccomp_enter((enum kumo_thread)(long)arg);
+	if (write(caps_pipe[1], "r", 1) != 1)
+		_exit(48);
+	nanosleep(&ts, NULL);
+	return NULL;
+}
+
+/* CapEff and CapBnd of the child's thread named kumo-caps, from /proc. */
+static int read_caps(pid_t pid, unsigned long long *eff, unsigned long long *bnd)
+{
+	char path[64], line[256], name[32] = "";
+	int found = -ENOENT;
+
+	for (int tid = pid; tid < pid + 64 && found; tid++) {
+		FILE *f;
+
+		snprintf(path, sizeof(path), "/proc/%d/task/%d/status", (int)pid, tid);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		while (fgets(line, sizeof(line), f)) {
+			sscanf(line, "Name: %31s", name);
+			sscanf(line, "CapEff: %llx", eff);
+			sscanf(line, "CapBnd: %llx", bnd);
+		}
+		fclose(f);
+		if (!strcmp(name, "kumo-caps"))
+			found = 0;
+	}
+	return found;
+}
+
+/* caps_of(kind): what a thread of that kind keeps (as root: its own set, else what it had). */
+static int caps_of(enum kumo_thread kind, unsigned long long *eff, unsigned long long *bnd)
+{
+	pthread_t t;
+	char r;
+	pid_t pid;
+	int ret;
+
+	if (pipe(caps_pipe) < 0)
+		return -errno;
+	pid = fork();
+	if (!pid) {
+		if (seccomp_enable() < 0 || pthread_create(&t, NULL, caps_thread, (void *)(long)kind))
+			_exit(44);
+		pthread_join(t, NULL);
+		_exit(0);
+	}
+	close(caps_pipe[1]);
+	ret = read(caps_pipe[0], &r, 1) == 1 ? read_caps(pid, eff, bnd) : -EIO;
+	close(caps_pipe[0]);
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	return ret;
+}
+
+static void test_caps_dropped(void)
+{
+	unsigned long long eff = ~0ull, bnd = ~0ull;
+
+	if (geteuid()) {
+		printf("  not root: no capabilities to drop\n");
+		return;
+	}
+	CHECK_EQ(caps_of(KUMO_THREAD_BLK, &eff, &bnd), 0);
+	CHECK_EQ(eff, 0ull);
+	CHECK_EQ(bnd, 0ull);
+	/* A tap's queues: the net worker and the threads that start it keep CAP_NET_ADMIN. */
+	CHECK_EQ(caps_of(KUMO_THREAD_NET, &eff, &bnd), 0);
+	CHECK_EQ(eff, 1ull << 12);
+	CHECK_EQ(bnd, 1ull << 12);
+	CHECK_EQ(caps_of(KUMO_THREAD_VCPU, &eff, &bnd), 0);
+	CHECK_EQ(eff, 1ull << 12);
+	CHECK_EQ(caps_of(KUMO_THREAD_MAIN, &eff, &bnd), 0);
+	CHECK_EQ(eff, 0ull);
+}
+
 /* A thread that spawns (a vCPU starting a worker) allows at least what the worker does. */
 static void test_spawner_covers_worker(void)
 {
@@ -182,4 +271,4 @@ static void test_spawner_covers_worker(void)
 }
 
 TEST_MAIN(TEST(test_device_worker_execve), TEST(test_device_worker_unfiltered),
-	  TEST(test_every_kind), TEST(test_spawner_covers_worker))
+	  TEST(test_every_kind), TEST(test_caps_dropped), TEST(test_spawner_covers_worker))
