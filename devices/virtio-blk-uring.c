@@ -36,7 +36,13 @@ struct blk_uring {
 	int stopping;
 	int dirty;		/* used entries pushed since the last notification check */
 	unsigned int inflight;
+	/*
+	 * Free slots: the recycled ones, then ios[fresh..] never used. Each slot is ~4 KiB (the
+	 * request's iovecs) and the table is calloc'ed (mmap: untouched pages cost nothing), so
+	 * only as many slots as the guest ever had in flight become resident.
+	 */
 	struct blk_io *free;
+	unsigned int fresh;
 	struct virtq_elem elem;
 	struct blk_io ios[VIRTIO_BLK_QUEUE_SIZE];
 };
@@ -56,6 +62,22 @@ static void io_free(struct blk_uring *u, struct blk_io *io)
 {
 	io->next_free = u->free;
 	u->free = io;
+}
+
+static int io_have(const struct blk_uring *u)
+{
+	return u->free || u->fresh < VIRTIO_BLK_QUEUE_SIZE;
+}
+
+/* A free slot; the caller checked io_have(). */
+static struct blk_io *io_take(struct blk_uring *u)
+{
+	struct blk_io *io = u->free;
+
+	if (!io)
+		return &u->ios[u->fresh++];
+	u->free = io->next_free;
+	return io;
 }
 
 /* Write the status, hand the chain back, recycle the slot. */
@@ -159,10 +181,9 @@ static int write_zeroes_slow(struct virtio_blk *b, uint64_t off, uint64_t len)
 static void io_start(struct blk_uring *u, const struct virtq_elem *e)
 {
 	struct virtio_blk *b = u->b;
-	struct blk_io *io = u->free;
+	struct blk_io *io = io_take(u);
 	int st, ret = 0;
 
-	u->free = io->next_free;
 	io->head = e->head;
 	b->vdev.stats_requests++;
 	st = virtio_blk_parse(e, &b->lim, &io->r);
@@ -320,7 +341,7 @@ static void process_queue(struct blk_uring *u)
 	if (vq->broken)
 		return;
 	for (;;) {
-		while (u->free) {
+		while (io_have(u)) {
 			ret = virtq_pop(m, vq, &u->elem);
 			if (ret < 0) {
 				virtio_set_needs_reset(vdev, 0);
@@ -331,7 +352,7 @@ static void process_queue(struct blk_uring *u)
 			io_start(u, &u->elem);
 		}
 		/* No free slot: a completion will bring us back here. */
-		if (!u->free || !vq->event_idx)
+		if (!io_have(u) || !vq->event_idx)
 			return;
 		virtq_set_avail_event(m, vq);
 		ret = virtq_pop(m, vq, &u->elem);
@@ -446,8 +467,6 @@ int blk_uring_start(struct virtio_blk *b)
 		ret = virtio_dev_watch(&b->vdev, u->cq_fd, EPOLLIN, 0);
 	if (ret)
 		goto err_ring;
-	for (int i = VIRTIO_BLK_QUEUE_SIZE - 1; i >= 0; i--)
-		io_free(u, &u->ios[i]);
 	b->io = u;
 	return 0;
 
