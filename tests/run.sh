@@ -13,6 +13,7 @@ TIERS=${KUMO_TIERS:-unit kvm fuzz integration}
 LOG=${KUMO_TEST_LOG:-tests/out}
 mkdir -p "$LOG"
 : > "$LOG/results"
+: > "$LOG/durations"	# "NAME SECONDS" per test, for finding what makes a run long
 
 # WHERE: all (native), host (KVM tests deferred to the box), kvm (inside the box: only those).
 if [ -n "${KUMO_IN_BOX:-}" ]; then
@@ -36,8 +37,10 @@ run() { # name, command...
 		[ "$WHERE" = kvm ] && return
 	fi
 	printf '== %s\n' "$name"
+	t0=$(date +%s)
 	"$@" > "$LOG/$name.out" 2>&1
 	rc=$?
+	echo "$name $(($(date +%s) - t0))" >> "$LOG/durations"
 	grep -E '^(PASS|FAIL|SKIP): ' "$LOG/$name.out" | sed "s|^|$name: |" | tee -a "$LOG/results"
 	if [ $rc -ne 0 ] && ! grep -q '^FAIL: ' "$LOG/$name.out"; then
 		# A crash or an early exit is a failure even if no case said so.
@@ -89,6 +92,7 @@ if [ "$deferred" -gt 0 ]; then
 		echo "box: FAIL: tests/run.sh in the box exited with status $rc" | tee -a "$LOG/results"
 	fi
 	grep '^box/' "$LOG/results"
+	echo "box: seconds per test: $(sort -k2 -n -r "$LOG/box/durations" 2>/dev/null | head -n 8 | tr '\n' ' ')"
 	echo "box: $(grep -c '^box/' "$LOG/results") results from the box; boots: $(wc -l < "$LOG/box-boots.log") so far ($LOG/box-boots.log)"
 fi
 
