@@ -44,6 +44,8 @@ struct mig_lazy {
 	pthread_t thread;
 	int thread_started;
 	int stopping;			/* atomic */
+	uint64_t woken_ns;		/* the fault being served: when its thread was woken
+					   (before its neighbours came), 0 until then */
 	pthread_mutex_t lock;		/* st */
 	pthread_cond_t cond;
 	struct mig_lazy_stats st;
@@ -257,6 +259,32 @@ static int copy_run(struct mig_lazy *l, uint64_t off, uint64_t len, uint64_t *co
 	return 0;
 }
 
+/*
+ * A fault's neighbours through the source's read_ahead: placed when they come, left missing
+ * (no error: each is served when faulted) when the read fails. 0 or -errno (placing).
+ */
+static int ahead_run(struct mig_lazy *l, uint64_t off, uint64_t len)
+{
+	int64_t n;
+
+	if (l->src.ops->read_ahead(l->src.opaque, off, l->buf, len) < 0) {
+		pthread_mutex_lock(&l->lock);
+		l->st.ahead_failed++;
+		pthread_mutex_unlock(&l->lock);
+		return 0;
+	}
+	n = place(l, off, l->buf, len);
+	if (n < 0)
+		return fail(l, (int)n, "UFFDIO_COPY", off);
+	set_present(l, off, len);
+	pthread_mutex_lock(&l->lock);
+	l->st.pages_fault += (uint64_t)n / MM_PAGE_SIZE;
+	l->st.pages_ahead += (uint64_t)n / MM_PAGE_SIZE;
+	l->st.bytes_read += len;
+	pthread_mutex_unlock(&l->lock);
+	return 0;
+}
+
 static int zero_unit(struct mig_lazy *l, uint64_t off)
 {
 	int64_t n = place(l, off, l->zero, l->unit);
@@ -285,6 +313,7 @@ static int unit_is_hole(struct mig_lazy *l, uint64_t off, uint64_t len, uint64_t
  */
 static int serve_data(struct mig_lazy *l, uint64_t off, uint64_t rend)
 {
+	int ret;
 	uint64_t lim = off + (1 + (uint64_t)l->prefetch) * l->unit, p = off + l->unit, known = p;
 
 	if (lim > rend)
@@ -302,7 +331,13 @@ static int serve_data(struct mig_lazy *l, uint64_t off, uint64_t rend)
 		}
 		p += l->unit;
 	}
-	return copy_run(l, off, p - off, &l->st.pages_fault);
+	if (!l->src.ops->read_ahead || p == off + l->unit)
+		return copy_run(l, off, p - off, &l->st.pages_fault);
+	/* The faulting unit first (its thread runs on), then the neighbours apart. */
+	if ((ret = copy_run(l, off, l->unit, &l->st.pages_fault)))
+		return ret;
+	l->woken_ns = now_ns();
+	return ahead_run(l, off + l->unit, p - off - l->unit);
 }
 
 static int serve_fault(struct mig_lazy *l, uint64_t addr)
@@ -310,6 +345,7 @@ static int serve_fault(struct mig_lazy *l, uint64_t addr)
 	uint64_t off, rend = 0, run, t0 = now_ns(), ns;
 	int ret, bucket = 0;
 
+	l->woken_ns = 0;
 	if (hva_to_off(l, addr, &off) < 0) {
 		pr_warn_ratelimited("lazy memory: fault at 0x%llx outside guest RAM",
 				    (unsigned long long)addr);
@@ -324,7 +360,7 @@ static int serve_fault(struct mig_lazy *l, uint64_t addr)
 		ret = serve_data(l, off, rend);
 	if (ret < 0)
 		return ret;
-	ns = now_ns() - t0;
+	ns = (l->woken_ns ? l->woken_ns : now_ns()) - t0;
 	for (uint64_t us = ns / 1000; us && bucket < MIG_LAZY_HIST - 1; us >>= 1)
 		bucket++;
 	pthread_mutex_lock(&l->lock);

@@ -26,6 +26,14 @@ struct mig_page_source_ops {
 	 * that are the same kind; or -errno.
 	 */
 	int (*is_hole)(void *opaque, uint64_t off, uint64_t len, uint64_t *run);
+	/*
+	 * Optional: read a fault's data neighbours (prefetch), apart from the faulting unit. With
+	 * it a fault's own unit is read (read) and placed -- its thread woken -- before the
+	 * neighbours are asked for, and a neighbours' read that fails is no error: they are
+	 * left missing and served when faulted. A remote source gives it its own connection,
+	 * so bulk traffic never delays a fault's page (split.c's urgent channel). 0 or -errno.
+	 */
+	int (*read_ahead)(void *opaque, uint64_t off, void *buf, uint64_t len);
 };
 
 struct mig_page_source {
@@ -48,6 +56,8 @@ struct mig_lazy_stats {
 	uint64_t pages_fault;		/* data pages copied for faults, neighbours included */
 	uint64_t pages_background;	/* data pages copied by the background push */
 	uint64_t pages_zero;		/* hole pages a fault zero-filled */
+	uint64_t pages_ahead;		/* of pages_fault, neighbours read by read_ahead */
+	uint64_t ahead_failed;		/* read_ahead calls that failed (neighbours left out) */
 	uint64_t bytes_read;		/* from the source */
 	uint64_t errors;		/* source reads or uffd ioctls that failed */
 	uint64_t latency_hist[MIG_LAZY_HIST];

@@ -392,33 +392,51 @@ struct mig_split_dest {
 	uint8_t *loc;
 	uint8_t *loc2;			/* the replicas' owners (index + 1; 0 none) */
 	uint64_t n;
-	/* The serving thread's alone once it runs; NULL: gone (or never reached). */
+	/*
+	 * The serving thread's alone once it runs; NULL: gone (or never reached). sub: the
+	 * urgent channel (a fault's own page), bulk: its neighbours (prefetch), one connection
+	 * each per sub-host, so a page-in never waits behind bulk bytes.
+	 */
 	struct ms_client *sub[MIG_SPLIT_SUBS_MAX];
+	struct ms_client *bulk[MIG_SPLIT_SUBS_MAX];
 	char addr[MIG_SPLIT_SUBS_MAX][MIG_SPLIT_ADDR_MAX];
 	struct mig_split_counts c;
 	uint64_t vm_id;
 };
 
-/* Sub-host o is gone: closed, silent or answering wrongly. Its pages come from their replicas. */
-static void drop_sub(struct mig_split_dest *d, unsigned int o, const char *why)
+/*
+ * A channel to sub-host o closed, silent or answering wrongly. The urgent one (bulk 0): the
+ * sub-host is dropped, both channels closed, its pages come from their replicas. The bulk one:
+ * only it is closed, its pages come on their own faults.
+ */
+static void drop_channel(struct mig_split_dest *d, unsigned int o, int bulk, const char *why)
 {
-	ms_client_close(d->sub[o]);
-	d->sub[o] = NULL;
+	if (!bulk) {
+		ms_client_close(d->sub[o]);
+		d->sub[o] = NULL;
+	}
+	ms_client_close(d->bulk[o]);
+	d->bulk[o] = NULL;
 	pthread_mutex_lock(&d->lock);
-	d->c.subs_gone++;
+	if (bulk)
+		d->c.bulk_gone++;
+	else
+		d->c.subs_gone++;
 	pthread_mutex_unlock(&d->lock);
-	pr_warn("split memory: sub-host %u (%s) dropped: %s; its pages are read from their "
-		"replicas, where there are any", o, d->addr[o], why);
+	pr_warn("split memory: sub-host %u (%s)%s: %s; its pages %s", o, d->addr[o],
+		bulk ? ": the bulk channel closed" : " dropped", why,
+		bulk ? "come on faults alone" : "are read from their replicas, where there are any");
 }
 
 /*
- * Page in n bytes at gpa from owner o. 0; -ENOENT (not stored there: the connection goes on);
- * another -errno (the sub-host is dropped). why: the reason, for the lost-frames line.
+ * Page in n bytes at gpa from owner o, on its urgent channel (bulk 0) or its bulk one. 0;
+ * -ENOENT (not stored there: the connection goes on); another -errno (an urgent channel's
+ * sub-host is dropped, a bulk channel alone closed). why: the reason, for the lost-frames line.
  */
-static int page_in(struct mig_split_dest *d, unsigned int o, uint64_t gpa, uint8_t *out,
-		   uint64_t n, char *why, size_t whylen)
+static int page_in(struct mig_split_dest *d, unsigned int o, int bulk, uint64_t gpa,
+		   uint8_t *out, uint64_t n, char *why, size_t whylen)
 {
-	struct ms_client *c = d->sub[o];
+	struct ms_client *c = bulk ? d->bulk[o] : d->sub[o];
 	uint64_t b0;
 	int ret;
 
@@ -431,22 +449,27 @@ static int page_in(struct mig_split_dest *d, unsigned int o, uint64_t gpa, uint8
 	ret = ms_get(c, gpa, out, n, why, whylen);
 	pthread_mutex_lock(&d->lock);
 	d->c.bytes_in += ms_client_bytes(c) - b0;
-	if (ret)
+	if (ret && !bulk)
 		d->c.owner_failures++;
 	pthread_mutex_unlock(&d->lock);
 	if (ret && !why[0])
 		snprintf(why, whylen, "%s", ret == -EPIPE || ret == -ECONNRESET ?
 			 "the connection closed" : strerror(-ret));
 	if (ret && ret != -ENOENT)
-		drop_sub(d, o, ret == -EAGAIN || ret == -ETIMEDOUT ? "no answer in time" : why);
+		drop_channel(d, o, bulk, ret == -EAGAIN || ret == -ETIMEDOUT ?
+			     "no answer in time" : why);
 	return ret;
 }
 
-static int split_read(void *opaque, uint64_t off, void *buf, uint64_t len)
+/*
+ * The page source's read: the sub-hosts' pages from their owners (first, then the replica's),
+ * the rest zeros. bulk: a fault's neighbours (read_ahead) on the bulk channels, whose failure
+ * only leaves them for their own faults; else the urgent channels, whose failure on every
+ * owner loses the frames.
+ */
+static int split_fetch(struct mig_split_dest *d, uint64_t off, uint8_t *out, uint64_t len,
+		       int bulk)
 {
-	struct mig_split_dest *d = opaque;
-	uint8_t *out = buf;
-
 	while (len) {
 		uint64_t gpa, left, n, pg;
 		unsigned int kind, rep, owner[2], nown, k;
@@ -470,8 +493,10 @@ static int split_read(void *opaque, uint64_t off, void *buf, uint64_t len)
 		owner[1] = rep ? rep - 1 : 0;
 		nown = rep ? 2 : 1;
 		for (k = 0; k < nown; k++)
-			if (!(ret = page_in(d, owner[k], gpa, out, n, why[k], sizeof(why[k]))))
+			if (!(ret = page_in(d, owner[k], bulk, gpa, out, n, why[k], sizeof(why[k]))))
 				break;
+		if (ret && bulk)
+			return ret;	/* neighbours: left for their own faults */
 		pthread_mutex_lock(&d->lock);
 		if (ret) {
 			d->c.errors++;
@@ -484,6 +509,8 @@ static int split_read(void *opaque, uint64_t off, void *buf, uint64_t len)
 			d->c.pages_in += n / PAGE;
 			if (k)
 				d->c.pages_in_replica += n / PAGE;
+			if (bulk)
+				d->c.pages_in_bulk += n / PAGE;
 		}
 		pthread_mutex_unlock(&d->lock);
 		if (ret && nown == 1) {
@@ -505,6 +532,16 @@ next:
 		len -= n;
 	}
 	return 0;
+}
+
+static int split_read(void *opaque, uint64_t off, void *buf, uint64_t len)
+{
+	return split_fetch(opaque, off, buf, len, 0);
+}
+
+static int split_read_ahead(void *opaque, uint64_t off, void *buf, uint64_t len)
+{
+	return split_fetch(opaque, off, buf, len, 1);
 }
 
 /* Data = a sub-host's page; everything else (here already, or free) is a hole. */
@@ -529,6 +566,7 @@ static int split_is_hole(void *opaque, uint64_t off, uint64_t len, uint64_t *run
 
 static const struct mig_page_source_ops split_source_ops = {
 	.read = split_read,
+	.read_ahead = split_read_ahead,
 	.is_hole = split_is_hole,
 };
 
@@ -611,28 +649,46 @@ static int default_connect(void *opaque, const char *addr, char *err, size_t err
 	return mig_connect(addr, err, errlen);
 }
 
+/* One channel to sub-host i (a page-in waits at most MIG_SPLIT_GET_TIMEOUT_S on it). */
+static int open_channel(struct mig_split_dest *d, uint32_t i, mig_split_connect_fn connect,
+			void *opaque, struct ms_client **out, char *why, size_t whylen)
+{
+	struct timeval tv = { .tv_sec = MIG_SPLIT_GET_TIMEOUT_S };
+	int sfd = connect(opaque, d->addr[i], why, whylen);
+
+	if (sfd < 0)
+		return sfd;
+	setsockopt(sfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(sfd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	return ms_client_open(sfd, d->vm_id, out, why, whylen);
+}
+
 /*
- * Connect to every sub-host in the map (a page-in waits at most MIG_SPLIT_GET_TIMEOUT_S for
- * one). Without replicas each must answer; with them one that does not is left out (logged)
- * as long as every sub-host page still has an owner that did.
+ * Connect to every sub-host in the map: its urgent channel, then its bulk one (without which
+ * its pages come on faults alone: a warning). Without replicas each must answer; with them
+ * one that does not is left out (logged) as long as every sub-host page still has an owner
+ * that did.
  */
 static int connect_subs(struct mig_split_dest *d, mig_split_connect_fn connect, void *opaque,
 			char *err, size_t errlen)
 {
-	struct timeval tv = { .tv_sec = MIG_SPLIT_GET_TIMEOUT_S };
 	int ret = 0;
 
 	for (uint32_t i = 0; i < d->c.nr_subs; i++) {
 		char why[200] = "";
-		int sfd = connect(opaque, d->addr[i], why, sizeof(why));
 
-		if (sfd >= 0) {
-			setsockopt(sfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-			setsockopt(sfd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-		}
-		ret = sfd < 0 ? sfd : ms_client_open(sfd, d->vm_id, &d->sub[i], why, sizeof(why));
-		if (!ret)
+		ret = open_channel(d, i, connect, opaque, &d->sub[i], why, sizeof(why));
+		if (!ret) {
+			why[0] = '\0';
+			if ((ret = open_channel(d, i, connect, opaque, &d->bulk[i], why,
+						sizeof(why)))) {
+				pr_warn("split migration: sub-host %u (%s): no bulk channel: %s; its "
+					"pages come on faults alone", i, d->addr[i],
+					why[0] ? why : strerror(-ret));
+				d->c.bulk_gone++;
+			}
 			continue;
+		}
 		snprintf(err, errlen, "split migration: sub-host %u (%s): %s", i, d->addr[i],
 			 why[0] ? why : strerror(-ret));
 		if (!d->loc2)
@@ -816,8 +872,10 @@ void mig_split_dest_free(struct mig_split_dest *d)
 {
 	if (!d)
 		return;
-	for (unsigned int i = 0; i < MIG_SPLIT_SUBS_MAX; i++)
+	for (unsigned int i = 0; i < MIG_SPLIT_SUBS_MAX; i++) {
 		ms_client_close(d->sub[i]);
+		ms_client_close(d->bulk[i]);
+	}
 	pthread_mutex_destroy(&d->lock);
 	free(d->loc);
 	free(d->loc2);

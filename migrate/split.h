@@ -6,8 +6,9 @@
  * touched, ballooned, reported; and all-zero pages) go nowhere. On the main host the VM runs at
  * once: a fault on a sub-host's page is paged in from that sub-host (userfaultfd, migrate/lazy.h,
  * on demand only; from the second owner when the first is gone, does not answer or lacks the
- * page), a fault on a free page is a zero page with no network. A page-location map (free,
- * main, sub-host N and its replica's sub-host) with counters is kept on both sides.
+ * page; the fault's own page on an urgent connection, its neighbours on a bulk one), a fault
+ * on a free page is a zero page with no network. A page-location map (free, main, sub-host
+ * N and its replica's sub-host) with counters is kept on both sides.
  */
 #ifndef KUMO_MIGRATE_SPLIT_H
 #define KUMO_MIGRATE_SPLIT_H
@@ -69,7 +70,9 @@ struct mig_split_counts {
 	uint64_t bytes_in;	/* main host: bytes exchanged with the sub-hosts for that */
 	uint64_t errors;	/* main host: page-ins that failed (on both owners) */
 	uint64_t owner_failures;	/* main host: page-ins an owner failed (then the other) */
+	uint64_t pages_in_bulk;	/* main host: of pages_in, fault neighbours on the bulk channel */
 	unsigned int subs_gone;	/* main host: sub-hosts dropped (closed, silent, bad replies) */
+	unsigned int bulk_gone;	/* main host: bulk channels closed (their pages: faults alone) */
 	unsigned int nr_subs;
 	unsigned int replicas;
 };

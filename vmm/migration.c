@@ -205,6 +205,8 @@ static struct json_object *split_json(const struct mig_split_counts *c)
 	json_object_object_add(o, "owner_failures",
 			       json_object_new_int64((int64_t)c->owner_failures));
 	json_object_object_add(o, "subs_gone", json_object_new_int((int)c->subs_gone));
+	json_object_object_add(o, "pages_in_bulk", json_object_new_int64((int64_t)c->pages_in_bulk));
+	json_object_object_add(o, "bulk_gone", json_object_new_int((int)c->bulk_gone));
 	return o;
 }
 

@@ -89,8 +89,8 @@ static const struct mig_dest_ops dops = { .load = d_load, .lazy = d_lazy, .start
 /* Two page stores; a connection to one is a socketpair with a serving thread. */
 struct subs {
 	struct memserver *ms[2];
-	pthread_t t[8];
-	int fds[8], sub[8], nt;	/* each connection's serving end and its sub-host */
+	pthread_t t[16];
+	int fds[16], sub[16], nt;	/* each connection's serving end and its sub-host */
 };
 
 struct conn {
@@ -115,7 +115,7 @@ static int sub_connect(void *opaque, const char *addr, char *err, size_t errlen)
 	struct conn *c;
 	int sv[2], i = addr[3] - '0';
 
-	if (strncmp(addr, "sub", 3) || i < 0 || i > 1 || s->nt == 8) {
+	if (strncmp(addr, "sub", 3) || i < 0 || i > 1 || s->nt == 16) {
 		snprintf(err, errlen, "no such sub-host %s", addr);
 		return -ENOENT;
 	}
@@ -190,6 +190,7 @@ struct split_case {
 	int lose;		/* a sub-host loses a page before the main host reads it */
 	unsigned int replicas;
 	int kill;		/* sub-host 0 goes away after the split, then sub-host 1 */
+	int kill_bulk;		/* the main host's bulk channels close after the split */
 };
 
 /*
@@ -334,6 +335,15 @@ static void run_split(const struct split_case *sc, struct mig_split_result *res,
 		}
 		if (sc->kill)
 			kill_sub(&subs, 0);
+		if (sc->kill_bulk) {
+			/* Connections: the source's 0 and 1, then the main host's urgent and bulk
+			 * channel to sub0 (2, 3) and to sub1 (4, 5). */
+			CHECK_EQ(subs.nt, 6);
+			CHECK(subs.sub[3] == 0 && subs.sub[5] == 1);
+			shutdown(subs.fds[3], SHUT_RDWR);
+			shutdown(subs.fds[5], SHUT_RDWR);
+			subs.fds[3] = subs.fds[5] = -1;
+		}
 		/* Every page, through the lazy page source, equals the source's. */
 		for (uint64_t gpa = 0; gpa < MEM; gpa += PAGE) {
 			const uint8_t *a = mm_gpa_to_hva(&src, gpa, PAGE);
@@ -362,11 +372,28 @@ static void run_split(const struct split_case *sc, struct mig_split_result *res,
 		CHECK_EQ(c.pages_remote, 0);
 		CHECK_EQ(c.pages_in, res->c.pages_remote);
 		CHECK_EQ(c.pages_in_replica, 0);
+		if (sc->kill_bulk) {
+			/* Every page still came, on the urgent channels, one fault each. */
+			CHECK_EQ(c.bulk_gone, 2);
+			CHECK_EQ(c.subs_gone, 0);
+			CHECK(c.pages_in_bulk < 64);	/* at most before the first failure */
+		} else if (!sc->tracking) {
+			/* A fault's own page on the urgent channel, its neighbours (every page is
+			 * data here; with tracking none has a data neighbour) on the bulk one. */
+			CHECK(c.pages_in_bulk > 0 && c.pages_in_bulk < c.pages_in);
+			CHECK_EQ(c.bulk_gone, 0);
+		}
 		{
 			struct mig_lazy_stats ls;
 
 			mig_lazy_stats(d.lazy, &ls);
 			CHECK_EQ(ls.pages_background, 0);	/* on demand only */
+			/* The serving thread may still be placing the last fault's neighbours
+			 * (fetched, counted by split.c, not yet by lazy.c): at most a prefetch. */
+			CHECK(sc->kill_bulk || (ls.pages_ahead <= c.pages_in_bulk &&
+						c.pages_in_bulk - ls.pages_ahead <= 4));
+			CHECK(sc->kill_bulk || ls.ahead_failed == 0);
+			CHECK(!sc->kill_bulk || ls.ahead_failed > 0);
 			CHECK_EQ(ls.errors, 0);
 			/* Free pages: zero pages, no network (a fault can be answered by a
 			 * neighbour's copy, so at most one per free page). */
@@ -600,19 +627,36 @@ static void test_split_fault_hist(void)
 	CHECK_EQ(mig_lazy_latency_quantile_ns(&st, 300), 8000);
 }
 
-static void test_split_page_lost(void)
+/* A split that succeeds; run_split() checks what happens on the main host after it. */
+static void split_succeeds(const struct split_case *sc)
 {
-	const struct split_case sc = { .tracking = 1, .main_pages = 300, .sub_limit = MEM,
-				       .lose = 1 };
 	struct mig_split_result res;
 	struct src_vm v = { 0 };
 	uint64_t data;
 	int ret;
 
-	run_split(&sc, &res, &ret, &data, &v);
+	run_split(sc, &res, &ret, &data, &v);
 	CHECK_EQ(ret, 0);
+}
+
+static void test_split_bulk_gone(void)
+{
+	/* The bulk channels (neighbours) close: faults still get every page, urgently. */
+	const struct split_case sc = { .tracking = 0, .main_pages = 1024, .sub_limit = MEM,
+				       .kill_bulk = 1 };
+
+	split_succeeds(&sc);
+}
+
+static void test_split_page_lost(void)
+{
+	const struct split_case sc = { .tracking = 1, .main_pages = 300, .sub_limit = MEM,
+				       .lose = 1 };
+
+	split_succeeds(&sc);
 }
 
 TEST_MAIN(TEST(test_split_tracking), TEST(test_split_untracked), TEST(test_split_sub_full),
 	  TEST(test_split_page_lost), TEST(test_split_replicas), TEST(test_split_fault_hist),
+	  TEST(test_split_bulk_gone),
 	  TEST(test_split_figures))
