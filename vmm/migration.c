@@ -289,6 +289,7 @@ static int split_setup(struct vm_migration *mg, const struct vm_migrate_args *a,
 		snprintf(err, errlen, "sub=: no sub-host");
 		return -EINVAL;
 	}
+	mg->sp.replicas = a->replicas;
 	return mig_split_params_check(&mg->sp, err, errlen);
 }
 

@@ -15,6 +15,7 @@ struct vm_migrate_args {
 	const char *sub;		/* split migration: sub-hosts ADDR[,ADDR...] (memservers) */
 	uint64_t main_mem;		/* split: data bytes at most for the main host */
 	int no_tracking;		/* split: send free pages too (tracking=off, to compare) */
+	unsigned int replicas;		/* split: copies of each sub-host page (0, 1 or 2) */
 };
 
 /*

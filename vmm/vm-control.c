@@ -439,11 +439,12 @@ static int verb_snapshot(void *opaque, struct json_object *args, struct json_obj
 	return 0;
 }
 
-/* Split migration: sub=ADDR[,ADDR...] main-mem=SIZE [tracking=on|off]. */
+/* Split migration: sub=ADDR[,ADDR...] main-mem=SIZE [tracking=on|off] [replicas=1|2]. */
 static int verb_migrate_split_args(struct json_object *args, struct vm_migrate_args *a,
 				   char *err, size_t errlen)
 {
 	const char *mm = NULL, *tr = NULL;
+	int64_t r = 1;
 	int ret = control_arg_string(args, "sub", &a->sub, err, errlen);
 
 	if (ret == -ENOENT)
@@ -460,7 +461,15 @@ static int verb_migrate_split_args(struct json_object *args, struct vm_migrate_a
 		snprintf(err, errlen, "tracking=%s: not on or off", tr);
 		return -EINVAL;
 	}
+	if (ret < 0 && ret != -ENOENT)
+		return ret;
 	a->no_tracking = ret == 0 && !strcmp(tr, "off");
+	ret = control_arg_int64(args, "replicas", &r, err, errlen);
+	if (ret == 0 && r != 1 && r != 2) {
+		snprintf(err, errlen, "replicas=%lld: 1 or 2", (long long)r);
+		return -EINVAL;
+	}
+	a->replicas = ret == 0 ? (unsigned int)r : 1;
 	return ret < 0 && ret != -ENOENT ? ret : 0;
 }
 
@@ -544,7 +553,7 @@ static const struct control_verb vm_verbs[] = {
 	{ "agent-stats", verb_agent_stats, "the guest agent's latest statistics" },
 	{ "migrate", verb_migrate, "to=tcp:HOST:PORT|unix:PATH [downtime-ms=N] [bandwidth=RATE] "
 	  "[postcopy=off|auto|now|after-rounds:N] [sub=ADDR[,ADDR...] main-mem=SIZE "
-	  "[tracking=on|off]]: live migration, or a split one (events migrate-*)" },
+	  "[tracking=on|off] [replicas=1|2]]: live migration, or a split one (events migrate-*)" },
 	{ "split-stats", verb_split_stats, "a split migration's page-location map: pages on the "
 	  "main host, on each sub-host, free; page-ins, zero-served faults" },
 	{ "migrate-cancel", verb_migrate_cancel, "stop a running migration; the VM runs on here" },

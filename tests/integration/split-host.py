@@ -4,13 +4,15 @@ host and two sub-hosts (network namespaces of the KVM box).
 
   split-host.py WORKDIR KERNEL INITRD
 
-For each run of KUMO_SPLIT_RUNS ("on:48" by default, one boot; "on:48 off:48" compares:
-tracking on or off, then the MiB membench holds): two `kumo memserver`s on the sub-hosts, the
+For each run of KUMO_SPLIT_RUNS ("on:48:2" by default, one boot; "on:48 off:48" compares:
+tracking on or off, the MiB membench holds, optionally the copies of each sub-host page): two `kumo memserver`s on the sub-hosts, the
 stock kernel booted on the source (KUMO_SPLIT_MEM, default 512M; 1 vCPU, the balloon with free
 page reporting, the agent; KUMO_SPLIT_RUN_ARGS more options), membench holding a verified
 pattern, an empty `kumo run --incoming` on the main host; `migrate ... sub=... main-mem=64M`;
 then on the main host the agent must answer, membench verify (its pages come from the
-sub-hosts on demand) and split-stats count page-ins without errors. Prints one `split-figures:`
+sub-hosts on demand) and split-stats count page-ins without errors. With replicas=2 the
+first sub-host is killed once the VM runs on the main host: membench still verifies, its pages
+coming from the second copies. Prints one `split-figures:`
 line per run (bytes to the main host and to the sub-hosts, time, pages by place).
 """
 import os, subprocess, sys, time
@@ -28,8 +30,10 @@ COMMON = ["--mem", os.environ.get("KUMO_SPLIT_MEM", "512M"), "--cpus", "1", "--b
           "--agent"] + os.environ.get("KUMO_SPLIT_RUN_ARGS", "").split()
 BOOT = ["--kernel", kernel, "--initrd", initrd,
         "--cmdline", "panic=-1 kumo.script=agentd.sh kumo.probe=info,agentd kumo.shell=0"]
-RUNS = [(r.split(":")[0], int(r.split(":")[1]))
-        for r in os.environ.get("KUMO_SPLIT_RUNS", "on:48").split()]
+# TRACKING:HOLD_MB[:REPLICAS]; with REPLICAS 2 the first sub-host is killed once the VM runs
+# on the main host: every page must still come, from the other copy.
+RUNS = [(r.split(":")[0], int(r.split(":")[1]), int((r.split(":") + ["1"])[2]))
+        for r in os.environ.get("KUMO_SPLIT_RUNS", "on:48:2").split()]
 procs = []
 
 
@@ -56,8 +60,8 @@ def stop(p, timeout=60):
         pass
 
 
-def one_run(tracking, hold_mb):
-    tag = f"split-{tracking}-{hold_mb}m"
+def one_run(tracking, hold_mb, replicas):
+    tag = f"split-{tracking}-{hold_mb}m" + (f"-x{replicas}" if replicas > 1 else "")
     ms = [spawn(f"sub{i + 1}", ["memserver", "--listen", f"tcp:0.0.0.0:{MS_PORT}", "--mem",
                                 "1G"], tag) for i in range(2)]
     ctl = os.path.join(work, f"ctl-src-{len(procs)}.sock")
@@ -79,7 +83,7 @@ def one_run(tracking, hold_mb):
         return None
     c.request("events")
     args = {"to": f"tcp:{MAIN_IP}:{PORT}", "sub": ",".join(f"tcp:{s}:{MS_PORT}" for s in SUBS),
-            "main-mem": MAIN_MEM, "tracking": tracking}
+            "main-mem": MAIN_MEM, "tracking": tracking, "replicas": replicas}
     end = time.time() + 60
     while True:
         r = c.request("migrate", args)
@@ -96,9 +100,10 @@ def one_run(tracking, hold_mb):
         f"{data.get('pages_sub')} on the sub-hosts")
     if tracking == "on":
         # Free pages go nowhere: the data sent is what the guest held, not its 512 MiB.
-        sent = data.get("bytes_main", 0) + data.get("bytes_sub", 0)
+        # Free pages go nowhere: the data sent (one copy of it) is what the guest held.
+        sent = data.get("bytes_main", 0) + data.get("bytes_sub", 0) // replicas
         say(0 < sent <= resident * 102 // 100 + (2 << 20), f"{tag}-free-pages-not-sent",
-            f"{sent} bytes sent, the guest held {resident}")
+            f"{sent} bytes sent (one copy), the guest held {resident}")
     print(f"split-figures: tracking={tracking} hold_mb={hold_mb} resident={resident} "
           f"bytes_main={data.get('bytes_main')} bytes_sub={data.get('bytes_sub')} "
           f"total_ms={data.get('total_ms', 0):.0f} pages_main={data.get('pages_main')} "
@@ -109,6 +114,9 @@ def one_run(tracking, hold_mb):
     except subprocess.TimeoutExpired:
         stp = None
     say(stp == 0, f"{tag}-source-exits-0", f"exit {stp}: {err_tail(p)}")
+    if replicas > 1:
+        say(data.get("replicas") == replicas, f"{tag}-replicas", str(data))
+        stop(ms[0], 10)	# one sub-host lost: its pages must come from their other copies
     say(agent_up(cq, 120), f"{tag}-main-agent-ping", "the agent answers on the main host")
     rc, res = collect(cq, "membench", 300)
     say(rc == 0 and res.get("mismatches") == 0 and res.get("verified_mb") == hold_mb,
@@ -117,6 +125,10 @@ def one_run(tracking, hold_mb):
     sres = (s or {}).get("result") or {}
     say(bool(s and s.get("ok")) and sres.get("pages_in", 0) > 0 and sres.get("errors") == 0,
         f"{tag}-main-pages-in", str(sres))
+    if replicas > 1:
+        say(sres.get("pages_in_replica", 0) > 0 and sres.get("subs_gone", 0) >= 1,
+            f"{tag}-main-survives-a-lost-sub-host",
+            f"pages_in_replica {sres.get('pages_in_replica')}, subs_gone {sres.get('subs_gone')}")
     hist = sres.get("fault_hist") or []
     say(sum(b.get("faults", 0) for b in hist) == sres.get("faults")
         and all(b.get("hi_us") is None or b.get("lo_us", 0) < b["hi_us"] for b in hist)
@@ -134,8 +146,8 @@ def one_run(tracking, hold_mb):
 
 
 def main():
-    for tracking, hold in RUNS:
-        one_run(tracking, hold)
+    for tracking, hold, replicas in RUNS:
+        one_run(tracking, hold, replicas)
 
 
 try:
