@@ -51,15 +51,19 @@ static void adjust(const struct margin_params *p, struct margin_vm *vm, const st
 	bool active_grew = a->active_file > vm->active_file;
 	bool active_shrank = a->active_file < vm->active_file;
 	bool pressure = delta(a->refault_file, vm->refault_file) >= p->refault_pages ||
-			delta(a->pswpin, vm->pswpin) > 0 ||
-			(a->psi && a->psi_some_avg10 >= p->psi_some);
+			delta(a->pswpin, vm->pswpin) > 0;
+	bool psi = a->psi && a->psi_some_avg10 >= p->psi_some;
 	bool up;
 
 	/* Paper 002: UP stays up while the cache or its active part grows; DOWN shrinks the
 	 * margin unless the cache grew *and* its active part shrank (it says "or" for the
-	 * shrinking case). Pressure (refaults, swap-ins, PSI) is kumo's own way back up. */
+	 * shrinking case). Pressure (refaults, swap-ins, PSI) is kumo's own way back up. But in
+	 * DOWN, PSI alone is not: the balloon taking memory makes the guest reclaim, and those
+	 * stalls are memory PSI of the balloon's own making (in the box an idle guest whose cache
+	 * the balloon squeezed showed 1.6-18% and went 99 -> 483 MiB in 28 s,
+	 * docs/experiments/margin.md); a working set it squeezes refaults, which still counts. */
 	if (vm->state == MARGIN_UP)
-		up = cache_grew || active_grew || pressure;
+		up = cache_grew || active_grew || pressure || psi;
 	else
 		up = (cache_grew && active_shrank) || pressure;
 	if (up) {

@@ -178,6 +178,47 @@ static void test_margin_pressure_and_limits(void)
 	}
 }
 
+/*
+ * Memory PSI keeps an UP machine up, but in DOWN it alone is no pressure: the balloon taking
+ * memory makes the guest reclaim, and that shows as PSI (the box: an idle guest went 99 ->
+ * 483 MiB on it). Refaults in DOWN still send it up.
+ */
+static void test_margin_psi_only_in_up(void)
+{
+	const struct margin_params *p = &margin_defaults;
+	static const struct rec flat[] = {
+		{ 0, 200, 100, 80, 0 }, { 5, 200, 100, 80, 0 }, { 10, 200, 100, 80, 0 },
+		{ 15, 200, 100, 80, 100 },
+	};
+	static const double psi[2][4] = { { 0, 5.0, 0, 0 }, { 0, 0, 5.0, 0 } };
+
+	for (int k = 0; k < 2; k++) {
+		struct margin_vm vm = { 0 };
+		uint64_t target = 2 * GIB;
+
+		for (int i = 0; i < 4; i++) {
+			struct margin_input in = input(&flat[i]);
+			struct margin_decision d;
+
+			in.target_bytes = target;
+			in.agent.psi = true;
+			in.agent.psi_some_avg10 = psi[k][i];
+			margin_step(p, &vm, &in, &d);
+			if (d.action == MARGIN_SET)
+				target = d.target;
+			if (k == 0 && i == 1) {		/* UP (the first state) with PSI: up */
+				CHECK_EQ(vm.state, MARGIN_UP);
+				CHECK_EQ(vm.margin, p->margin_init + p->step_up);
+			}
+			if (k == 1 && i == 2) {		/* DOWN with PSI alone: still down */
+				CHECK_EQ(vm.state, MARGIN_DOWN);
+				CHECK_EQ(vm.margin, p->margin_init - 2 * p->step_down);
+			}
+		}
+		CHECK_EQ(vm.state, MARGIN_UP);		/* 100 refaults: up */
+	}
+}
+
 /* Missing or stale statistics: hold (never balloon blind), then start a new baseline. */
 static void test_margin_missing_or_stale_holds(void)
 {
@@ -361,5 +402,6 @@ static void test_parse_host(void)
 }
 
 TEST_MAIN(TEST(test_margin_first_tick_and_period), TEST(test_margin_up_down_sequence),
-	  TEST(test_margin_pressure_and_limits), TEST(test_margin_missing_or_stale_holds),
+	  TEST(test_margin_pressure_and_limits), TEST(test_margin_psi_only_in_up),
+	  TEST(test_margin_missing_or_stale_holds),
 	  TEST(test_bound_target), TEST(test_parse_replies), TEST(test_parse_host))
