@@ -139,14 +139,22 @@ def progress(c, name):
     return [tuple(int(x) for x in t) for t in v]
 
 
+def jsonl(path):
+    """The objects of a JSON-lines log (a line cut short at the writer's end is skipped)."""
+    for line in open(path):
+        try:
+            yield json.loads(line)
+        except ValueError:
+            pass
+
+
 def observed(log, t0):
     """The observe policy's lines (tests/experiments/observe.c) in a coordinator log:
     {vm: [(t from t0, {refaults, activations, cached, active, inactive, target, actual})]}."""
     res = {}
     if not os.path.exists(log):
         return res
-    for line in open(log):
-        e = json.loads(line)
+    for e in jsonl(log):
         if e.get("type") != "policy" or e.get("policy") != "observe":
             continue
         w = e["msg"].split()
@@ -300,11 +308,15 @@ def margin(out, img):
         coord.wait()
     finally:
         stop([(ctl, p)])
-    # CSV: a row per sample, t from the workload's start; working set = the phase's K files in
-    # MiB (0 before the start and after the end); the margin as the policy last logged it.
+    margin_csv(out, log, t0, t1, ks_l, phase_s, kib)
+
+
+def margin_csv(out, log, t0, t1, ks_l, phase_s, kib):
+    """exp-margin.csv: a row per sample, t from the workload's start; working set = the phase's
+    K files in MiB (0 before the start and after the end); the margin as the policy last
+    logged it; file refaults since the previous sample."""
     rows, mg, ref0 = [], 0, None
-    for line in open(log):
-        e = json.loads(line)
+    for e in jsonl(log):
         if e.get("type") == "policy" and e.get("policy") == "margin":
             m = re.search(r"margin (\d+) MiB", e["msg"])
             mg = int(m.group(1)) if m else mg
