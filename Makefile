@@ -11,8 +11,12 @@ ifeq ($(SAN),1)
 KUMO_CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer
 LDFLAGS += -fsanitize=address,undefined
 endif
-LIBS := -luring -lnuma -lfdt -llz4 -lz -llzma -lzstd -ljson-c -lcrypto -lpthread -lm
+# libcrypto and the kernel decompressors (liblz4, liblzma, libzstd; libz's inflate) are dlopen'ed
+# where used, not linked (docs/dependencies.md); -lz stays for the migration stream's crc32.
+LIBS := -luring -lnuma -lfdt -lz -ljson-c -lpthread -lm
 LIBS += -lseccomp
+# test-boot compresses its synthetic kernels with the libraries themselves.
+tests/unit/test-boot: LIBS += -llz4 -llzma -lzstd
 
 # Where heavy, machine-wide artefacts (kernels, busybox) are cached, outside the clone.
 export KUMO_CACHE ?= /var/cache/kumo

@@ -3,7 +3,12 @@
  * gzip, xz (with the x86 BCJ filter), zstd and LZ4 in the legacy "lz4 -l" framing. All but gzip
  * are followed by the uncompressed size as le32, which serves here only as a size hint.
  * The input is hostile: every decoder is bounded by max_out and stops at the end of input.
+ *
+ * The decoders' libraries are not linked: boot_decompress() dlopens the one the payload needs,
+ * calls it through pointers of its header's types, and dlcloses it, so none stays mapped in a
+ * running VMM (docs/dependencies.md). kumo run decompresses at setup, before any seccomp filter.
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -15,6 +20,7 @@
 #include <zstd.h>
 
 #include "vmm/boot-decompress.h"
+#include "vmm/log.h"
 
 #define LZ4_LEGACY_MAGIC 0x184C2102u
 #define LZ4_LEGACY_BLOCK (8u << 20) /* uncompressed size of a legacy block, "lz4 -l" */
@@ -29,6 +35,109 @@ struct outbuf {
 	uint8_t *p;
 	size_t len, cap, max;
 };
+
+/* The one decoder library in use, dlopen'ed for one boot_decompress() call. */
+struct codec {
+	void *h;
+	union {
+		struct {
+			typeof(inflateInit2_) *init;
+			typeof(inflate) *inflate;
+			typeof(inflateEnd) *end;
+		} z;
+		struct {
+			typeof(lzma_stream_decoder) *decoder;
+			typeof(lzma_code) *code;
+			typeof(lzma_end) *end;
+		} xz;
+		struct {
+			typeof(ZSTD_createDCtx) *create;
+			typeof(ZSTD_DCtx_setParameter) *set;
+			typeof(ZSTD_decompressStream) *stream;
+			typeof(ZSTD_isError) *is_error;
+			typeof(ZSTD_freeDCtx) *free;
+		} zstd;
+		struct {
+			typeof(LZ4_decompress_safe) *decompress_safe;
+		} lz4;
+	};
+};
+
+static const char *const codec_soname[] = {
+	[COMP_GZIP] = "libz.so.1",
+	[COMP_XZ] = "liblzma.so.5",
+	[COMP_ZSTD] = "libzstd.so.1",
+	[COMP_LZ4] = "liblz4.so.1",
+};
+
+static void *sym(struct codec *c, const char *name, int *missing)
+{
+	void *p = dlsym(c->h, name);
+
+	if (!p)
+		*missing = 1;
+	return p;
+}
+
+/*
+ * Opens the library for comp and resolves what its decoder calls: 0, or -ELIBACC (not
+ * installed) / -ELIBBAD (a symbol missing), said on stderr with the library's name.
+ */
+static int codec_open(struct codec *c, enum comp comp, const char *name)
+{
+	const char *soname = codec_soname[comp], *e;
+	int missing = 0;
+
+	memset(c, 0, sizeof(*c));
+	c->h = dlopen(soname, RTLD_NOW | RTLD_LOCAL);
+	if (!c->h) {
+		e = dlerror();
+		pr_err("bzImage: a %s payload needs %s: %s", name, soname, e ? e : "cannot load");
+		return -ELIBACC;
+	}
+	switch (comp) {
+	case COMP_GZIP:
+		c->z.init = (typeof(inflateInit2_) *)sym(c, "inflateInit2_", &missing);
+		c->z.inflate = (typeof(inflate) *)sym(c, "inflate", &missing);
+		c->z.end = (typeof(inflateEnd) *)sym(c, "inflateEnd", &missing);
+		break;
+	case COMP_XZ:
+		c->xz.decoder = (typeof(lzma_stream_decoder) *)sym(c, "lzma_stream_decoder", &missing);
+		c->xz.code = (typeof(lzma_code) *)sym(c, "lzma_code", &missing);
+		c->xz.end = (typeof(lzma_end) *)sym(c, "lzma_end", &missing);
+		break;
+	case COMP_ZSTD:
+		c->zstd.create = (typeof(ZSTD_createDCtx) *)sym(c, "ZSTD_createDCtx", &missing);
+		c->zstd.set = (typeof(ZSTD_DCtx_setParameter) *)sym(c, "ZSTD_DCtx_setParameter",
+								    &missing);
+		c->zstd.stream = (typeof(ZSTD_decompressStream) *)sym(c, "ZSTD_decompressStream",
+								      &missing);
+		c->zstd.is_error = (typeof(ZSTD_isError) *)sym(c, "ZSTD_isError", &missing);
+		c->zstd.free = (typeof(ZSTD_freeDCtx) *)sym(c, "ZSTD_freeDCtx", &missing);
+		break;
+	case COMP_LZ4:
+		c->lz4.decompress_safe = (typeof(LZ4_decompress_safe) *)sym(c, "LZ4_decompress_safe",
+									    &missing);
+		break;
+	default:
+		missing = 1;
+		break;
+	}
+	if (missing) {
+		pr_err("bzImage: %s lacks the %s decoder's functions", soname, name);
+		dlclose(c->h);
+		c->h = NULL;
+		return -ELIBBAD;
+	}
+	return 0;
+}
+
+static void codec_close(struct codec *c)
+{
+	if (c->h)
+		dlclose(c->h);
+	c->h = NULL;
+}
 
 static uint32_t get_le32(const uint8_t *p)
 {
@@ -103,7 +212,7 @@ static int ob_grow(struct outbuf *ob)
 	return 0;
 }
 
-static int inflate_gzip(const uint8_t *in, size_t len, struct outbuf *ob)
+static int inflate_gzip(const struct codec *c, const uint8_t *in, size_t len, struct outbuf *ob)
 {
 	z_stream z;
 	int ret, r;
@@ -111,7 +220,8 @@ static int inflate_gzip(const uint8_t *in, size_t len, struct outbuf *ob)
 	if (len > UINT_MAX)
 		return -EBADMSG;
 	memset(&z, 0, sizeof(z));
-	if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK) /* 16+: gzip wrapper only */
+	/* inflateInit2() as zlib.h defines it; 16+: gzip wrapper only */
+	if (c->z.init(&z, 16 + MAX_WBITS, ZLIB_VERSION, (int)sizeof(z)) != Z_OK)
 		return -ENOMEM;
 	z.next_in = (Bytef *)in;
 	z.avail_in = (uInt)len;
@@ -123,7 +233,7 @@ static int inflate_gzip(const uint8_t *in, size_t len, struct outbuf *ob)
 		room = ob->cap - ob->len;
 		z.next_out = ob->p + ob->len;
 		z.avail_out = room > UINT_MAX ? UINT_MAX : (uInt)room;
-		r = inflate(&z, Z_NO_FLUSH);
+		r = c->z.inflate(&z, Z_NO_FLUSH);
 		ob->len = (size_t)(z.next_out - ob->p);
 		if (r == Z_STREAM_END) {
 			ret = 0;
@@ -135,18 +245,18 @@ static int inflate_gzip(const uint8_t *in, size_t len, struct outbuf *ob)
 		ret = r == Z_MEM_ERROR ? -ENOMEM : -EBADMSG;
 		break;
 	}
-	inflateEnd(&z);
+	c->z.end(&z);
 	return ret;
 }
 
-static int decode_xz(const uint8_t *in, size_t len, struct outbuf *ob)
+static int decode_xz(const struct codec *c, const uint8_t *in, size_t len, struct outbuf *ob)
 {
 	lzma_stream s = LZMA_STREAM_INIT;
 	lzma_ret r;
 	int ret;
 
 	/* Not LZMA_CONCATENATED: decoding stops at the end of the stream, before the size. */
-	if (lzma_stream_decoder(&s, XZ_MEMLIMIT, 0) != LZMA_OK)
+	if (c->xz.decoder(&s, XZ_MEMLIMIT, 0) != LZMA_OK)
 		return -ENOMEM;
 	s.next_in = in;
 	s.avail_in = len;
@@ -155,7 +265,7 @@ static int decode_xz(const uint8_t *in, size_t len, struct outbuf *ob)
 			break;
 		s.next_out = ob->p + ob->len;
 		s.avail_out = ob->cap - ob->len;
-		r = lzma_code(&s, LZMA_FINISH);
+		r = c->xz.code(&s, LZMA_FINISH);
 		ob->len = (size_t)(s.next_out - ob->p);
 		if (r == LZMA_STREAM_END) {
 			ret = 0;
@@ -166,19 +276,19 @@ static int decode_xz(const uint8_t *in, size_t len, struct outbuf *ob)
 		ret = r == LZMA_MEM_ERROR ? -ENOMEM : -EBADMSG;
 		break;
 	}
-	lzma_end(&s);
+	c->xz.end(&s);
 	return ret;
 }
 
-static int decode_zstd(const uint8_t *in, size_t len, struct outbuf *ob)
+static int decode_zstd(const struct codec *c, const uint8_t *in, size_t len, struct outbuf *ob)
 {
 	ZSTD_inBuffer ib = { in, len, 0 };
-	ZSTD_DCtx *d = ZSTD_createDCtx();
+	ZSTD_DCtx *d = c->zstd.create();
 	int ret;
 
 	if (!d)
 		return -ENOMEM;
-	if (ZSTD_isError(ZSTD_DCtx_setParameter(d, ZSTD_d_windowLogMax, ZSTD_WINDOW_LOG_MAX))) {
+	if (c->zstd.is_error(c->zstd.set(d, ZSTD_d_windowLogMax, ZSTD_WINDOW_LOG_MAX))) {
 		ret = -ENOMEM;
 		goto out;
 	}
@@ -191,9 +301,9 @@ static int decode_zstd(const uint8_t *in, size_t len, struct outbuf *ob)
 		obuf.dst = ob->p + ob->len;
 		obuf.size = ob->cap - ob->len;
 		obuf.pos = 0;
-		r = ZSTD_decompressStream(d, &obuf, &ib);
+		r = c->zstd.stream(d, &obuf, &ib);
 		ob->len += obuf.pos;
-		if (ZSTD_isError(r)) {
+		if (c->zstd.is_error(r)) {
 			ret = -EBADMSG;
 			break;
 		}
@@ -207,7 +317,7 @@ static int decode_zstd(const uint8_t *in, size_t len, struct outbuf *ob)
 		}
 	}
 out:
-	ZSTD_freeDCtx(d);
+	c->zstd.free(d);
 	return ret;
 }
 
@@ -216,9 +326,10 @@ out:
  * appends the uncompressed size as le32, which reads as an implausible or overlong block size:
  * that, or fewer than 4 bytes left, ends the stream. A repeated magic starts a new frame.
  */
-static int decode_lz4_legacy(const uint8_t *in, size_t len, struct outbuf *ob)
+static int decode_lz4_legacy(const struct codec *c, const uint8_t *in, size_t len,
+			     struct outbuf *ob)
 {
-	const size_t bound = (size_t)LZ4_compressBound(LZ4_LEGACY_BLOCK);
+	const size_t bound = (size_t)LZ4_COMPRESSBOUND(LZ4_LEGACY_BLOCK);
 	size_t pos = 4;
 	int blocks = 0;
 
@@ -243,8 +354,8 @@ static int decode_lz4_legacy(const uint8_t *in, size_t len, struct outbuf *ob)
 		room = ob->cap - ob->len;
 		if (room > LZ4_LEGACY_BLOCK)
 			room = LZ4_LEGACY_BLOCK;
-		n = LZ4_decompress_safe((const char *)in + pos, (char *)ob->p + ob->len, (int)csize,
-					(int)room);
+		n = c->lz4.decompress_safe((const char *)in + pos, (char *)ob->p + ob->len,
+					   (int)csize, (int)room);
 		if (n < 0)
 			return room < LZ4_LEGACY_BLOCK ? -E2BIG : -EBADMSG;
 		ob->len += (size_t)n;
@@ -258,6 +369,7 @@ int boot_decompress(const uint8_t *in, size_t len, size_t max_out, uint8_t **out
 		    size_t *out_len)
 {
 	struct outbuf ob;
+	struct codec lib;
 	const char *name;
 	enum comp c = detect(in, len, &name);
 	int ret;
@@ -269,13 +381,19 @@ int boot_decompress(const uint8_t *in, size_t len, size_t max_out, uint8_t **out
 	ret = ob_init(&ob, in, len, max_out);
 	if (ret)
 		return ret;
+	ret = codec_open(&lib, c, name);
+	if (ret) {
+		free(ob.p);
+		return ret;
+	}
 	switch (c) {
-	case COMP_GZIP: ret = inflate_gzip(in, len, &ob); break;
-	case COMP_XZ: ret = decode_xz(in, len, &ob); break;
-	case COMP_ZSTD: ret = decode_zstd(in, len, &ob); break;
-	case COMP_LZ4: ret = decode_lz4_legacy(in, len, &ob); break;
+	case COMP_GZIP: ret = inflate_gzip(&lib, in, len, &ob); break;
+	case COMP_XZ: ret = decode_xz(&lib, in, len, &ob); break;
+	case COMP_ZSTD: ret = decode_zstd(&lib, in, len, &ob); break;
+	case COMP_LZ4: ret = decode_lz4_legacy(&lib, in, len, &ob); break;
 	default: ret = -EBADMSG; break;
 	}
+	codec_close(&lib);	/* nothing of the library stays mapped */
 	if (ret) {
 		free(ob.p);
 		return ret;

@@ -1,9 +1,15 @@
 /*
  * Control socket authentication (vmm/control-auth.h): token files, the challenge-response
  * lines, HMAC-SHA256 from OpenSSL's libcrypto. Every parser here takes untrusted bytes.
+ *
+ * libcrypto is not linked: control_auth_crypto_load() dlopens it when a token is first loaded
+ * (at setup, before any seccomp filter: the filtered threads may not map code), so a VMM
+ * without a TCP control socket never maps it (docs/dependencies.md, docs/security.md).
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -20,9 +26,70 @@
 #include "vmm/control-auth.h"
 #include "vmm/control.h"
 
+#define LIBCRYPTO_SONAME "libcrypto.so.3"
+
+/* libcrypto's functions, through the headers' own types; set once, never unloaded. */
+static struct {
+	pthread_mutex_t lock;
+	int ret;		/* 1: not tried yet; 0: loaded; -errno: failed (not retried) */
+	char why[160];
+	typeof(HMAC) *hmac;
+	typeof(EVP_sha256) *sha256;
+	typeof(CRYPTO_memcmp) *cmp;
+} crypto = { .lock = PTHREAD_MUTEX_INITIALIZER, .ret = 1 };
+
+static int crypto_open(void)
+{
+	static const uint8_t probe[CONTROL_AUTH_NONCE];
+	uint8_t out[CONTROL_AUTH_MAC];
+	unsigned int len = sizeof(out);
+	const char *e;
+	void *h;
+
+	h = dlopen(LIBCRYPTO_SONAME, RTLD_NOW | RTLD_LOCAL);
+	if (!h) {
+		e = dlerror();
+		snprintf(crypto.why, sizeof(crypto.why), "%s (apt-get install libssl3)",
+			 e ? e : LIBCRYPTO_SONAME ": cannot load");
+		return -ELIBACC;
+	}
+	crypto.hmac = (typeof(HMAC) *)dlsym(h, "HMAC");
+	crypto.sha256 = (typeof(EVP_sha256) *)dlsym(h, "EVP_sha256");
+	crypto.cmp = (typeof(CRYPTO_memcmp) *)dlsym(h, "CRYPTO_memcmp");
+	if (!crypto.hmac || !crypto.sha256 || !crypto.cmp) {
+		snprintf(crypto.why, sizeof(crypto.why), "%s: no HMAC, EVP_sha256 or CRYPTO_memcmp",
+			 LIBCRYPTO_SONAME);
+		dlclose(h);
+		return -ELIBBAD;
+	}
+	/* One MAC now: libcrypto's own lazy setup (providers, its config file) happens here too. */
+	if (!crypto.hmac(crypto.sha256(), probe, sizeof(probe), probe, sizeof(probe), out, &len)) {
+		snprintf(crypto.why, sizeof(crypto.why), "%s: HMAC-SHA256 is not available",
+			 LIBCRYPTO_SONAME);
+		dlclose(h);
+		return -ELIBBAD;
+	}
+	return 0;	/* h stays open: libcrypto is not made to be unloaded */
+}
+
+int control_auth_crypto_load(char *err, size_t errlen)
+{
+	int ret;
+
+	pthread_mutex_lock(&crypto.lock);
+	if (crypto.ret == 1)
+		crypto.ret = crypto_open();
+	ret = crypto.ret;
+	if (ret && err && errlen)
+		snprintf(err, errlen, "HMAC-SHA256 for the control token: %s", crypto.why);
+	pthread_mutex_unlock(&crypto.lock);
+	return ret;
+}
+
 int control_token_load(const char *path, struct control_token *tok, char *err, size_t errlen)
 {
 	uint8_t buf[CONTROL_TOKEN_MAX + 64];
+	char why[256];
 	struct stat st;
 	ssize_t n;
 	int fd, ret;
@@ -64,7 +131,13 @@ int control_token_load(const char *path, struct control_token *tok, char *err, s
 	memcpy(tok->key, buf, n);
 	tok->len = n;
 	explicit_bzero(buf, sizeof(buf));
-	return 0;
+	/* Whoever loads a token will compute MACs: libcrypto now, at setup. */
+	ret = control_auth_crypto_load(why, sizeof(why));
+	if (ret) {
+		explicit_bzero(tok, sizeof(*tok));
+		snprintf(err, errlen, "%s: %s", path, why);
+	}
+	return ret;
 }
 
 int control_tcp_addr(const char *addr, char *host, size_t hostlen, char *port, size_t portlen)
@@ -200,13 +273,19 @@ int control_auth_parse_challenge(const char *line, size_t len, uint8_t nonce[CON
 	return ret;
 }
 
-static void mac(const struct control_token *tok, const uint8_t nonce[CONTROL_AUTH_NONCE],
-		uint8_t out[CONTROL_AUTH_MAC])
+/* 0, or -errno when libcrypto could not be loaded (out is then all zeros). */
+static int mac(const struct control_token *tok, const uint8_t nonce[CONTROL_AUTH_NONCE],
+	       uint8_t out[CONTROL_AUTH_MAC])
 {
 	unsigned int len = CONTROL_AUTH_MAC;
+	int ret = control_auth_crypto_load(NULL, 0);
 
-	if (!HMAC(EVP_sha256(), tok->key, (int)tok->len, nonce, CONTROL_AUTH_NONCE, out, &len))
-		memset(out, 0, CONTROL_AUTH_MAC);	/* never matches a real answer */
+	if (!ret && !crypto.hmac(crypto.sha256(), tok->key, (int)tok->len, nonce,
+				 CONTROL_AUTH_NONCE, out, &len))
+		ret = -EIO;
+	if (ret)
+		memset(out, 0, CONTROL_AUTH_MAC);
+	return ret;
 }
 
 void control_auth_answer(const struct control_token *tok, const uint8_t nonce[CONTROL_AUTH_NONCE],
@@ -231,8 +310,8 @@ int control_auth_check(const struct control_token *tok, const uint8_t nonce[CONT
 
 	s = member(o, "auth", &slen);
 	if (s && !from_hex(s, slen, got, sizeof(got))) {
-		mac(tok, nonce, want);
-		ret = CRYPTO_memcmp(got, want, sizeof(got)) ? -EACCES : 0;
+		/* Without a MAC, no answer is right (the zeros are never compared). */
+		ret = mac(tok, nonce, want) || crypto.cmp(got, want, sizeof(got)) ? -EACCES : 0;
 	}
 	if (o)
 		json_object_put(o);
@@ -250,6 +329,9 @@ int control_auth_client(int fd, struct control_linebuf *lb, const struct control
 	ssize_t n;
 	int ret;
 
+	ret = control_auth_crypto_load(err, errlen);	/* loaded with the token: no-op then */
+	if (ret)
+		return ret;
 	ret = control_getline(fd, lb, &len);
 	if (ret <= 0) {
 		snprintf(err, errlen, "no challenge from the server: %s",

@@ -27,9 +27,18 @@ struct control_token {
 };
 
 /*
+ * Loads libcrypto (dlopen of libcrypto.so.3, not linked: docs/dependencies.md) and computes one
+ * MAC, once per process; later calls return the first one's result. 0, or -ELIBACC (missing)
+ * / -ELIBBAD with a message in err (err may be NULL). Must run before this thread or its
+ * starter is under a seccomp filter: control_token_load() calls it, so loading the token at
+ * setup loads libcrypto too.
+ */
+int control_auth_crypto_load(char *err, size_t errlen);
+
+/*
  * Reads a token file: a regular file no one but its owner may read or write (mode 0600 or
  * stricter, else -EACCES), CONTROL_TOKEN_MIN..MAX bytes once trailing blanks and newlines are
- * cut. 0 or -errno with a message in err.
+ * cut, then loads libcrypto (control_auth_crypto_load). 0 or -errno with a message in err.
  */
 int control_token_load(const char *path, struct control_token *tok, char *err, size_t errlen);
 
@@ -42,12 +51,13 @@ int control_auth_nonce(uint8_t nonce[CONTROL_AUTH_NONCE]);
 void control_auth_challenge(const uint8_t nonce[CONTROL_AUTH_NONCE], char *line, size_t size);
 /* Parses a challenge line: 0 with the nonce, or -EINVAL. Any bytes. */
 int control_auth_parse_challenge(const char *line, size_t len, uint8_t nonce[CONTROL_AUTH_NONCE]);
-/* The client's answer line for a nonce. */
+/* The client's answer line for a nonce (one no server accepts if libcrypto is missing). */
 void control_auth_answer(const struct control_token *tok, const uint8_t nonce[CONTROL_AUTH_NONCE],
 			 char *line, size_t size);
 /*
  * Checks an answer line against the token and this connection's nonce: 0, -EACCES (a well-formed
- * answer with the wrong MAC) or -EINVAL (not an answer). Any bytes.
+ * answer with the wrong MAC, or any answer without libcrypto) or -EINVAL (not an answer). Any
+ * bytes.
  */
 int control_auth_check(const struct control_token *tok, const uint8_t nonce[CONTROL_AUTH_NONCE],
 		       const char *line, size_t len);

@@ -62,6 +62,32 @@ static void setup(void)
 	}
 }
 
+static int mapped(const char *lib)
+{
+	char line[512];
+	FILE *f = fopen("/proc/self/maps", "r");
+	int found = 0;
+
+	if (!f)
+		return -1;
+	while (!found && fgets(line, sizeof(line), f))
+		found = strstr(line, lib) != NULL;
+	fclose(f);
+	return found;
+}
+
+/* libcrypto is not linked: it is mapped once a MAC is needed, and stays (the first case). */
+static void test_crypto_dlopen(void)
+{
+	char err[256] = "";
+
+	CHECK_EQ(mapped("libcrypto.so"), 0);
+	CHECK_EQ(control_auth_crypto_load(err, sizeof(err)), 0);
+	CHECK_EQ(err[0], 0);
+	CHECK_EQ(mapped("libcrypto.so.3"), 1);
+	CHECK_EQ(control_auth_crypto_load(NULL, 0), 0);		/* once per process */
+}
+
 static void test_token_files(void)
 {
 	struct control_token tok;
@@ -323,6 +349,6 @@ static void test_server_start_refusals(void)
 	CHECK_EQ(system(cmd), 0);
 }
 
-TEST_MAIN(TEST(test_token_files), TEST(test_tcp_addr), TEST(test_handshake_lines),
+TEST_MAIN(TEST(test_crypto_dlopen), TEST(test_token_files), TEST(test_tcp_addr), TEST(test_handshake_lines),
 	  TEST(test_server_right_token), TEST(test_server_refusals),
 	  TEST(test_server_start_refusals))
