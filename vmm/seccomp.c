@@ -8,7 +8,9 @@
  * kind that starts threads (a vCPU starting a device worker at DRIVER_OK, the control thread
  * starting the migration sender) also allows what those threads need (`spawns`).
  * Before its filter a thread drops every capability it does not use (kinds[].caps, with its
- * children's): a root kumo keeps only CAP_NET_ADMIN, in the threads that may touch a tap.
+ * children's): a root kumo keeps only CAP_NET_ADMIN, in the threads that may touch a tap, and
+ * CAP_SETPCAP in the threads that start others (each child empties its own bounding set, under
+ * its starter's filter, which therefore allows capget, capset and prctl(PR_CAPBSET_DROP)).
  * A forbidden call raises SIGSYS (SECCOMP_RET_TRAP); the handler writes one line naming the
  * call, the thread and, for open/openat, the path, then the call's stack (kumo(+offset) for
  * addr2line), and ends the process with status 1.
@@ -56,6 +58,7 @@ static const int base_calls[] = {
 static const int spawn_calls[] = {
 	SCMP_SYS(clone), SCMP_SYS(clone3), SCMP_SYS(set_robust_list), SCMP_SYS(rseq),
 	SCMP_SYS(seccomp), SCMP_SYS(sched_getaffinity),
+	SCMP_SYS(capget), SCMP_SYS(capset),	/* the child drops its capabilities (drop_caps) */
 };
 
 static const int vcpu_calls[] = {
@@ -456,6 +459,9 @@ static int add_rules(scmp_filter_ctx ctx, const unsigned char *set)
 		ret = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prctl), 1,
 				       SCMP_A0(SCMP_CMP_EQ, PR_SET_NO_NEW_PRIVS));
 		if (!ret)
+			ret = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prctl), 1,
+					       SCMP_A0(SCMP_CMP_EQ, PR_CAPBSET_DROP));
+		if (!ret)
 			ret = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(seccomp), 1,
 					       SCMP_A0(SCMP_CMP_EQ, SECCOMP_SET_MODE_FILTER));
 	}
@@ -501,11 +507,14 @@ out:
 	return ret;
 }
 
-/* The capabilities of kind and of what it may start (they inherit the starter's). */
+/*
+ * The capabilities of kind and of what it may start (they inherit the starter's); a starter
+ * also keeps CAP_SETPCAP, so that its children can empty their bounding sets in turn.
+ */
 static uint64_t kind_caps(enum kumo_thread kind)
 {
 	unsigned int set = closure(kind);
-	uint64_t caps = 0;
+	uint64_t caps = set != KIND(kind) ? 1ull << CAP_SETPCAP : 0;
 
 	for (int k = 0; k < KUMO_THREAD__COUNT; k++)
 		if (set & KIND(k))

@@ -23,7 +23,7 @@ VMM_COMM, VCPU_RE = ("qemu-system-x86", r"CPU (\d+)/TCG$") if QEMU else ("kumo",
 PERIOD_MS = int(os.environ.get("AGENT_PERIOD_MS", "2000"))
 PARK_S = float(os.environ.get("PARK_SECONDS", "5"))
 CPULOAD_KINDS = os.environ.get("AGENT_CPULOAD_KINDS", "int,fixed,pipe,syscall").split(",")
-console = Console(con_path)
+console = Console(con_path, pid)
 
 
 def is_agent_event(name):
@@ -175,7 +175,7 @@ def workloads(c):
 
 
 if not console.wait_line("KUMO-CHECK agentd=exec"):
-    say(False, "agent-probe-execs-agent", "kumo-probe never reached its agentd step")
+    say(False, "agent-probe-execs-agent", "kumo-probe never reached its agentd step; " + console.why())
     sys.exit(0)
 pid = kumo_pid(pid, VMM_COMM)
 c = connect(ctl_path)

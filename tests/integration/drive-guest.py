@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Plays the host side of the kumo-probe checks while a guest boots (tests/integration).
 
-  drive-guest.py CONSOLE_FILE AGENT_SOCKET CONTROL_SOCKET MEM_BYTES [reporting|pss]
+  drive-guest.py CONSOLE_FILE AGENT_SOCKET CONTROL_SOCKET MEM_BYTES [reporting|pss|oom] [PID]
+
+PID (the VMM's, or its `timeout`'s): waits end when it does, and a FAIL says where the guest got.
 
 Mode "oom" (a VM with DEFLATE_ON_OOM): the balloon first takes 160 MiB, then the guest
 touches 128 MiB, more than it has left: the driver must deflate instead of OOM-killing.
@@ -24,7 +26,7 @@ import hostlib  # noqa: E402
 
 con, agent_path, ctl_path, mem = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 mode = sys.argv[5] if len(sys.argv) > 5 else "reporting"
-console = Console(con)
+console = Console(con, int(sys.argv[6]) if len(sys.argv) > 6 else None)
 lines, wait_line = console.lines, console.wait_line
 
 
@@ -41,7 +43,7 @@ elif wait_line("KUMO-CHECK agent_port="):
     say(got == f"echo: {token}\n", "agent-roundtrip", repr(got))
     say(wait_line(f"KUMO-CHECK agent_received={token}") is not None, "agent-guest-received")
 else:
-    say(False, "agent-roundtrip", "the probe never opened the agent port")
+    say(False, "agent-roundtrip", "the probe never opened the agent port; " + console.why())
 
 # 2. Free page reporting: the guest touches 64 MiB and frees it; the host must get it back.
 def agent_send(text):
@@ -100,7 +102,8 @@ if wait_line("KUMO-CHECK touch_ready="):
     except (RuntimeError, KeyError, ValueError, OSError) as e:
         say(False, "reporting-control", str(e))
 else:
-    say(False, "reporting-guest-touched", "the probe never reached its touch step")
+    say(False, "reporting-guest-touched",
+        "the probe never reached its touch step; " + console.why())
 
 # 3. Balloon: 64 MiB lower, wait for actual == target, then back to the full size.
 first = wait_line("KUMO-CHECK balloon_memtotal_kb=") if mode != "oom" else None
@@ -170,7 +173,7 @@ def balloon_step():
 if mode == "oom":
     pass
 elif not first:
-    say(False, "balloon-actual-reaches-target", "the probe never reached its balloon step")
+    say(False, "balloon-actual-reaches-target", "the probe never reached its balloon step; " + console.why())
 else:
     try:
         balloon_step()

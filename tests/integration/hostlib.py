@@ -16,11 +16,28 @@ def say(ok, name, why=""):
     return ok
 
 
-class Console:
-    """The console file the guest writes, read again on every look."""
+def alive(pid):
+    """Whether process pid still runs (a zombie does not)."""
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
 
-    def __init__(self, path):
+
+class Console:
+    """The console file the guest writes, read again on every look; with the VMM's pid (or
+    its `timeout`'s), a wait ends when the VMM does instead of at the guard."""
+
+    def __init__(self, path, pid=None):
         self.path = path
+        self.pid = pid
+
+    def why(self):
+        """Where the guest got to, for a FAIL line: the VMM running or gone, the last line."""
+        last = [l for l in self.lines() if l.strip()]
+        st = "" if self.pid is None else ("VMM running; " if alive(self.pid) else "VMM gone; ")
+        return f"{st}console's last line: {last[-1][:160] if last else '(empty)'}"
 
     def lines(self):
         try:
@@ -36,6 +53,8 @@ class Console:
             if len(hits) >= count:
                 return hits[count - 1]
             if any(l.startswith("KUMO-CHECK done") for l in ls):
+                return None
+            if self.pid is not None and not alive(self.pid):
                 return None
             time.sleep(0.5)
         return None

@@ -16,12 +16,12 @@ from hostlib import Console, agent_roundtrip, ctl, kumo_pid, say, vcpu_threads  
 
 con, ctl_path, agent_path, pid = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 pins = [int(p) for p in sys.argv[5].split()]
-console = Console(con)
+console = Console(con, pid)
 KVM_FEATURE_PV_UNHALT, KVM_FEATURE_PV_SEND_IPI = 7, 11
 
 
 if not console.wait_line("KUMO-CHECK agent_port="):
-    say(False, "numa-host-probe-waits", "the probe never reached its agent step")
+    say(False, "numa-host-probe-waits", "the probe never reached its agent step; " + console.why())
     sys.exit(0)
 pid = kumo_pid(pid)
 threads = vcpu_threads(pid)

@@ -18,7 +18,7 @@ timeout "${KUMO_BOOT_TIMEOUT:-1500}" $KUMO run --kernel "$KERNEL" --initrd "$INI
 	--cmdline "panic=-1 rdinit=/sbin/kumo-probe kumo.probe=touch,balloon,poweroff" \
 	< /dev/null > "$CON" 2> "$ERR" &
 kumo_pid=$!
-python3 tests/integration/drive-guest.py "$CON" "$T/agent.sock" "$T/ctl.sock" $((512 << 20)) pss
+python3 tests/integration/drive-guest.py "$CON" "$T/agent.sock" "$T/ctl.sock" $((512 << 20)) pss $kumo_pid
 wait $kumo_pid
 rc=$?
 grep -E 'after .* s \(exit status|virtio-balloon' "$ERR"
@@ -35,7 +35,7 @@ timeout "${KUMO_BOOT_TIMEOUT:-1500}" $KUMO run --kernel "$KERNEL" --initrd "$INI
 	--cmdline "panic=-1 rdinit=/sbin/kumo-probe kumo.probe=touch,poweroff kumo.touch_mb=128" \
 	< /dev/null > "$CON" 2> "$ERR" &
 kumo_pid=$!
-python3 tests/integration/drive-guest.py "$CON" "$T/agent.sock" "$T/ctl.sock" $((256 << 20)) oom
+python3 tests/integration/drive-guest.py "$CON" "$T/agent.sock" "$T/ctl.sock" $((256 << 20)) oom $kumo_pid
 wait $kumo_pid
 rc=$?
 tr -d '\r' < "$CON" | grep -E 'Out of memory|oom-kill|virtio_balloon' | head -5

@@ -35,7 +35,7 @@ timeout "${KUMO_BOOT_TIMEOUT:-1500}" $KUMO run --kernel "$KERNEL" --initrd "$INI
 	--cmdline "panic=-1 rdinit=/sbin/kumo-probe kumo.probe=info,blk,agent,touch,balloon,poweroff" \
 	< /dev/null > "$CON" 2> "$ERR" &
 kumo_pid=$!
-python3 tests/integration/drive-guest.py "$CON" "$T/agent.sock" "$T/ctl.sock" $MEM
+python3 tests/integration/drive-guest.py "$CON" "$T/agent.sock" "$T/ctl.sock" $MEM reporting $kumo_pid
 wait $kumo_pid
 rc=$?
 end=$(date +%s)
