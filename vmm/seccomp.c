@@ -33,6 +33,7 @@
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/ucontext.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "vmm/log.h"
@@ -415,6 +416,11 @@ int seccomp_enable(void)
 		json_object_object_add(o, "seed", NULL);
 		json_object_put(o);
 	}
+	/*
+	 * glibc reads the time zone (open("/etc/localtime")) on the first gmtime_r or localtime
+	 * of the process: the RTC's first register read on a vCPU thread. Read it now.
+	 */
+	tzset();
 	/* The first backtrace loads libgcc_s's unwinder; the SIGSYS handler's must not. */
 	void *frame[2];
 
