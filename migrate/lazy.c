@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -28,6 +29,9 @@
 
 #define HUGE_UNIT (2ULL << 20)
 #define DEFAULT_BATCH_BYTES (256ULL << 10)
+#define EVICT_BATCH 64			/* units paged out per page_out call */
+#define BUDGET_MIN_UNITS 16		/* a smaller budget is raised to this */
+#define EVICT_RETRY_NS (100ULL * 1000000)	/* after a failed page-out round */
 
 struct mig_lazy {
 	struct guest_mem *m;
@@ -37,7 +41,18 @@ struct mig_lazy {
 	unsigned int prefetch, batch;	/* in units */
 	int uffd;
 	int registered;
-	uint64_t *present;		/* one bit per unit, in source order */
+	uint64_t *present;		/* one bit per unit, in source order; with on_demand: every
+					   unit in memory (the memfds' data at the start too) */
+	uint64_t units;
+	/* Page-out (budget != 0): CLOCK over the present units, a reference bit each. */
+	uint64_t budget;		/* units resident at most; 0: no page-out */
+	uint64_t resident;		/* units present (the serving thread's; st mirrors it) */
+	uint64_t *ref;
+	uint64_t hand;
+	uint8_t *obuf;			/* EVICT_BATCH units */
+	uint64_t retry_ns;		/* no page-out round before this after one failed */
+	struct uffd_msg pend[EVICT_BATCH];	/* faults read during a page-out, served next */
+	unsigned int npend;
 	uint64_t cursor;		/* background push: everything below is done */
 	uint8_t *buf;			/* (max(batch, prefetch + 1)) units */
 	uint8_t *zero;			/* a zero huge page (hugetlbfs only) */
@@ -120,8 +135,20 @@ static int is_present(const struct mig_lazy *l, uint64_t off)
 
 static void set_present(struct mig_lazy *l, uint64_t off, uint64_t len)
 {
-	for (uint64_t u = off / l->unit; u < (off + len) / l->unit; u++)
+	uint64_t added = 0;
+
+	for (uint64_t u = off / l->unit; u < (off + len) / l->unit; u++) {
+		added += !((l->present[u / 64] >> (u % 64)) & 1);
 		l->present[u / 64] |= 1ULL << (u % 64);
+	}
+	if (!added)
+		return;
+	l->resident += added;
+	pthread_mutex_lock(&l->lock);
+	l->st.pages_resident = l->resident * l->unit / MM_PAGE_SIZE;
+	if (l->st.pages_resident > l->st.resident_max)
+		l->st.resident_max = l->st.pages_resident;
+	pthread_mutex_unlock(&l->lock);
 }
 
 /* The region holding source offset off: its index, and the end of it in the source. */
@@ -307,6 +334,223 @@ static int unit_is_hole(struct mig_lazy *l, uint64_t off, uint64_t len, uint64_t
 	return ret == 1 && *run >= l->unit;
 }
 
+
+/* ---- page-out (a budget): CLOCK victims, write-protect, store, punch, un-protect ---- */
+
+static int test_bit(const uint64_t *map, uint64_t u)
+{
+	return (map[u / 64] >> (u % 64)) & 1;
+}
+
+static void set_ref(struct mig_lazy *l, uint64_t off)
+{
+	if (l->ref)
+		l->ref[off / l->unit / 64] |= 1ULL << (off / l->unit % 64);
+}
+
+/* UFFDIO_WRITEPROTECT one unit: on, or off (which also wakes its write-fault waiters). */
+static int write_protect(struct mig_lazy *l, uint64_t off, int on)
+{
+	struct uffdio_writeprotect w = {
+		.range = { .start = (uintptr_t)off_to_hva(l, off), .len = l->unit },
+		.mode = on ? UFFDIO_WRITEPROTECT_MODE_WP : 0,
+	};
+
+	return ioctl(l->uffd, UFFDIO_WRITEPROTECT, &w) < 0 ? -errno : 0;
+}
+
+/*
+ * Free the unit's memory: a hole in its memfd, so the next access is a missing fault.
+ * MADV_REMOVE on our shared mapping is fallocate(PUNCH_HOLE | KEEP_SIZE) on the memfd (and is
+ * in every thread's seccomp list); it sends no userfaultfd event (no EVENT_REMOVE asked for).
+ */
+static int punch(struct mig_lazy *l, uint64_t off)
+{
+	return madvise(off_to_hva(l, off), l->unit, MADV_REMOVE) < 0 ? -errno : 0;
+}
+
+/*
+ * CLOCK (second chance) over the present units: a unit whose reference bit is set (placed by a
+ * fault, or written to while protected, since the hand last passed) loses the bit and is
+ * passed over once; one without it is a victim. Victims leave the present map here (put back
+ * when their page-out fails). Up to max offsets into v; how many.
+ */
+static unsigned int pick_victims(struct mig_lazy *l, uint64_t *v, unsigned int max)
+{
+	unsigned int n = 0;
+
+	for (uint64_t steps = 0; n < max && steps < 2 * l->units + 64;) {
+		uint64_t u = l->hand;
+
+		if (!(l->present[u / 64] >> (u % 64))) {	/* nothing present up the word */
+			steps += 64 - u % 64;
+			l->hand = u - u % 64 + 64 >= l->units ? 0 : u - u % 64 + 64;
+			continue;
+		}
+		l->hand = u + 1 >= l->units ? 0 : u + 1;
+		steps++;
+		if (!test_bit(l->present, u))
+			continue;
+		if (test_bit(l->ref, u)) {
+			l->ref[u / 64] &= ~(1ULL << (u % 64));
+			continue;
+		}
+		l->present[u / 64] &= ~(1ULL << (u % 64));
+		v[n++] = u * l->unit;
+	}
+	return n;
+}
+
+/*
+ * Read the faults queued during a page-out of v[n] (before the un-protect): a write to one of
+ * those units waited on its protection and is left to the un-protect, which wakes it (counted
+ * in wp_faults); any other fault is kept for drain_faults.
+ */
+static void collect_faults(struct mig_lazy *l, const uint64_t *v, unsigned int n)
+{
+	while (l->npend < EVICT_BATCH) {
+		struct uffd_msg msg;
+		uint64_t off;
+		unsigned int i = 0;
+
+		if (read(l->uffd, &msg, sizeof(msg)) != sizeof(msg))
+			return;		/* EAGAIN: none; an error: drain_faults sees it again */
+		if (msg.event == UFFD_EVENT_PAGEFAULT &&
+		    (msg.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) &&
+		    !hva_to_off(l, msg.arg.pagefault.address, &off))
+			for (i = 0; i < n && v[i] != off; i++)
+				;
+		if (i < n && msg.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) {
+			pthread_mutex_lock(&l->lock);
+			l->st.wp_faults++;
+			pthread_mutex_unlock(&l->lock);
+			continue;
+		}
+		l->pend[l->npend++] = msg;
+	}
+}
+
+/*
+ * Page out the n units at v[] (picked: not in the present map). Each one: (1) write-protected,
+ * so a write to it from now on waits for us; (2) its bytes copied; (3) the source stores them
+ * and confirms (page_out); (4) punched out of its memfd; (5) un-protected, which clears the
+ * protection (a marker where the page was) and wakes any writer waiting: it faults again and
+ * finds the page missing, so it is paged in with its bytes as stored, never a stale copy. A
+ * unit not stored stays: un-protected, its writer woken, its write lands on it. Returns the
+ * units paged out, or -errno (an un-protect failed: writers would stay blocked; recorded).
+ */
+static int evict_batch(struct mig_lazy *l, const uint64_t *v, unsigned int n)
+{
+	uint8_t ok[EVICT_BATCH] = { 0 };
+	uint64_t gone[EVICT_BATCH];
+	unsigned int prot = 0, k = 0;
+	int ret = 0;
+
+	for (; prot < n; prot++)
+		if ((ret = write_protect(l, v[prot], 1)) < 0)
+			break;
+	if (ret) {
+		pr_warn_ratelimited("lazy memory: UFFDIO_WRITEPROTECT at offset 0x%llx: %s; not "
+				    "paged out", (unsigned long long)v[prot], strerror(-ret));
+	} else {
+		for (unsigned int i = 0; i < n; i++)
+			memcpy(l->obuf + i * l->unit, off_to_hva(l, v[i]), l->unit);
+		if (l->src.ops->page_out(l->src.opaque, v, n, l->obuf, ok) < 0)
+			memset(ok, 0, sizeof(ok));
+	}
+	for (unsigned int i = 0; i < n; i++) {
+		if (!ok[i])
+			continue;
+		if ((ret = punch(l, v[i])) < 0) {
+			pr_warn_ratelimited("lazy memory: punching offset 0x%llx out: %s; it stays",
+					    (unsigned long long)v[i], strerror(-ret));
+			ok[i] = 0;
+			continue;
+		}
+		gone[k++] = v[i];
+	}
+	if (k && l->src.ops->paged_out)
+		l->src.ops->paged_out(l->src.opaque, gone, k);
+	collect_faults(l, v, n);
+	ret = 0;
+	for (unsigned int i = 0; i < prot; i++) {
+		int r = write_protect(l, v[i], 0);
+
+		if (r < 0 && !ret)
+			ret = fail(l, r, "UFFDIO_WRITEPROTECT (un-protect)", v[i]);
+	}
+	for (unsigned int i = 0; i < n; i++)
+		if (!ok[i])
+			l->present[v[i] / l->unit / 64] |= 1ULL << (v[i] / l->unit % 64);
+	l->resident -= k;
+	pthread_mutex_lock(&l->lock);
+	l->st.pages_resident = l->resident * l->unit / MM_PAGE_SIZE;
+	l->st.pages_out += k * l->unit / MM_PAGE_SIZE;
+	l->st.bytes_out += k * l->unit;
+	l->st.evictions_failed += n - k;
+	pthread_mutex_unlock(&l->lock);
+	return ret ? ret : (int)k;
+}
+
+/*
+ * Before placing need units: when that would take the resident units above the budget, page
+ * out down to the low watermark (budget - max(budget/16, need)), EVICT_BATCH at a time. A
+ * round that fails (the source did not store the pages) stops it; the next try waits
+ * EVICT_RETRY_NS. 0 or -errno (recorded).
+ */
+static int make_room(struct mig_lazy *l, uint64_t need)
+{
+	uint64_t gap, target;
+
+	if (!l->budget || l->resident + need <= l->budget || now_ns() < l->retry_ns)
+		return 0;
+	gap = l->budget / 16 > need ? l->budget / 16 : need;
+	target = l->budget > gap ? l->budget - gap : 0;
+	while (l->resident > target) {
+		uint64_t v[EVICT_BATCH];
+		uint64_t want = l->resident - target < EVICT_BATCH ? l->resident - target : EVICT_BATCH;
+		unsigned int n = pick_victims(l, v, (unsigned int)want);
+		int ret;
+
+		if (!n)
+			break;
+		ret = evict_batch(l, v, n);
+		if (ret < 0)
+			return ret;
+		if ((unsigned int)ret < n) {
+			l->retry_ns = now_ns() + EVICT_RETRY_NS;
+			pr_warn_ratelimited("lazy memory: %u of %u pages not paged out (the reason "
+					    "is above); resident guest memory may pass its budget",
+					    n - (unsigned int)ret, n);
+			break;
+		}
+	}
+	return 0;
+}
+
+/* A write to a protected unit: one being paged out is woken by the page-out itself. */
+static int serve_wp(struct mig_lazy *l, uint64_t addr)
+{
+	uint64_t off;
+	int ret;
+
+	if (hva_to_off(l, addr, &off) < 0)
+		return 0;
+	set_ref(l, off);	/* written to: hot */
+	ret = is_present(l, off) ? write_protect(l, off, 0) : uffd_wake(l, off, l->unit);
+	return ret < 0 ? fail(l, ret, "un-protecting a written page", off) : 0;
+}
+
+/* Is there room for one more unit? Counts a fault served over the budget. */
+static void check_budget(struct mig_lazy *l, uint64_t need)
+{
+	if (l->budget && l->resident + need > l->budget) {
+		pthread_mutex_lock(&l->lock);
+		l->st.over_budget++;
+		pthread_mutex_unlock(&l->lock);
+	}
+}
+
 /*
  * The data unit at off and up to prefetch data units after it, stopping at the region's end, a
  * unit already present or a hole (neighbours are never zero-filled: a hole stays a hole).
@@ -331,6 +575,14 @@ static int serve_data(struct mig_lazy *l, uint64_t off, uint64_t rend)
 		}
 		p += l->unit;
 	}
+	if (l->budget) {
+		/* Room first; what page-out could not make is not spent on neighbours. */
+		if ((ret = make_room(l, (p - off) / l->unit)))
+			return ret;
+		while (p > off + l->unit && l->resident + (p - off) / l->unit > l->budget)
+			p -= l->unit;
+		check_budget(l, 1);
+	}
 	if (!l->src.ops->read_ahead || p == off + l->unit)
 		return copy_run(l, off, p - off, &l->st.pages_fault);
 	/* The faulting unit first (its thread runs on), then the neighbours apart. */
@@ -354,12 +606,17 @@ static int serve_fault(struct mig_lazy *l, uint64_t addr)
 	region_of_off(l, off, &rend);
 	if (is_present(l, off))		/* placed since the fault was queued */
 		ret = uffd_wake(l, off, l->unit) < 0 ? fail(l, -errno, "UFFDIO_WAKE", off) : 0;
-	else if ((ret = unit_is_hole(l, off, l->unit, &run)) == 1)
-		ret = zero_unit(l, off);
-	else if (ret == 0)
+	else if ((ret = unit_is_hole(l, off, l->unit, &run)) == 1) {
+		if (!(ret = make_room(l, 1))) {
+			check_budget(l, 1);
+			ret = zero_unit(l, off);
+		}
+	} else if (ret == 0) {
 		ret = serve_data(l, off, rend);
+	}
 	if (ret < 0)
 		return ret;
+	set_ref(l, off);	/* faulted in: a second chance */
 	ns = (l->woken_ns ? l->woken_ns : now_ns()) - t0;
 	for (uint64_t us = ns / 1000; us && bucket < MIG_LAZY_HIST - 1; us >>= 1)
 		bucket++;
@@ -378,7 +635,17 @@ static int drain_faults(struct mig_lazy *l)
 	struct uffd_msg msg[16];
 
 	for (;;) {
-		ssize_t n = read(l->uffd, msg, sizeof(msg));
+		ssize_t n;
+
+		if (l->npend) {		/* read while a page-out was under way */
+			n = (ssize_t)(l->npend < 16 ? l->npend : 16);
+			memcpy(msg, l->pend, (size_t)n * sizeof(msg[0]));
+			memmove(l->pend, l->pend + n, (l->npend - (size_t)n) * sizeof(msg[0]));
+			l->npend -= (unsigned int)n;
+			n *= (ssize_t)sizeof(msg[0]);
+		} else {
+			n = read(l->uffd, msg, sizeof(msg));
+		}
 
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -391,7 +658,11 @@ static int drain_faults(struct mig_lazy *l)
 
 			if (msg[i].event != UFFD_EVENT_PAGEFAULT)
 				continue;
-			if ((ret = serve_fault(l, msg[i].arg.pagefault.address)) < 0)
+			if (msg[i].arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP)
+				ret = serve_wp(l, msg[i].arg.pagefault.address);
+			else
+				ret = serve_fault(l, msg[i].arg.pagefault.address);
+			if (ret < 0)
 				return ret;
 		}
 	}
@@ -523,10 +794,17 @@ static int setup_uffd(struct mig_lazy *l)
 		       l->m->hugepages ? "UFFD_FEATURE_MISSING_HUGETLBFS" : "UFFD_FEATURE_MISSING_SHMEM");
 		return -EOPNOTSUPP;
 	}
+	if (l->budget && !(api.features & UFFD_FEATURE_WP_HUGETLBFS_SHMEM)) {
+		pr_warn("lazy memory: the kernel's userfaultfd has no UFFD_FEATURE_WP_HUGETLBFS_SHMEM "
+			"(write-protecting shared memory, CONFIG_PTE_MARKER_UFFD_WP): no page-out, "
+			"resident guest memory is not kept within its budget");
+		l->budget = 0;
+	}
 	mm_for_each_region(l->m, r) {
 		struct uffdio_register reg = {
 			.range = { .start = (uintptr_t)r->hva, .len = r->size },
-			.mode = UFFDIO_REGISTER_MODE_MISSING,
+			.mode = UFFDIO_REGISTER_MODE_MISSING |
+				(l->budget ? UFFDIO_REGISTER_MODE_WP : 0),
 		};
 
 		if (ioctl(l->uffd, UFFDIO_REGISTER, &reg) < 0) {
@@ -542,6 +820,42 @@ static int setup_uffd(struct mig_lazy *l)
 			       !(reg.ioctls & (1ULL << _UFFDIO_WAKE)) ? "UFFDIO_WAKE" :
 			       "UFFDIO_ZEROPAGE");
 			return -EOPNOTSUPP;
+		}
+		if (l->budget && !(reg.ioctls & (1ULL << _UFFDIO_WRITEPROTECT))) {
+			pr_warn("lazy memory: region %d offers no UFFDIO_WRITEPROTECT: no page-out, "
+				"resident guest memory is not kept within its budget",
+				mm_region_index(l->m, r));
+			l->budget = 0;
+		}
+	}
+	return 0;
+}
+
+/* The units the memfds hold at the start (what came before the lazy memory): present. */
+static int scan_resident(struct mig_lazy *l)
+{
+	for (int i = 0; i < mm_nr_regions(l->m); i++) {
+		const struct mm_region *r = mm_region(l->m, i);
+		off_t end = (off_t)(r->fd_offset + r->size), pos = (off_t)r->fd_offset;
+
+		while (pos < end) {
+			off_t data = lseek(r->memfd, pos, SEEK_DATA), hole;
+
+			if (data < 0 && errno == ENXIO)
+				break;
+			if (data < 0)
+				return -errno;
+			if (data >= end)
+				break;
+			hole = lseek(r->memfd, data, SEEK_HOLE);
+			if (hole < 0)
+				return -errno;
+			if (hole > end)
+				hole = end;
+			data &= ~(off_t)(l->unit - 1);
+			set_present(l, l->base[i] + (uint64_t)(data - (off_t)r->fd_offset),
+				    ((uint64_t)(hole - data) + l->unit - 1) & ~(l->unit - 1));
+			pos = hole;
 		}
 	}
 	return 0;
@@ -587,14 +901,43 @@ int mig_lazy_start(struct guest_mem *m, const struct mig_page_source *src,
 	ret = -ENOMEM;
 	units = m->ram_size / l->unit;
 	buf_units = l->batch > l->prefetch + 1ULL ? l->batch : l->prefetch + 1ULL;
+	l->units = units;
 	l->present = calloc((units + 63) / 64, sizeof(uint64_t));
 	l->buf = malloc(buf_units * l->unit);
 	if (!l->present || !l->buf)
 		goto err;
+	if (src->budget && src->on_demand && src->ops->page_out) {
+		if (m->hugepages) {
+			pr_warn("lazy memory: no page-out on huge pages (not in this cut): resident "
+				"guest memory is not kept within its budget");
+		} else {
+			l->budget = src->budget / l->unit;
+			if (l->budget < BUDGET_MIN_UNITS) {
+				pr_warn("lazy memory: a resident budget of %llu pages is raised to %d",
+					(unsigned long long)l->budget, BUDGET_MIN_UNITS);
+				l->budget = BUDGET_MIN_UNITS;
+			}
+			l->ref = calloc((units + 63) / 64, sizeof(uint64_t));
+			l->obuf = malloc(EVICT_BATCH * l->unit);
+			if (!l->ref || !l->obuf)
+				goto err;
+		}
+	}
 	if (m->hugepages && !(l->zero = calloc(1, l->unit)))
 		goto err;
+	if (src->on_demand && (ret = scan_resident(l)) < 0) {
+		pr_err("lazy memory: looking for the pages already here: %s", strerror(-ret));
+		goto err;
+	}
 	if ((ret = setup_uffd(l)) < 0)
 		goto err;
+	pthread_mutex_lock(&l->lock);
+	l->st.budget_pages = l->budget * l->unit / MM_PAGE_SIZE;
+	pthread_mutex_unlock(&l->lock);
+	if (l->budget && l->resident > l->budget)
+		pr_warn("lazy memory: %llu pages resident at the start, over the budget of %llu: "
+			"paged out at the first faults", (unsigned long long)l->resident,
+			(unsigned long long)l->budget);
 	ret = -pthread_create(&l->thread, NULL, serve_thread, l);
 	if (ret) {
 		pr_err("lazy memory: starting the serving thread: %s", strerror(-ret));
@@ -673,6 +1016,8 @@ void mig_lazy_stop(struct mig_lazy *l)
 	pthread_cond_destroy(&l->cond);
 	pthread_mutex_destroy(&l->lock);
 	free(l->zero);
+	free(l->ref);
+	free(l->obuf);
 	free(l->buf);
 	free(l->present);
 	free(l);

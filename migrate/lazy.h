@@ -34,6 +34,16 @@ struct mig_page_source_ops {
 	 * so bulk traffic never delays a fault's page (split.c's urgent channel). 0 or -errno.
 	 */
 	int (*read_ahead)(void *opaque, uint64_t off, void *buf, uint64_t len);
+	/*
+	 * Page-out (with a budget, on_demand sources only): store the n units at offs[] (their
+	 * bytes one unit after another in buf) where read will find them again, and confirm each
+	 * is stored (ok[i] = 1; 0: not stored for sure, the unit stays resident). Returns 0 or
+	 * -errno (then no unit counts as stored). The units are write-protected meanwhile.
+	 */
+	int (*page_out)(void *opaque, const uint64_t *offs, unsigned int n, const uint8_t *buf,
+			uint8_t *ok);
+	/* Page-out: these units left memory (punched out): from now on they are the source's data. */
+	void (*paged_out)(void *opaque, const uint64_t *offs, unsigned int n);
 };
 
 struct mig_page_source {
@@ -42,6 +52,9 @@ struct mig_page_source {
 	uint64_t size;		/* bytes; must be the layout's RAM size */
 	int on_demand;		/* no background push: data comes only when faulted (remote
 				   paging, migrate/split.h); the serving never completes */
+	uint64_t budget;	/* on_demand with page_out: resident guest RAM at most, bytes (0:
+				   no page-out). Cold units are paged out before a fault would take
+				   the resident units above it (docs/split-migration.md) */
 };
 
 /* A memory file (mig_memfile_write()) as a page source; fd stays the caller's. 0 or -errno. */
@@ -60,6 +73,15 @@ struct mig_lazy_stats {
 	uint64_t ahead_failed;		/* read_ahead calls that failed (neighbours left out) */
 	uint64_t bytes_read;		/* from the source */
 	uint64_t errors;		/* source reads or uffd ioctls that failed */
+	/* Page-out (a source with a budget; resident counts every page of guest RAM in memory:
+	   the memfds' data at the start + placed - paged out). */
+	uint64_t budget_pages;		/* 0: no page-out */
+	uint64_t pages_resident, resident_max;
+	uint64_t pages_out;		/* paged out (punched after the source stored them) */
+	uint64_t bytes_out;		/* of guest data handed to page_out for those */
+	uint64_t evictions_failed;	/* units page_out did not store (they stayed resident) */
+	uint64_t over_budget;		/* faults served above the budget (evictions failed) */
+	uint64_t wp_faults;		/* write-protect faults: writes that waited on a page-out */
 	uint64_t latency_hist[MIG_LAZY_HIST];
 	uint64_t latency_max_ns;	/* from reading the fault to waking the faulting thread */
 	int complete;			/* all data present, userfaultfd unregistered */

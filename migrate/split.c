@@ -191,7 +191,8 @@ static int split_run(void *opaque, uint64_t gpa, uint64_t len)
 /* The MIG_SPLIT payload: the header, the addresses, the sub-hosts' runs. */
 static int build_map(const struct splitter *s, uint64_t n, uint8_t **out, size_t *len)
 {
-	struct mig_split_hdr h = { .vm_id = s->p->vm_id, .nr_subs = s->p->nr_subs };
+	struct mig_split_hdr h = { .vm_id = s->p->vm_id, .nr_subs = s->p->nr_subs,
+				   .budget = s->p->pageout ? s->p->main_mem : 0 };
 	size_t head = sizeof(h) + s->p->nr_subs * MIG_SPLIT_ADDR_MAX, cap = 1024, nr = 0;
 	struct mig_split_run *runs = malloc(cap * sizeof(*runs));
 	uint8_t *buf;
@@ -390,7 +391,10 @@ struct mig_split_dest {
 	const struct guest_mem *m;
 	pthread_mutex_t lock;		/* loc and the counters (the control thread reads them) */
 	uint8_t *loc;
-	uint8_t *loc2;			/* the replicas' owners (index + 1; 0 none) */
+	uint8_t *loc2;			/* the replicas' owners (index + 1; 0 none); kept for a
+					   page paged in (its second home), set by a page-out */
+	uint8_t *home;			/* the first owner + 1 a page came from or went to last
+					   (a page-out goes there: it holds the page's room) */
 	uint64_t n;
 	/*
 	 * The serving thread's alone once it runs; NULL: gone (or never reached). sub: the
@@ -534,6 +538,137 @@ next:
 	return 0;
 }
 
+/*
+ * Page-out: where page pg goes. Its first home (the sub-host it came from or went to last:
+ * overwriting a page it holds takes no new room there), its replica's, then the sub-hosts in
+ * stripe order as the source's (frame / MIG_SPLIT_STRIPE mod N); live ones, distinct, as many
+ * as the map's copies (1, or 2 with replicas). How many (0: no sub-host left).
+ */
+static unsigned int pageout_owners(const struct mig_split_dest *d, uint64_t pg, unsigned int *own)
+{
+	unsigned int want = d->loc2 ? 2 : 1, n = 0, nr = d->c.nr_subs, cand[2 + MIG_SPLIT_SUBS_MAX];
+	unsigned int nc = 0, s0 = (unsigned int)(pg / MIG_SPLIT_STRIPE % nr);
+
+	if (d->home[pg])
+		cand[nc++] = d->home[pg] - 1u;
+	if (d->loc2 && d->loc2[pg])
+		cand[nc++] = d->loc2[pg] - 1u;
+	for (unsigned int k = 0; k < nr; k++)
+		cand[nc++] = (s0 + k) % nr;
+	for (unsigned int k = 0; k < nc && n < want; k++)
+		if (cand[k] < nr && d->sub[cand[k]] && (!n || own[0] != cand[k]))
+			own[n++] = cand[k];
+	return n;
+}
+
+/*
+ * The page source's page_out: each page PUT to its owners (runs of consecutive frames one
+ * chunk), on the bulk channel where there is one, then SYNC on each owner used: a page is
+ * stored when every owner's SYNC says so. A sub-host that refuses (full: -ENOSPC) keeps its
+ * connection; a channel that fails is closed as for page-ins. The owners of a stored page
+ * become its homes (its location changes in split_paged_out, once it left memory).
+ */
+static int split_page_out(void *opaque, const uint64_t *offs, unsigned int n, const uint8_t *buf,
+			  uint8_t *ok)
+{
+	struct mig_split_dest *d = opaque;
+	unsigned int (*own)[2] = calloc(n ? n : 1, sizeof(*own)), *nown = calloc(n ? n : 1,
+										     sizeof(*nown));
+	uint64_t *gpa = calloc(n ? n : 1, sizeof(*gpa)), bytes = 0, refused = 0;
+	int bad[MIG_SPLIT_SUBS_MAX] = { 0 }, used[MIG_SPLIT_SUBS_MAX] = { 0 }, ret = 0;
+
+	if (!own || !nown || !gpa) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (unsigned int i = 0; i < n; i++) {
+		uint64_t left;
+
+		if ((ret = mig_flat_to_gpa(d->m, offs[i], &gpa[i], &left)))
+			goto out;
+		nown[i] = pageout_owners(d, gpa[i] / PAGE, own[i]);
+		for (unsigned int k = 0; k < nown[i]; k++)
+			used[own[i][k]] = 1;
+	}
+	for (unsigned int o = 0; o < d->c.nr_subs; o++) {
+		int bulk = d->bulk[o] != NULL;
+		struct ms_client *c = bulk ? d->bulk[o] : d->sub[o];
+		char why[256] = "";
+		uint64_t b0;
+
+		if (!used[o] || !c)
+			continue;
+		b0 = ms_client_bytes(c);
+		for (unsigned int i = 0, j; i < n && !bad[o]; i = j) {
+			j = i + 1;
+			if (!(own[i][0] == o || (nown[i] > 1 && own[i][1] == o)))
+				continue;
+			while (j < n && gpa[j] == gpa[j - 1] + PAGE &&
+			       (own[j][0] == o || (nown[j] > 1 && own[j][1] == o)))
+				j++;
+			bad[o] = ms_put(c, gpa[i], buf + (uint64_t)i * PAGE, (uint64_t)(j - i) * PAGE);
+		}
+		if (!bad[o])
+			bad[o] = ms_sync(c, why, sizeof(why));
+		bytes += ms_client_bytes(c) - b0;
+		if (bad[o] == -ENOSPC)
+			pr_warn_ratelimited("split memory: sub-host %u (%s) refused pages paged out: "
+					    "%s; they stay on the main host", o, d->addr[o], why);
+		else if (bad[o])
+			drop_channel(d, o, bulk, why[0] ? why : strerror(-bad[o]));
+	}
+	for (unsigned int i = 0; i < n; i++) {
+		ok[i] = nown[i] > 0;
+		for (unsigned int k = 0; k < nown[i]; k++)
+			if (bad[own[i][k]])
+				ok[i] = 0;
+		if (!ok[i]) {
+			refused++;
+			continue;
+		}
+		d->home[gpa[i] / PAGE] = (uint8_t)(own[i][0] + 1);
+		if (d->loc2)
+			d->loc2[gpa[i] / PAGE] = nown[i] > 1 ? (uint8_t)(own[i][1] + 1) : 0;
+	}
+out:
+	pthread_mutex_lock(&d->lock);
+	d->c.bytes_out += bytes;
+	d->c.pageout_refused += ret ? n : refused;
+	pthread_mutex_unlock(&d->lock);
+	free(own);
+	free(nown);
+	free(gpa);
+	return ret;
+}
+
+/* The page source's paged_out: these pages left the main host for their homes. */
+static void split_paged_out(void *opaque, const uint64_t *offs, unsigned int n)
+{
+	struct mig_split_dest *d = opaque;
+
+	pthread_mutex_lock(&d->lock);
+	for (unsigned int i = 0; i < n; i++) {
+		uint64_t gpa, left, pg;
+
+		if (mig_flat_to_gpa(d->m, offs[i], &gpa, &left) || !d->home[gpa / PAGE])
+			continue;
+		pg = gpa / PAGE;
+		if (d->loc[pg] == MIG_LOC_MAIN)
+			d->c.pages_main--;
+		else if (d->loc[pg] == MIG_LOC_FREE)
+			d->c.pages_free--;
+		else
+			continue;	/* not here: cannot be */
+		d->loc[pg] = (uint8_t)(MIG_LOC_SUB + d->home[pg] - 1);
+		d->c.pages_sub[d->home[pg] - 1]++;
+		if (d->loc2 && d->loc2[pg])
+			d->c.pages_sub[d->loc2[pg] - 1]++;
+		d->c.pages_remote++;
+		d->c.pages_out++;
+	}
+	pthread_mutex_unlock(&d->lock);
+}
+
 static int split_read(void *opaque, uint64_t off, void *buf, uint64_t len)
 {
 	return split_fetch(opaque, off, buf, len, 0);
@@ -568,6 +703,8 @@ static const struct mig_page_source_ops split_source_ops = {
 	.read = split_read,
 	.read_ahead = split_read_ahead,
 	.is_hole = split_is_hole,
+	.page_out = split_page_out,
+	.paged_out = split_paged_out,
 };
 
 /* Check the MIG_SPLIT payload and mark the sub-hosts' pages in d->loc. */
@@ -591,6 +728,7 @@ static int parse_map(struct mig_split_dest *d, const uint8_t *p, uint32_t len, c
 	}
 	d->vm_id = h.vm_id;
 	d->c.nr_subs = h.nr_subs;
+	d->c.budget = h.budget & ~(PAGE - 1);
 	for (uint32_t i = 0; i < h.nr_subs; i++) {
 		const char *a = (const char *)p + sizeof(h) + i * MIG_SPLIT_ADDR_MAX;
 
@@ -624,6 +762,7 @@ static int parse_map(struct mig_split_dest *d, const uint8_t *p, uint32_t len, c
 				return -EPROTO;
 			}
 			d->loc[pg] = (uint8_t)(MIG_LOC_SUB + r.sub);
+			d->home[pg] = (uint8_t)(r.sub + 1);
 			if (r.replica)
 				d->loc2[pg] = (uint8_t)r.replica;
 		}
@@ -732,7 +871,8 @@ int mig_split_dest_run(struct guest_mem *m, uint32_t nr_vcpus, int fd,
 	d->n = span_pages(m);
 	pthread_mutex_init(&d->lock, NULL);
 	d->loc = calloc(d->n ? d->n : 1, 1);
-	if (!d->loc) {
+	d->home = calloc(d->n ? d->n : 1, 1);
+	if (!d->loc || !d->home) {
 		mig_split_dest_free(d);
 		return -ENOMEM;
 	}
@@ -812,7 +952,8 @@ int mig_split_dest_run(struct guest_mem *m, uint32_t nr_vcpus, int fd,
 	d->c.replicas = d->loc2 ? 2 : 1;
 	{
 		const struct mig_page_source src = { .ops = &split_source_ops, .opaque = d,
-						     .size = m->ram_size, .on_demand = 1 };
+						     .size = m->ram_size, .on_demand = 1,
+						     .budget = d->c.budget };
 
 		*out = d;	/* the lazy memory may use it from here on */
 		ret = ops->lazy(vm, &src);
@@ -878,6 +1019,7 @@ void mig_split_dest_free(struct mig_split_dest *d)
 	}
 	pthread_mutex_destroy(&d->lock);
 	free(d->loc);
+	free(d->home);
 	free(d->loc2);
 	free(d);
 }

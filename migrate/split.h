@@ -40,6 +40,9 @@ struct mig_split_hdr {
 	uint64_t vm_id;
 	uint32_t nr_subs;
 	uint32_t nr_runs;
+	uint64_t budget;	/* the main host's resident guest RAM at most, bytes (main_mem):
+				   cold pages are paged out to the sub-hosts to stay within it;
+				   0: no page-out */
 };
 
 struct mig_split_run {
@@ -58,6 +61,8 @@ struct mig_split_params {
 	uint64_t vm_id;
 	unsigned int replicas;	/* copies of each sub-host page: 0 or 1 one, 2 two (needs at
 				   least 2 sub-hosts) */
+	int pageout;		/* 1: the main host keeps its resident guest RAM within main_mem
+				   by paging cold pages out to the sub-hosts */
 };
 
 struct mig_split_counts {
@@ -71,6 +76,10 @@ struct mig_split_counts {
 	uint64_t errors;	/* main host: page-ins that failed (on both owners) */
 	uint64_t owner_failures;	/* main host: page-ins an owner failed (then the other) */
 	uint64_t pages_in_bulk;	/* main host: of pages_in, fault neighbours on the bulk channel */
+	uint64_t pages_out;	/* main host: pages paged out to the sub-hosts (stored, acked) */
+	uint64_t bytes_out;	/* main host: bytes sent and received for that (all copies) */
+	uint64_t pageout_refused;	/* main host: pages a sub-host did not store (or failed) */
+	uint64_t budget;	/* main host: the resident budget from the source, bytes (0: none) */
 	unsigned int subs_gone;	/* main host: sub-hosts dropped (closed, silent, bad replies) */
 	unsigned int bulk_gone;	/* main host: bulk channels closed (their pages: faults alone) */
 	unsigned int nr_subs;

@@ -207,6 +207,11 @@ static struct json_object *split_json(const struct mig_split_counts *c)
 	json_object_object_add(o, "subs_gone", json_object_new_int((int)c->subs_gone));
 	json_object_object_add(o, "pages_in_bulk", json_object_new_int64((int64_t)c->pages_in_bulk));
 	json_object_object_add(o, "bulk_gone", json_object_new_int((int)c->bulk_gone));
+	json_object_object_add(o, "pages_out", json_object_new_int64((int64_t)c->pages_out));
+	json_object_object_add(o, "bytes_out", json_object_new_int64((int64_t)c->bytes_out));
+	json_object_object_add(o, "pageout_refused",
+			       json_object_new_int64((int64_t)c->pageout_refused));
+	json_object_object_add(o, "resident_budget_bytes", json_object_new_int64((int64_t)c->budget));
 	return o;
 }
 
@@ -290,6 +295,7 @@ static int split_setup(struct vm_migration *mg, const struct vm_migrate_args *a,
 		return -EINVAL;
 	}
 	mg->sp.replicas = a->replicas;
+	mg->sp.pageout = a->pageout;
 	return mig_split_params_check(&mg->sp, err, errlen);
 }
 
@@ -341,9 +347,16 @@ int vm_split_stats(struct vm *vm, struct json_object **result, char *err, size_t
 			struct mig_lazy_stats st;
 
 			mig_lazy_stats(vm->lazy, &st);
-			json_object_object_add(o, "faults", json_object_new_int64((int64_t)st.faults));
-			json_object_object_add(o, "pages_zero_served",
-					       json_object_new_int64((int64_t)st.pages_zero));
+			/* With page-out: the budget in force (0: none), resident, high-water mark. */
+			const char *name[] = { "faults", "pages_zero_served", "budget_pages",
+					       "pages_resident", "resident_max", "evictions_failed",
+					       "faults_over_budget", "wp_faults" };
+			uint64_t v[] = { st.faults, st.pages_zero, st.budget_pages, st.pages_resident,
+					 st.resident_max, st.evictions_failed, st.over_budget,
+					 st.wp_faults };
+
+			for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
+				json_object_object_add(o, name[i], json_object_new_int64((int64_t)v[i]));
 			json_object_object_add(o, "fault_median_us", json_object_new_double(
 				(double)mig_lazy_latency_median_ns(&st) / 1e3));
 			json_object_object_add(o, "fault_p99_us", json_object_new_double(

@@ -16,6 +16,8 @@ struct vm_migrate_args {
 	uint64_t main_mem;		/* split: data bytes at most for the main host */
 	int no_tracking;		/* split: send free pages too (tracking=off, to compare) */
 	unsigned int replicas;		/* split: copies of each sub-host page (0, 1 or 2) */
+	int pageout;			/* split: the main host keeps its resident guest RAM within
+					   main_mem, paging cold pages out to the sub-hosts (pageout=on) */
 };
 
 /*

@@ -439,11 +439,14 @@ static int verb_snapshot(void *opaque, struct json_object *args, struct json_obj
 	return 0;
 }
 
-/* Split migration: sub=ADDR[,ADDR...] main-mem=SIZE [tracking=on|off] [replicas=1|2]. */
+/*
+ * Split migration: sub=ADDR[,ADDR...] main-mem=SIZE [tracking=on|off] [replicas=1|2]
+ * [pageout=on|off].
+ */
 static int verb_migrate_split_args(struct json_object *args, struct vm_migrate_args *a,
 				   char *err, size_t errlen)
 {
-	const char *mm = NULL, *tr = NULL;
+	const char *mm = NULL, *tr = NULL, *po = NULL;
 	int64_t r = 1;
 	int ret = control_arg_string(args, "sub", &a->sub, err, errlen);
 
@@ -470,6 +473,14 @@ static int verb_migrate_split_args(struct json_object *args, struct vm_migrate_a
 		return -EINVAL;
 	}
 	a->replicas = ret == 0 ? (unsigned int)r : 1;
+	if (ret < 0 && ret != -ENOENT)
+		return ret;
+	ret = control_arg_string(args, "pageout", &po, err, errlen);
+	if (ret == 0 && strcmp(po, "on") && strcmp(po, "off")) {
+		snprintf(err, errlen, "pageout=%s: not on or off", po);
+		return -EINVAL;
+	}
+	a->pageout = ret == 0 && !strcmp(po, "on");
 	return ret < 0 && ret != -ENOENT ? ret : 0;
 }
 
@@ -553,7 +564,7 @@ static const struct control_verb vm_verbs[] = {
 	{ "agent-stats", verb_agent_stats, "the guest agent's latest statistics" },
 	{ "migrate", verb_migrate, "to=tcp:HOST:PORT|unix:PATH [downtime-ms=N] [bandwidth=RATE] "
 	  "[postcopy=off|auto|now|after-rounds:N] [sub=ADDR[,ADDR...] main-mem=SIZE "
-	  "[tracking=on|off] [replicas=1|2]]: live migration, or a split one (events migrate-*)" },
+	  "[tracking=on|off] [replicas=1|2] [pageout=on|off]]: live migration, or a split one (events migrate-*)" },
 	{ "split-stats", verb_split_stats, "a split migration's page-location map: pages on the "
 	  "main host, on each sub-host, free; page-ins, zero-served faults" },
 	{ "migrate-cancel", verb_migrate_cancel, "stop a running migration; the VM runs on here" },

@@ -79,7 +79,9 @@ static void *writer(void *arg)
 	hi.flags = MIG_HELLO_SPLIT;
 	mig_send(f->fd, MIG_HELLO, 0, &hi, sizeof(hi));
 	if (f->map && n) {
-		struct mig_split_hdr h = { .vm_id = 1, .nr_subs = p[0] };
+		/* the resident budget too (page-out), any value: it is the main host's to bound */
+		struct mig_split_hdr h = { .vm_id = 1, .nr_subs = p[0],
+					   .budget = (uint64_t)p[0] * 0x10001ULL << 10 };
 		uint32_t subs = h.nr_subs <= MIG_SPLIT_SUBS_MAX ? h.nr_subs : MIG_SPLIT_SUBS_MAX;
 		size_t head = sizeof(h) + subs * MIG_SPLIT_ADDR_MAX;
 		uint8_t *m;

@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -656,7 +657,314 @@ static void test_split_page_lost(void)
 	split_succeeds(&sc);
 }
 
+/* ---- page-out: the main host's resident guest memory stays within main-mem ---- */
+
+#define PO_BUDGET 256			/* main-mem, pages */
+#define PO_TOUCH (NPAGES * 3 / 4)	/* pages the writers touch; the rest stay free */
+#define PO_THREADS 4
+#define PO_PASSES 3
+#define PO_HAMMER 16			/* pages written over and over, below PO_TOUCH */
+
+struct po_run {
+	struct dst_vm *d;
+	uint8_t *expect;		/* every page as last written (or the source's) */
+	int full;			/* the failure case: free pages of the upper half only */
+	int done;			/* atomic: the writers finished */
+	uint64_t mismatches;		/* atomic */
+	uint64_t max_counted, max_mincore, samples, quiet;	/* quiet: walks with no page-out */
+};
+
+struct po_writer {
+	struct po_run *r;
+	int t;
+};
+
+/* The pages writer t owns, pass by pass: read (must be as last written), then write. */
+static void *po_write(void *arg)
+{
+	struct po_writer *w = arg;
+	struct po_run *r = w->r;
+	uint64_t lo = r->full ? NPAGES / 2 : 0, hi = r->full ? NPAGES / 2 + 512 : PO_TOUCH - PO_HAMMER;
+
+	for (uint64_t k = 1; k <= PO_PASSES; k++)
+		for (uint64_t i = lo; i < hi; i++) {
+			uint64_t pg = k % 2 ? i : hi - 1 - (i - lo);	/* odd passes up, even down */
+			uint8_t *p = mm_gpa_to_hva(&r->d->m, pg * PAGE, PAGE), *e;
+			uint64_t v = pg << 20 | k << 8 | (uint64_t)w->t, off;
+
+			if (pg % PO_THREADS != (uint64_t)w->t)
+				continue;
+			e = r->expect + pg * PAGE;
+			if (memcmp(p, e, PAGE))
+				__atomic_add_fetch(&r->mismatches, 1, __ATOMIC_SEQ_CST);
+			off = (pg * 40 + k * 8) % (PAGE - 8) & ~7ULL;
+			memcpy(p + off, &v, sizeof(v));		/* through the lazy mapping */
+			memcpy(e + off, &v, sizeof(v));
+			memcpy(p + PAGE - 8, &v, sizeof(v));	/* and the page's last word */
+			memcpy(e + PAGE - 8, &v, sizeof(v));
+		}
+	return NULL;
+}
+
+/*
+ * Writes PO_HAMMER pages over and over without a pause, reading each value back first: they
+ * never fault while resident, so CLOCK sees them as cold and pages them out under the writes
+ * (a write to a page being paged out waits on its write protection). A write lost to a
+ * page-out would read back as an older value.
+ */
+static void *po_hammer(void *arg)
+{
+	struct po_run *r = arg;
+	uint64_t last[PO_HAMMER] = { 0 };
+
+	for (uint64_t n = 1; !__atomic_load_n(&r->done, __ATOMIC_SEQ_CST); n++)
+		for (int h = 0; h < PO_HAMMER; h++) {
+			uint64_t pg = PO_TOUCH - PO_HAMMER + (uint64_t)h;
+			volatile uint64_t *p = (volatile uint64_t *)mm_gpa_to_hva(&r->d->m,
+								pg * PAGE + 16, 8);
+
+			if (*p != last[h])
+				__atomic_add_fetch(&r->mismatches, 1, __ATOMIC_SEQ_CST);
+			*p = n;
+			last[h] = n;
+			memcpy(r->expect + pg * PAGE + 16, &n, sizeof(n));
+		}
+	return NULL;
+}
+
+/* The kernel's view: pages of the main host's guest RAM in memory. */
+static uint64_t po_mincore(struct guest_mem *m)
+{
+	static unsigned char vec[NPAGES];
+	uint64_t n = 0;
+
+	if (mincore(mm_gpa_to_hva(m, 0, MEM), MEM, vec))
+		return 0;
+	for (uint64_t i = 0; i < NPAGES; i++)
+		n += vec[i] & 1;
+	return n;
+}
+
+/* Samples the resident count (lazy.c's and the kernel's) while the writers run. */
+static void *po_check(void *arg)
+{
+	struct po_run *r = arg;
+
+	while (!__atomic_load_n(&r->done, __ATOMIC_SEQ_CST)) {
+		struct mig_lazy_stats ls0, ls;
+		uint64_t k;
+
+		mig_lazy_stats(r->d->lazy, &ls0);
+		k = po_mincore(&r->d->m);
+		mig_lazy_stats(r->d->lazy, &ls);
+		if (ls.pages_resident > r->max_counted)
+			r->max_counted = ls.pages_resident;
+		/*
+		 * mincore's walk is not atomic: a page seen before it was punched and the one
+		 * placed after it would both count. lazy.c punches, counts, then places; so a
+		 * walk with no page-out counted during it saw no such pair: only those count.
+		 */
+		if (ls.pages_out == ls0.pages_out) {
+			if (k > r->max_mincore)
+				r->max_mincore = k;
+			r->quiet++;
+		}
+		r->samples++;
+		usleep(200);
+	}
+	return NULL;
+}
+
+/* Sub-host i's pages of a split with tracking: the source's stripes of the remote ones. */
+static uint64_t po_sub_pages(uint64_t data, int i)
+{
+	uint64_t n = 0;
+
+	for (uint64_t k = 0; k + PO_BUDGET < data; k++)
+		n += (int)(k / MIG_SPLIT_STRIPE % 2) == i;
+	return n;
+}
+
+static void pageout_run(int full)
+{
+	struct guest_mem src;
+	struct dst_vm d = { 0 };
+	struct subs subs = { 0 };
+	struct dst_run r = { .d = &d, .subs = &subs };
+	struct mig_split_params p = { .main_mem = PO_BUDGET * PAGE, .tracking = 1, .nr_subs = 2,
+				      .sub_addr = { "sub0", "sub1" }, .vm_id = 42, .replicas = 1,
+				      .pageout = 1 };
+	struct po_run pr = { .d = &d, .full = full };
+	struct po_writer w[PO_THREADS];
+	struct mig_split_result res;
+	struct mig_split_counts c;
+	struct mig_lazy_stats ls;
+	struct src_vm v = { 0 };
+	struct ms_stats st[2];
+	pthread_t t, wt[PO_THREADS], ct, ht;
+	char err[256] = "";
+	uint64_t data;
+	int sv[2], ret;
+
+	CHECK_EQ(mm_init(&src, MEM), 0);
+	CHECK_EQ(mm_init(&d.m, MEM), 0);
+	data = fill(&src);
+	CHECK(data > PO_BUDGET);
+	/* The failure case: each sub-host has room for exactly the split's pages. */
+	CHECK_EQ(ms_create(full ? po_sub_pages(data, 0) * PAGE : MEM, &subs.ms[0]), 0);
+	CHECK_EQ(ms_create(full ? po_sub_pages(data, 1) * PAGE : MEM, &subs.ms[1]), 0);
+	for (int i = 0; i < 2; i++) {
+		int fd = sub_connect(&subs, p.sub_addr[i], err, sizeof(err));
+
+		CHECK(fd >= 0);
+		CHECK_EQ(ms_client_open(fd, p.vm_id, &p.sub[i], err, sizeof(err)), 0);
+	}
+	pr.expect = malloc(MEM);
+	CHECK(pr.expect != NULL);
+	memcpy(pr.expect, mm_gpa_to_hva(&src, 0, MEM), MEM);
+	CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	r.fd = sv[1];
+	CHECK_EQ(pthread_create(&t, NULL, dest_thread, &r), 0);
+	ret = mig_split_source_run(&src, 1, sv[0], &sops, &v, &p, &res, err, sizeof(err));
+	if (ret)
+		fprintf(stderr, "  source: %s\n", err);
+	CHECK_EQ(ret, 0);
+	close(sv[0]);
+	pthread_join(t, NULL);
+	close(sv[1]);
+	CHECK_EQ(r.ret, 0);
+	if (ret || r.ret)
+		goto out;
+	mig_lazy_stats(d.lazy, &ls);
+	CHECK_EQ(ls.budget_pages, PO_BUDGET);
+	CHECK_EQ(ls.pages_resident, res.c.pages_main);	/* what came at the migration */
+	CHECK_EQ(res.c.pages_main, PO_BUDGET);
+	ms_stats(subs.ms[0], &st[0]);
+	ms_stats(subs.ms[1], &st[1]);
+	CHECK(!full || (st[0].pages == st[0].limit_pages && st[1].pages == st[1].limit_pages));
+
+	/* Several threads read and write far more pages than main-mem; a checker samples. */
+	CHECK_EQ(pthread_create(&ct, NULL, po_check, &pr), 0);
+	if (!full) {
+		for (int h = 0; h < PO_HAMMER; h++)	/* the source's bytes: zero but word 16 */
+			memset(pr.expect + (PO_TOUCH - PO_HAMMER + (uint64_t)h) * PAGE + 16, 0, 8);
+		CHECK_EQ(pthread_create(&ht, NULL, po_hammer, &pr), 0);
+	}
+	for (int i = 0; i < PO_THREADS; i++) {
+		w[i] = (struct po_writer){ .r = &pr, .t = i };
+		CHECK_EQ(pthread_create(&wt[i], NULL, po_write, &w[i]), 0);
+	}
+	for (int i = 0; i < PO_THREADS; i++)
+		pthread_join(wt[i], NULL);
+	if (!full)
+		usleep(300000);		/* the hammer alone a little longer */
+	__atomic_store_n(&pr.done, 1, __ATOMIC_SEQ_CST);
+	pthread_join(ct, NULL);
+	if (!full)
+		pthread_join(ht, NULL);
+	CHECK_EQ(pr.mismatches, 0);
+
+	/* Every page as last written: no write lost, those racing with page-outs included. */
+	for (uint64_t pg = 0; pg < (full ? NPAGES / 2 + 512 : PO_TOUCH); pg++)
+		if (memcmp(mm_gpa_to_hva(&d.m, pg * PAGE, PAGE), pr.expect + pg * PAGE, PAGE)) {
+			fprintf(stderr, "  page %#llx differs\n", (unsigned long long)pg);
+			CHECK(0);
+			break;
+		}
+	mig_lazy_stats(d.lazy, &ls);
+	mig_split_dest_counts(r.sd, &c);
+	ms_stats(subs.ms[0], &st[0]);
+	ms_stats(subs.ms[1], &st[1]);
+	fprintf(stderr, "  %s: %llu samples, resident at most %llu (counted) / %llu (mincore) of "
+		"%d pages (%llu quiet walks); %llu paged out, %llu failed, %llu faults over the budget, %llu writes "
+		"waited on a page-out\n",
+		full ? "sub-hosts full" : "page-out", (unsigned long long)pr.samples,
+		(unsigned long long)pr.max_counted, (unsigned long long)pr.max_mincore, PO_BUDGET,
+		(unsigned long long)pr.quiet, (unsigned long long)ls.pages_out, (unsigned long long)ls.evictions_failed,
+		(unsigned long long)ls.over_budget, (unsigned long long)ls.wp_faults);
+	CHECK_EQ(ls.errors, 0);
+	CHECK_EQ(c.errors, 0);
+	/* The count is exact: the kernel agrees once nothing moves. */
+	CHECK_EQ(ls.pages_resident, res.c.pages_main + ls.pages_fault + ls.pages_zero -
+				    ls.pages_out);
+	/* (a woken thread may run before lazy.c counts its page: let it settle) */
+	for (int i = 0; i < 100 && po_mincore(&d.m) != ls.pages_resident; i++) {
+		usleep(10000);
+		mig_lazy_stats(d.lazy, &ls);
+	}
+	CHECK_EQ(po_mincore(&d.m), ls.pages_resident);
+	CHECK_EQ(c.pages_main + c.pages_free + c.pages_remote, NPAGES);
+	CHECK_EQ(c.pages_remote, c.pages_sub[0] + c.pages_sub[1]);
+	CHECK(pr.samples > 10);
+	CHECK(full || pr.quiet > 10);
+	if (full) {
+		/* Refused: every page stays here (over the budget, counted), nothing lost. */
+		CHECK_EQ(ls.pages_out, 0);
+		CHECK_EQ(c.pages_out, 0);
+		CHECK(ls.evictions_failed > 0);
+		CHECK(c.pageout_refused > 0);
+		CHECK(ls.over_budget > 0);
+		CHECK(ls.resident_max > PO_BUDGET);
+		CHECK_EQ(st[0].pages, st[0].limit_pages);
+		CHECK_EQ(st[1].pages, st[1].limit_pages);
+		goto out;
+	}
+	/* Within main-mem all along, by the count and by the kernel's view. */
+	CHECK(pr.max_counted <= PO_BUDGET);
+	CHECK(ls.resident_max <= PO_BUDGET);
+	CHECK(pr.max_mincore <= PO_BUDGET);
+	CHECK_EQ(ls.over_budget, 0);
+	CHECK_EQ(ls.evictions_failed, 0);
+	CHECK_EQ(c.pageout_refused, 0);
+	CHECK(ls.pages_out > PO_TOUCH);		/* each pass pages most of them out again */
+	CHECK_EQ(c.pages_out, ls.pages_out);
+	CHECK(ls.wp_faults > 0);	/* writes did race with page-outs */
+	CHECK(c.bytes_out >= ls.pages_out * PAGE);
+	/* Paged out = stored: the sub-hosts hold every page the map puts there (read above
+	 * through the lazy memory); and free pages nobody touched were never sent. */
+	CHECK(c.pages_remote > 0);
+	CHECK(st[0].pages + st[1].pages >= c.pages_remote);
+	{
+		struct ms_client *cl[2];
+		uint8_t page[PAGE];
+		int missing = 0;
+
+		for (int i = 0; i < 2; i++) {
+			int fd = sub_connect(&subs, p.sub_addr[i], err, sizeof(err));
+
+			CHECK(fd >= 0);
+			CHECK_EQ(ms_client_open(fd, p.vm_id, &cl[i], err, sizeof(err)), 0);
+		}
+		for (uint64_t pg = PO_TOUCH; pg < NPAGES; pg++)
+			for (int i = 0; i < 2; i++)
+				missing += ms_get(cl[i], pg * PAGE, page, PAGE, err, sizeof(err)) ==
+					   -ENOENT;
+		CHECK_EQ(missing, 2 * (NPAGES - PO_TOUCH));
+		ms_client_close(cl[0]);
+		ms_client_close(cl[1]);
+	}
+out:
+	mig_lazy_stop(d.lazy);
+	mig_split_dest_free(r.sd);
+	ms_client_close(p.sub[0]);
+	ms_client_close(p.sub[1]);
+	subs_end(&subs);
+	free(pr.expect);
+	mm_free(&src);
+	mm_free(&d.m);
+}
+
+static void test_split_pageout(void)
+{
+	pageout_run(0);
+}
+
+static void test_split_pageout_full(void)
+{
+	pageout_run(1);
+}
+
 TEST_MAIN(TEST(test_split_tracking), TEST(test_split_untracked), TEST(test_split_sub_full),
 	  TEST(test_split_page_lost), TEST(test_split_replicas), TEST(test_split_fault_hist),
-	  TEST(test_split_bulk_gone),
+	  TEST(test_split_bulk_gone), TEST(test_split_pageout), TEST(test_split_pageout_full),
 	  TEST(test_split_figures))
