@@ -16,6 +16,10 @@ def say(ok, name, why=""):
     return ok
 
 
+# A guest kernel that reported one of these will not get anywhere: a wait ends there.
+GUEST_CRASH = re.compile(r"^(BUG: |Oops: |Kernel panic - not syncing|traps: PANIC: double fault)")
+
+
 def alive(pid):
     """Whether process pid still runs (a zombie does not)."""
     try:
@@ -27,7 +31,8 @@ def alive(pid):
 
 class Console:
     """The console file the guest writes, read again on every look; with the VMM's pid (or
-    its `timeout`'s), a wait ends when the VMM does instead of at the guard."""
+    its `timeout`'s), a wait ends when the VMM does instead of at the guard; and it ends when
+    the guest kernel reports a crash (GUEST_CRASH), stopping that VMM (SIGTERM)."""
 
     def __init__(self, path, pid=None):
         self.path = path
@@ -37,6 +42,9 @@ class Console:
         """Where the guest got to, for a FAIL line: the VMM running or gone, the last line."""
         last = [l for l in self.lines() if l.strip()]
         st = "" if self.pid is None else ("VMM running; " if alive(self.pid) else "VMM gone; ")
+        crash = [l for l in last if GUEST_CRASH.match(l)]
+        if crash:
+            st += f"the guest kernel reported \"{crash[0][:120]}\"; "
         return f"{st}console's last line: {last[-1][:160] if last else '(empty)'}"
 
     def lines(self):
@@ -55,6 +63,10 @@ class Console:
             if any(l.startswith("KUMO-CHECK done") for l in ls):
                 return None
             if self.pid is not None and not alive(self.pid):
+                return None
+            if any(GUEST_CRASH.match(l) for l in ls):
+                if self.pid is not None and alive(self.pid):
+                    os.kill(self.pid, 15)	# the script's `wait` for the VMM ends too
                 return None
             time.sleep(0.5)
         return None
