@@ -4,18 +4,21 @@ host and two sub-hosts (network namespaces of the KVM box).
 
   split-host.py WORKDIR KERNEL INITRD
 
-For each run of KUMO_SPLIT_RUNS ("on:48:2" by default, one boot; "on:48 off:48" compares:
-tracking on or off, the MiB membench holds, optionally the copies of each sub-host page): two `kumo memserver`s on the sub-hosts, the
+For each run of KUMO_SPLIT_RUNS ("on:48:2:po" by default, one boot; "on:48 off:48" compares:
+tracking on or off, the MiB membench holds, optionally the copies of each sub-host page and
+"po" for page-out): two `kumo memserver`s on the sub-hosts, the
 stock kernel booted on the source (KUMO_SPLIT_MEM, default 512M; 1 vCPU, the balloon with free
 page reporting, the agent; KUMO_SPLIT_RUN_ARGS more options), membench holding a verified
 pattern, an empty `kumo run --incoming` on the main host; `migrate ... sub=... main-mem=64M`;
 then on the main host the agent must answer, membench verify (its pages come from the
 sub-hosts on demand) and split-stats count page-ins without errors. With replicas=2 the
 first sub-host is killed once the VM runs on the main host: membench still verifies, its pages
-coming from the second copies. Prints one `split-figures:`
+coming from the second copies. With page-out the main host's resident guest RAM (Rss of its
+memfd mappings, sampled every 100 ms from the migration's end to membench's verdict) must stay
+within main-mem while membench pages its set back in. Prints one `split-figures:`
 line per run (bytes to the main host and to the sub-hosts, time, pages by place).
 """
-import os, subprocess, sys, time
+import os, subprocess, sys, threading, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hostlib  # noqa: E402
@@ -30,10 +33,10 @@ COMMON = ["--mem", os.environ.get("KUMO_SPLIT_MEM", "512M"), "--cpus", "1", "--b
           "--agent"] + os.environ.get("KUMO_SPLIT_RUN_ARGS", "").split()
 BOOT = ["--kernel", kernel, "--initrd", initrd,
         "--cmdline", "panic=-1 kumo.script=agentd.sh kumo.probe=info,agentd kumo.shell=0"]
-# TRACKING:HOLD_MB[:REPLICAS]; with REPLICAS 2 the first sub-host is killed once the VM runs
-# on the main host: every page must still come, from the other copy.
-RUNS = [(r.split(":")[0], int(r.split(":")[1]), int((r.split(":") + ["1"])[2]))
-        for r in os.environ.get("KUMO_SPLIT_RUNS", "on:48:2").split()]
+# TRACKING:HOLD_MB[:REPLICAS[:po]]; with REPLICAS 2 the first sub-host is killed once the VM
+# runs on the main host: every page must still come, from the other copy; po: pageout=on.
+RUNS = [(f[0], int(f[1]), int((f + ["1"])[2]), (f + ["1", ""])[3] == "po")
+        for f in (r.split(":") for r in os.environ.get("KUMO_SPLIT_RUNS", "on:48:2:po").split())]
 procs = []
 
 
@@ -60,8 +63,38 @@ def stop(p, timeout=60):
         pass
 
 
-def one_run(tracking, hold_mb, replicas):
-    tag = f"split-{tracking}-{hold_mb}m" + (f"-x{replicas}" if replicas > 1 else "")
+def ram_rss_kb(pid):
+    """Rss of the guest-RAM memfd mappings (kumo-ram-node*) of process pid, KiB (None: gone)."""
+    total, ram = 0, False
+    try:
+        for line in open(f"/proc/{pid}/smaps"):
+            if line[:1] in "0123456789abcdef" and "-" in line.split()[0]:
+                ram = "kumo-ram-node" in line
+            elif ram and line.startswith("Rss:"):
+                total += int(line.split()[1])
+    except OSError:
+        return None
+    return total
+
+
+class Sampler(threading.Thread):
+    """ram_rss_kb(pid) every 100 ms until stopped: the samples' count and maximum."""
+
+    def __init__(self, pid):
+        super().__init__(daemon=True)
+        self.pid, self.n, self.max_kb, self.done = pid, 0, 0, threading.Event()
+
+    def run(self):
+        while not self.done.wait(0.1):
+            kb = ram_rss_kb(self.pid)
+            if kb is None:
+                return
+            self.n, self.max_kb = self.n + 1, max(self.max_kb, kb)
+
+
+def one_run(tracking, hold_mb, replicas, pageout):
+    tag = f"split-{tracking}-{hold_mb}m" + (f"-x{replicas}" if replicas > 1 else "") + \
+        ("-po" if pageout else "")
     ms = [spawn(f"sub{i + 1}", ["memserver", "--listen", f"tcp:0.0.0.0:{MS_PORT}", "--mem",
                                 "1G"], tag) for i in range(2)]
     ctl = os.path.join(work, f"ctl-src-{len(procs)}.sock")
@@ -83,7 +116,8 @@ def one_run(tracking, hold_mb, replicas):
         return None
     c.request("events")
     args = {"to": f"tcp:{MAIN_IP}:{PORT}", "sub": ",".join(f"tcp:{s}:{MS_PORT}" for s in SUBS),
-            "main-mem": MAIN_MEM, "tracking": tracking, "replicas": replicas}
+            "main-mem": MAIN_MEM, "tracking": tracking, "replicas": replicas,
+            "pageout": "on" if pageout else "off"}
     end = time.time() + 60
     while True:
         r = c.request("migrate", args)
@@ -94,12 +128,13 @@ def one_run(tracking, hold_mb, replicas):
     ev = c.wait_event(lambda e: e.get("event") in ("migrate-done", "migrate-failed"), 600)
     data = (ev or {}).get("data", {})
     say(ev is not None and ev.get("event") == "migrate-done", f"{tag}-migrate-done", str(data))
+    sampler = Sampler(q.pid)
+    sampler.start()
     sub_pages = sum(data.get("pages_sub") or [0])
     say(data.get("pages_main", 1 << 40) <= (64 << 20) // 4096 and sub_pages > 0,
         f"{tag}-main-mem-bound", f"{data.get('pages_main')} pages on the main host, "
         f"{data.get('pages_sub')} on the sub-hosts")
     if tracking == "on":
-        # Free pages go nowhere: the data sent is what the guest held, not its 512 MiB.
         # Free pages go nowhere: the data sent (one copy of it) is what the guest held.
         sent = data.get("bytes_main", 0) + data.get("bytes_sub", 0) // replicas
         say(0 < sent <= resident * 102 // 100 + (2 << 20), f"{tag}-free-pages-not-sent",
@@ -123,6 +158,21 @@ def one_run(tracking, hold_mb, replicas):
         f"{tag}-membench-verifies", f"exit {rc}: {res}")
     s = cq.request("split-stats")
     sres = (s or {}).get("result") or {}
+    sampler.done.set()
+    sampler.join()
+    budget_kb = int(MAIN_MEM[:-1]) << 10
+    print(f"split-resident: {tag} {sampler.n} samples every 100 ms, max {sampler.max_kb} KiB of "
+          f"guest RAM on the main host (main-mem {budget_kb} KiB); counted max "
+          f"{sres.get('resident_max')} pages, paged out {sres.get('pages_out')}", flush=True)
+    if pageout:
+        say(sampler.n > 10 and sampler.max_kb <= budget_kb, f"{tag}-main-resident-within-main-mem",
+            f"{sampler.n} samples, max {sampler.max_kb} KiB, main-mem {budget_kb} KiB")
+        say(sres.get("budget_pages") == budget_kb // 4 and
+            0 < sres.get("resident_max", 1 << 40) <= budget_kb // 4 and
+            sres.get("pages_out", 0) > 0 and sres.get("faults_over_budget") == 0,
+            f"{tag}-main-pages-out", f"budget_pages {sres.get('budget_pages')}, resident_max "
+            f"{sres.get('resident_max')}, pages_out {sres.get('pages_out')}, over budget "
+            f"{sres.get('faults_over_budget')}")
     say(bool(s and s.get("ok")) and sres.get("pages_in", 0) > 0 and sres.get("errors") == 0,
         f"{tag}-main-pages-in", str(sres))
     if replicas > 1:
@@ -146,8 +196,8 @@ def one_run(tracking, hold_mb, replicas):
 
 
 def main():
-    for tracking, hold, replicas in RUNS:
-        one_run(tracking, hold, replicas)
+    for tracking, hold, replicas, pageout in RUNS:
+        one_run(tracking, hold, replicas, pageout)
 
 
 try:

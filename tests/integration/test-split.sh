@@ -6,9 +6,10 @@
 # the source and the main host route to. Debian's stock kernel with the agent and membench
 # holding a verified pattern is split-migrated with main-mem=64M; on the main host the agent
 # answers, membench verifies (its pages paged in from the sub-hosts), split-stats counts.
-# split-host.py drives it; KUMO_SPLIT_RUNS="on:HOLD_MB[:REPLICAS] off:HOLD_MB ..." chooses the runs and
-# their tracking (default one run, on:48:2: two copies, the first sub-host killed on the main
-# host and membench still verifying; figures for docs/split-migration.md), KUMO_SPLIT_MEM
+# split-host.py drives it; KUMO_SPLIT_RUNS="on:HOLD_MB[:REPLICAS[:po]] off:HOLD_MB ..." chooses
+# the runs and their tracking (default one run, on:48:2:po: two copies, page-out on, the first
+# sub-host killed on the main host and membench still verifying, the main host's guest RAM
+# within main-mem; figures for docs/split-migration.md), KUMO_SPLIT_MEM
 # the guest's RAM, KUMO_SPLIT_RUN_ARGS more kumo run options.
 cd "$(dirname "$0")/../.." || exit 2
 . tests/integration/lib.sh
