@@ -268,7 +268,8 @@ def own_memory_kb(cmd):
     try:
         for line in open(f"/proc/{p.pid}/smaps"):
             if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
-                name = line.split()[-1] if len(line.split()) > 5 else ""
+                # the path is the sixth field on: kumo's memfd is "/memfd:kumo-ram-node0 (deleted)"
+                name = " ".join(line.split()[5:])
                 continue
             if line.startswith("Size:"):
                 size = int(line.split()[1])
@@ -283,20 +284,46 @@ def own_memory_kb(cmd):
     return total - ram
 
 
+def devices_args(disk, d):
+    """kumo's and QEMU's options for the same devices: a read-only virtio disk, a balloon, a
+    virtio console port on a socket and a control socket (QMP)."""
+    k = ["--disk", f"{disk},ro", "--balloon", "--console-socket", os.path.join(d, "con.sock"),
+         "--control", os.path.join(d, "ctl.sock")]
+    q = ["-drive", f"file={disk},if=none,id=d0,format=raw,readonly=on",
+         "-device", "virtio-blk-pci,drive=d0", "-device", "virtio-balloon-pci",
+         "-device", "virtio-serial-pci",
+         "-chardev", f"socket,id=c0,path={os.path.join(d, 'qcon.sock')},server=on,wait=off",
+         "-device", "virtconsole,chardev=c0",
+         "-qmp", f"unix:{os.path.join(d, 'qmp.sock')},server=on,wait=off"]
+    return k, q
+
+
 def vmm_startup():
     kumo = kumo_cmd(KERNEL, INITRD, "panic=-1")
     qemu = qemu_cmd(KERNEL, INITRD, "panic=-1", accel="kvm")
-    k, q, failed = side_by_side(
-        RUNS, lambda: {"exec": exec_to_first_kvm_run(kumo), "mem": own_memory_kb(kumo)},
-        lambda: {"exec": exec_to_first_kvm_run(qemu), "mem": own_memory_kb(qemu)})
+    with bench_disk(8) as (disk, _), tempfile.TemporaryDirectory(prefix="kumo-bench.") as d:
+        kx, qx = devices_args(disk, d)
+        kumo_dev = kumo_cmd(KERNEL, INITRD, "panic=-1", extra=kx)
+        qemu_dev = qemu_cmd(KERNEL, INITRD, "panic=-1", accel="kvm", extra=qx)
+        k, q, failed = side_by_side(
+            RUNS, lambda: {"exec": exec_to_first_kvm_run(kumo), "mem": own_memory_kb(kumo),
+                           "memdev": own_memory_kb(kumo_dev)},
+            lambda: {"exec": exec_to_first_kvm_run(qemu), "mem": own_memory_kb(qemu),
+                     "memdev": own_memory_kb(qemu_dev)})
     rows = [paired_row("exec → first KVM_RUN (strace), 1 vCPU", "exec", k, q, failed, "ms",
                        peer_label("kvm"), scale=1e3),
             paired_row(f"VMM own memory (Pss − guest RAM, {SETTLE:g} s after start)", "mem", k, q,
-                       failed, "MiB", peer_label("kvm"), scale=1 / 1024)]
+                       failed, "MiB", peer_label("kvm"), scale=1 / 1024),
+            paired_row(f"VMM own memory with a virtio disk, balloon, console port and control "
+                       f"socket ({SETTLE:g} s after start)", "memdev", k, q, failed, "MiB",
+                       peer_label("kvm"), scale=1 / 1024)]
     return rows, ["exec → first KVM_RUN: both VMMs load the same bzImage + initramfs; kumo "
                   "decompresses the kernel on the host before its first KVM_RUN.",
                   "VMM own memory: proportional set size of the VMM process minus that of its "
-                  "guest-RAM mapping (kumo's memfd, QEMU's RAM block)."]
+                  "guest-RAM mapping (kumo's memfd, QEMU's RAM block); with devices: the same "
+                  "read-only 8 MiB disk, a balloon, a virtio console port on a socket and a "
+                  "control socket (QEMU: virtio-blk-pci, virtio-balloon-pci, virtconsole on "
+                  "virtio-serial-pci, QMP)."]
 
 
 def pio():
