@@ -126,11 +126,14 @@ int mig_page_source_file(struct mig_page_source *src, int fd)
 
 /* ---- bookkeeping ---- */
 
+static int test_bit(const uint64_t *map, uint64_t u)
+{
+	return (map[u / 64] >> (u % 64)) & 1;
+}
+
 static int is_present(const struct mig_lazy *l, uint64_t off)
 {
-	uint64_t u = off / l->unit;
-
-	return (l->present[u / 64] >> (u % 64)) & 1;
+	return test_bit(l->present, off / l->unit);
 }
 
 static void set_present(struct mig_lazy *l, uint64_t off, uint64_t len)
@@ -138,7 +141,7 @@ static void set_present(struct mig_lazy *l, uint64_t off, uint64_t len)
 	uint64_t added = 0;
 
 	for (uint64_t u = off / l->unit; u < (off + len) / l->unit; u++) {
-		added += !((l->present[u / 64] >> (u % 64)) & 1);
+		added += !test_bit(l->present, u);
 		l->present[u / 64] |= 1ULL << (u % 64);
 	}
 	if (!added)
@@ -337,11 +340,6 @@ static int unit_is_hole(struct mig_lazy *l, uint64_t off, uint64_t len, uint64_t
 
 /* ---- page-out (a budget): CLOCK victims, write-protect, store, punch, un-protect ---- */
 
-static int test_bit(const uint64_t *map, uint64_t u)
-{
-	return (map[u / 64] >> (u % 64)) & 1;
-}
-
 static void set_ref(struct mig_lazy *l, uint64_t off)
 {
 	if (l->ref)
@@ -411,7 +409,7 @@ static void collect_faults(struct mig_lazy *l, const uint64_t *v, unsigned int n
 	while (l->npend < EVICT_BATCH) {
 		struct uffd_msg msg;
 		uint64_t off;
-		unsigned int i = 0;
+		unsigned int i = n;
 
 		if (read(l->uffd, &msg, sizeof(msg)) != sizeof(msg))
 			return;		/* EAGAIN: none; an error: drain_faults sees it again */
@@ -420,7 +418,7 @@ static void collect_faults(struct mig_lazy *l, const uint64_t *v, unsigned int n
 		    !hva_to_off(l, msg.arg.pagefault.address, &off))
 			for (i = 0; i < n && v[i] != off; i++)
 				;
-		if (i < n && msg.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) {
+		if (i < n) {	/* a write waiting on one of v[]: the un-protect wakes it */
 			pthread_mutex_lock(&l->lock);
 			l->st.wp_faults++;
 			pthread_mutex_unlock(&l->lock);

@@ -1,7 +1,7 @@
 """Host-side helpers for the integration tests that drive a booting guest: PASS/FAIL lines,
 following the console file, `kumo ctl` calls and a line exchange on the agent port.
 Waits on conditions with a hang guard (KUMO_DRIVE_GUARD seconds); never asserts a time."""
-import json, os, re, socket, subprocess, sys, time
+import json, os, re, signal, socket, subprocess, sys, time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "guest"))
 from agentlib import Agent  # noqa: E402  (guest/agentlib.py)
@@ -66,7 +66,7 @@ class Console:
                 return None
             if any(GUEST_CRASH.match(l) for l in ls):
                 if self.pid is not None and alive(self.pid):
-                    os.kill(self.pid, 15)	# the script's `wait` for the VMM ends too
+                    os.kill(self.pid, signal.SIGTERM)	# the script's `wait` for the VMM ends too
                 return None
             time.sleep(0.5)
         return None
