@@ -27,21 +27,32 @@ fi
 deferred=0
 needs_kvm() { case $1 in tests/kvm/*) return 0;; esac; [ -f "$1" ] && grep -q '^need_kvm ' "$1"; }
 
-# guest_crash_before_init MARK: a console the test wrote (newer than MARK) where the guest
-# kernel reported a crash before it ran init: "FILE: LINE", the console kept as FILE.try1.
-# In the box such a crash has come from the nested SVM that TCG emulates (registers lost on
-# an interrupt's return, docs/box.md), once in some tens of boots.
-guest_crash_before_init() {
-	for c in "$LOG"/*.console; do
+# guest_crash MARK: a console the test wrote (newer than MARK) where the guest kernel reported
+# a crash or an RCU stall: "FILE: LINE", the console kept as FILE.try1. In the box such crashes
+# have come from the nested SVM that TCG emulates (registers lost on an interrupt's return,
+# double faults in the syscall gap, docs/box.md), once in some tens of boots, at any point of
+# a boot; a stall from a box so slow that a vCPU did not run for 21 s.
+guest_crash() {
+	for c in "$LOG"/*.console "$LOG"/*console*.log; do
 		[ -f "$c" ] && [ "$c" -nt "$1" ] || continue
-		l=$(tr -d '\r' < "$c" | awk '/Run .* as init process/ { exit }
-			/^(BUG: |Oops: |Kernel panic - not syncing|traps: PANIC: double fault)/ { print; exit }')
+		l=$(tr -d '\r' < "$c" | grep -m1 -E "$GUEST_CRASH")
 		[ -n "$l" ] || continue
 		cp "$c" "$c.try1"
 		echo "$c: $l"
 		return 0
 	done
 	return 1
+}
+GUEST_CRASH='(BUG: |Oops: |Kernel panic - not syncing|traps: PANIC: double fault|rcu: INFO: rcu_.* detected stalls)'
+
+# In the box every test is bounded (KUMO_BOX_TEST_TIMEOUT s, whole process group): one that
+# hangs fails alone instead of ending the box with the tests after it unrun.
+bounded() {
+	if [ "$WHERE" = kvm ]; then
+		timeout -k 10 "${KUMO_BOX_TEST_TIMEOUT:-900}" "$@"
+	else
+		"$@"
+	fi
 }
 
 run() { # name, command...
@@ -55,21 +66,24 @@ run() { # name, command...
 	fi
 	printf '== %s\n' "$name"
 	t0=$(date +%s)
-	# in the box: consoles newer than .start are the test's (guest_crash_before_init)
+	# in the box: consoles newer than .start are the test's (guest_crash)
 	[ "$WHERE" = kvm ] && { touch "$LOG/.start"; sleep 1; }
-	"$@" > "$LOG/$name.out" 2>&1
+	bounded "$@" > "$LOG/$name.out" 2>&1
 	rc=$?
-	# In the box, a failure after a guest kernel crashed before init runs the test once more
-	# (said on a RETRY line, the first try's output kept); a failure of kumo's fails twice.
+	# In the box, a failure after a guest kernel crashed or stalled runs the test once more
+	# (said on a RETRY line that CI prints, the first try's output kept); a failure of
+	# kumo's fails twice.
 	if [ "$WHERE" = kvm ] && { [ $rc -ne 0 ] || grep -q '^FAIL: ' "$LOG/$name.out"; } &&
-		why=$(guest_crash_before_init "$LOG/.start"); then
-		echo "$name: RETRY: the guest kernel crashed before init ($why); the first try's" \
+		why=$(guest_crash "$LOG/.start"); then
+		echo "$name: RETRY: the guest kernel crashed or stalled ($why); the first try's" \
 			"output is $LOG/$name.try1.out" | tee -a "$LOG/retries"
 		mv "$LOG/$name.out" "$LOG/$name.try1.out"
 		touch "$LOG/.start"; sleep 1
-		"$@" > "$LOG/$name.out" 2>&1
+		bounded "$@" > "$LOG/$name.out" 2>&1
 		rc=$?
 	fi
+	{ [ $rc -eq 124 ] || [ $rc -eq 137 ]; } && [ "$WHERE" = kvm ] &&
+		echo "FAIL: timed out after ${KUMO_BOX_TEST_TIMEOUT:-900} s" >> "$LOG/$name.out"
 	echo "$name $(($(date +%s) - t0))" >> "$LOG/durations"
 	grep -E '^(PASS|FAIL|SKIP): ' "$LOG/$name.out" | sed "s|^|$name: |" | tee -a "$LOG/results"
 	if [ $rc -ne 0 ] && ! grep -q '^FAIL: ' "$LOG/$name.out"; then

@@ -58,7 +58,7 @@ while [ $n -gt 0 ]; do
 done
 
 $KUMO coord --vm "$T/ctl1.sock" --vm "$T/ctl2.sock" --policy cpu-priority --log "$LOG" \
-	--duration "${KUMO_COORD_CPU_S:-90}"
+	--duration "${KUMO_COORD_CPU_S:-50}"
 check coord-cpu-exit-0 [ $? -eq 0 ]
 n1=$(vcpu_nice $pid1)
 n2=$(vcpu_nice $pid2)
