@@ -234,14 +234,54 @@ static int for_each_piece(const struct guest_mem *m, uint64_t gpa, uint64_t len,
 
 struct copy {
 	uint8_t *to;		/* mm_read() */
-	const uint8_t *from;	/* mm_write(); neither: mm_zero() */
+	const uint8_t *from;	/* mm_write(), mm_load(); neither: mm_zero(), mm_load() */
+	int load;		/* mm_load(): through the memfd, not the mapping */
+	int err;		/* mm_load(): the first -errno */
 };
+
+/* mm_load()'s piece: whole pages through the memfd, the edges of a partial page mapped. */
+static void load_piece(const struct mm_region *r, uint64_t off, uint64_t n, struct copy *c)
+{
+	uint64_t a = (off + MM_PAGE_SIZE - 1) & ~(MM_PAGE_SIZE - 1), b = (off + n) & ~(MM_PAGE_SIZE - 1);
+	uint64_t head = a < b ? a - off : n, body = a < b ? b - a : 0;
+
+	if (head) {	/* the start up to the first whole page (or all of a short piece) */
+		if (c->from)
+			memcpy(r->hva + off, c->from, head);
+		else
+			memset(r->hva + off, 0, head);
+	}
+	for (uint64_t done = 0; done < body && !c->err;) {
+		off_t at = (off_t)(r->fd_offset + a + done);
+		ssize_t w;
+
+		if (!c->from) {	/* zeros: a hole, no page allocated until the guest touches it */
+			if (fallocate(r->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, at,
+				      (off_t)body) < 0)
+				c->err = -errno;
+			break;
+		}
+		w = pwrite(r->memfd, c->from + head + done, body - done, at);
+		if (w < 0 && errno != EINTR)
+			c->err = -errno;
+		else if (w > 0)
+			done += (uint64_t)w;
+	}
+	if (c->from && n > head + body)
+		memcpy(r->hva + off + head + body, c->from + head + body, n - head - body);
+	else if (n > head + body)
+		memset(r->hva + off + head + body, 0, n - head - body);
+	if (c->from)
+		c->from += n;
+}
 
 static void copy_piece(const struct mm_region *r, uint64_t off, uint64_t n, void *opaque)
 {
 	struct copy *c = opaque;
 
-	if (c->to) {
+	if (c->load) {
+		load_piece(r, off, n, c);
+	} else if (c->to) {
 		memcpy(c->to, r->hva + off, n);
 		c->to += n;
 	} else if (c->from) {
@@ -254,11 +294,14 @@ static void copy_piece(const struct mm_region *r, uint64_t off, uint64_t n, void
 
 static int copy(const struct guest_mem *m, uint64_t gpa, uint64_t len, struct copy *c)
 {
+	int ret;
+
 	if (!len)
 		return mm_gpa_to_hva(m, gpa, 0) ? 0 : -EFAULT;
 	if (len - 1 > UINT64_MAX - gpa)		/* the last byte past 2^64 */
 		return -EFAULT;
-	return for_each_piece(m, gpa, len, copy_piece, c);
+	ret = for_each_piece(m, gpa, len, copy_piece, c);
+	return ret ? ret : c->err;
 }
 
 int mm_write(const struct guest_mem *m, uint64_t gpa, const void *src, uint64_t len)
@@ -267,6 +310,17 @@ int mm_write(const struct guest_mem *m, uint64_t gpa, const void *src, uint64_t 
 	int ret = copy(m, gpa, len, &c);
 
 	if (!ret && m->dirty)	/* a migration sends what the VMM wrote, too */
+		mm_dirty_mark(m, gpa, len);
+	return ret;
+}
+
+int mm_load(const struct guest_mem *m, uint64_t gpa, const void *src, uint64_t len)
+{
+	/* hugetlbfs has no write, and punches whole huge pages only: the mapping there */
+	struct copy c = { .from = src, .load = !m->hugepages };
+	int ret = copy(m, gpa, len, &c);
+
+	if (!ret && m->dirty)
 		mm_dirty_mark(m, gpa, len);
 	return ret;
 }

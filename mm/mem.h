@@ -100,6 +100,14 @@ void *mm_gpa_to_hva(const struct guest_mem *m, uint64_t gpa, uint64_t len);
 int mm_write(const struct guest_mem *m, uint64_t gpa, const void *src, uint64_t len);
 int mm_read(const struct guest_mem *m, uint64_t gpa, void *dst, uint64_t len);
 int mm_zero(const struct guest_mem *m, uint64_t gpa, uint64_t len);
+/*
+ * mm_write (src) or mm_zero (src NULL) for loading RAM no vCPU runs on yet (the kernel, the
+ * initrd): whole pages go through the memfd (pwrite; zeros punch a hole), so none is faulted
+ * in page by page and zeroed pages are not allocated at all. Not for RAM under a lazy restore:
+ * userfaultfd sees the mapping's faults, not the memfd's writes. With hugepages it is mm_write
+ * or mm_zero. 0, -EFAULT or -errno.
+ */
+int mm_load(const struct guest_mem *m, uint64_t gpa, const void *src, uint64_t len);
 /* 1 when [gpa, gpa+len) (len > 0) is all RAM, possibly over adjacent regions; works on a layout. */
 int mm_range_is_ram(const struct guest_mem *m, uint64_t gpa, uint64_t len);
 

@@ -95,6 +95,11 @@ static uint32_t rd32(const uint8_t *p)
 	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
+static uint64_t rd64(const uint8_t *p)
+{
+	return rd32(p) | (uint64_t)rd32(p + 4) << 32;
+}
+
 static void wr16(uint8_t *p, uint16_t v)
 {
 	p[0] = (uint8_t)v;
@@ -143,7 +148,7 @@ static int ram_ranges(const struct guest_mem *m, struct range *out)
 /*
  * Copy src (or zeros when src is NULL) to [gpa, gpa+len), which may span adjacent regions. When
  * dry, only check that the range is RAM: m may then be a layout without memory
- * (mm_layout_nodes). len 0 is always fine. Returns 0 or -EFAULT.
+ * (mm_layout_nodes). len 0 is always fine. Returns 0, -EFAULT or -errno (mm_load).
  */
 static int guest_put(const struct guest_mem *m, uint64_t gpa, const uint8_t *src, uint64_t len,
 		     int dry)
@@ -152,7 +157,7 @@ static int guest_put(const struct guest_mem *m, uint64_t gpa, const uint8_t *src
 		return 0;
 	if (dry)
 		return mm_range_is_ram(m, gpa, len) ? 0 : -EFAULT;
-	return src ? mm_write(m, gpa, src, len) : mm_zero(m, gpa, len);
+	return mm_load(m, gpa, src, len);
 }
 
 static int read_phdr(const uint8_t *img, const Elf64_Ehdr *eh, int i, Elf64_Phdr *ph)
@@ -296,8 +301,35 @@ static const char *bz_format(const char *comp)
 	return "bzImage";
 }
 
+/*
+ * The bzImage kept compressed for its own decompressor: the protected-mode kernel (everything
+ * after the setup sectors) goes to pref_address, which must be aligned to kernel_alignment
+ * and leave init_size bytes (the room decompression needs) in guest RAM; entry +0x200.
+ */
+static int guest_decompressed(const uint8_t *img, size_t len, uint64_t pm_start,
+			      struct boot_image *bi)
+{
+	struct boot_kernel *k = &bi->k;
+	uint64_t pref = rd64(img + HDR_OFF(pref_address));
+	uint64_t align = rd32(img + HDR_OFF(kernel_alignment));
+	uint64_t init = rd32(img + HDR_OFF(init_size));
+
+	if (pm_start >= len)
+		return -ENODATA;
+	if (pref < (1ULL << 20) || pref >= (1ULL << 46) || !align || (align & (align - 1)) ||
+	    (pref & (align - 1)) || init < len - pm_start)
+		return -ENOEXEC;
+	bi->pm = img + pm_start;
+	bi->pm_len = len - pm_start;
+	k->load_start = pref;
+	k->load_end = pref + init;
+	k->entry = pref + 0x200;
+	wr32(k->hdr + H(code32_start), (uint32_t)pref);
+	return 0;
+}
+
 static int parse_bzimage(const uint8_t *img, size_t len, uint64_t ram_size,
-			 struct boot_image *bi)
+			 enum boot_decompress how, struct boot_image *bi)
 {
 	struct boot_kernel *k = &bi->k;
 	uint64_t hdr_end, pm_start, start, plen, max_out;
@@ -348,6 +380,10 @@ static int parse_bzimage(const uint8_t *img, size_t len, uint64_t ram_size,
 	}
 	comp = boot_compression_name(payload, plen);
 	k->format = comp ? bz_format(comp) : "bzImage";
+	if (how == BOOT_DECOMPRESS_GUEST) {
+		k->format = "bzImage, the guest decompresses";
+		return guest_decompressed(img, len, pm_start, bi);
+	}
 	if (!comp || !strcmp(k->format, "bzImage")) {
 		pr_debug("bzImage: unsupported compression %s", comp ? comp : "(unknown)");
 		return -EBADMSG;
@@ -368,7 +404,8 @@ static int parse_bzimage(const uint8_t *img, size_t len, uint64_t ram_size,
 	return parse_elf(bi->buf, out_len, k);
 }
 
-int boot_parse_kernel(const void *img, size_t len, uint64_t ram_size, struct boot_image *bi)
+int boot_parse_kernel(const void *img, size_t len, uint64_t ram_size, enum boot_decompress how,
+		      struct boot_image *bi)
 {
 	const uint8_t *p = img;
 	int ret;
@@ -388,7 +425,7 @@ int boot_parse_kernel(const void *img, size_t len, uint64_t ram_size, struct boo
 	}
 	if (len >= 0x206 && rd16(p + HDR_OFF(boot_flag)) == BOOT_FLAG_MAGIC &&
 	    rd32(p + HDR_OFF(header)) == HDRS_MAGIC) {
-		ret = parse_bzimage(p, len, ram_size, bi);
+		ret = parse_bzimage(p, len, ram_size, how, bi);
 		if (ret) {
 			const char *fmt = bi->k.format;
 
@@ -410,21 +447,29 @@ void boot_image_free(struct boot_image *bi)
 	memset(bi, 0, sizeof(*bi));
 }
 
+/* The protected-mode kernel at its load address, init_size of RAM behind it checked first. */
+static int place_pm(const struct guest_mem *m, const struct boot_image *bi, int dry)
+{
+	int ret = guest_put(m, bi->k.load_start, NULL, bi->k.load_end - bi->k.load_start, 1);
+
+	return ret || dry ? ret : guest_put(m, bi->k.load_start, bi->pm, bi->pm_len, 0);
+}
+
 int boot_check_kernel(const struct guest_mem *m, const struct boot_image *bi)
 {
-	return place_elf(m, bi->elf, 1);
+	return bi->pm ? place_pm(m, bi, 1) : place_elf(m, bi->elf, 1);
 }
 
 int boot_place_kernel(const struct guest_mem *m, const struct boot_image *bi)
 {
-	return place_elf(m, bi->elf, 0);
+	return bi->pm ? place_pm(m, bi, 0) : place_elf(m, bi->elf, 0);
 }
 
 int boot_load_kernel(const struct guest_mem *m, const void *img, size_t len,
 		     struct boot_kernel *k)
 {
 	struct boot_image bi;
-	int ret = boot_parse_kernel(img, len, m->ram_size, &bi);
+	int ret = boot_parse_kernel(img, len, m->ram_size, BOOT_DECOMPRESS_HOST, &bi);
 
 	if (!ret)
 		ret = boot_place_kernel(m, &bi);

@@ -51,21 +51,40 @@ struct boot_image {
 	const uint8_t *elf;	/* the vmlinux: inside the caller's image (kept alive) or buf */
 	size_t elf_len;
 	uint8_t *buf;		/* the decompressed payload, or NULL */
+	/* BOOT_DECOMPRESS_GUEST: the bzImage's protected-mode kernel (inside the caller's image),
+	 * loaded as it is at k.load_start and entered at its 64-bit entry (+0x200); elf NULL. */
+	const uint8_t *pm;
+	size_t pm_len;
 };
 
 /*
- * Parse a bzImage or vmlinux in memory; a compressed payload may grow to at most ram_size
- * (and 512 MiB). Returns 0 or -errno; on failure bi->k.format may still say what it was.
+ * Who decompresses a bzImage: kumo on the host, loading the vmlinux ELF and entering its
+ * startup_64 (the only way on a PVM host), or the kernel's own decompressor in the guest,
+ * entered at the bzImage's 64-bit entry as the boot protocol describes (boot.rst, "64-bit BOOT
+ * PROTOCOL"): no decoder library, no copy of the kernel on the host.
  */
-int boot_parse_kernel(const void *img, size_t len, uint64_t ram_size, struct boot_image *bi)
-	__attribute__((warn_unused_result));
+enum boot_decompress { BOOT_DECOMPRESS_HOST, BOOT_DECOMPRESS_GUEST };
+
+/*
+ * Parse a bzImage or vmlinux in memory; a compressed payload may grow to at most ram_size
+ * (and 512 MiB); how says who decompresses a bzImage. Returns 0 or -errno; on failure
+ * bi->k.format may still say what it was.
+ */
+int boot_parse_kernel(const void *img, size_t len, uint64_t ram_size, enum boot_decompress how,
+		      struct boot_image *bi) __attribute__((warn_unused_result));
 void boot_image_free(struct boot_image *bi);
 
-/* Check that the image's segments lie in m's RAM; m may be a layout only. 0 or -EFAULT. */
+/*
+ * Check that the image's segments (or the protected-mode kernel's init_size) lie in m's RAM;
+ * m may be a layout only. 0 or -EFAULT.
+ */
 int boot_check_kernel(const struct guest_mem *m, const struct boot_image *bi)
 	__attribute__((warn_unused_result));
 
-/* The same check, then copy the segments into guest RAM and zero their bss. 0 or -EFAULT. */
+/*
+ * The same check, then copy the segments into guest RAM and zero their bss (or the
+ * protected-mode kernel to its load address). 0, -EFAULT or -errno.
+ */
 int boot_place_kernel(const struct guest_mem *m, const struct boot_image *bi)
 	__attribute__((warn_unused_result));
 

@@ -42,6 +42,9 @@ const char config_run_usage[] =
 	"  --numa full          mirror the host's nodes, CPUs, memory shares and distances\n"
 	"  --numa-distance A:B=D  SLIT distance (also B:A unless given; default 10/20)\n"
 	"  --hugepages          back guest RAM with 2 MiB huge pages (reserved beforehand)\n"
+	"  --decompress host|guest  who decompresses a bzImage: kumo before the guest runs,\n"
+	"                       or the kernel itself at its 64-bit entry (default host; always\n"
+	"                       host on a PVM host)\n"
 	"  --cpu-pin V=P[,V=P...]|numa  pin vCPU threads to host CPUs, or to their node's\n"
 	"  --pv FEATURE=on|off[,...]  KVM PV features: steal-time, pv-unhalt, pv-sched-yield,\n"
 	"                       pv-tlb-flush, pv-ipi, pv-eoi, async-pf, poll-control (default:\n"
@@ -63,7 +66,14 @@ const char config_run_usage[] =
 enum { OPT_KERNEL = 256, OPT_INITRD, OPT_CMDLINE, OPT_MEM, OPT_CPUS, OPT_ON_REBOOT, OPT_NO_PVM,
        OPT_DISK, OPT_AGENT_SOCKET, OPT_CONSOLE_SOCKET, OPT_CONTROL, OPT_BALLOON, OPT_NUMA,
        OPT_NUMA_DISTANCE, OPT_HUGEPAGES, OPT_CPU_PIN, OPT_PV, OPT_AGENT, OPT_CONTROL_TOKEN,
-       OPT_RESTORE, OPT_RESTORE_LAZY, OPT_NET, OPT_INCOMING, OPT_NO_SECCOMP, OPT_SECCOMP };
+       OPT_RESTORE, OPT_RESTORE_LAZY, OPT_NET, OPT_INCOMING, OPT_NO_SECCOMP, OPT_SECCOMP,
+       OPT_DECOMPRESS };
+
+/* 0 for a, 1 for b, -1 for anything else: the value of a two-way option. */
+static int one_of(const char *arg, const char *a, const char *b)
+{
+	return !strcmp(arg, a) ? 0 : !strcmp(arg, b) ? 1 : -1;
+}
 
 static const struct option run_opts[] = {
 	{ "kernel", required_argument, NULL, OPT_KERNEL },
@@ -88,6 +98,7 @@ static const struct option run_opts[] = {
 	{ "numa", required_argument, NULL, OPT_NUMA },
 	{ "numa-distance", required_argument, NULL, OPT_NUMA_DISTANCE },
 	{ "hugepages", no_argument, NULL, OPT_HUGEPAGES },
+	{ "decompress", required_argument, NULL, OPT_DECOMPRESS },
 	{ "cpu-pin", required_argument, NULL, OPT_CPU_PIN },
 	{ "pv", required_argument, NULL, OPT_PV },
 	{ "agent", no_argument, NULL, OPT_AGENT },
@@ -333,11 +344,7 @@ int config_parse_run(int argc, char **argv, struct vm_config *cfg, struct run_op
 			break;
 		}
 		case OPT_ON_REBOOT:
-			if (!strcmp(optarg, "exit"))
-				cfg->restart_on_reboot = 0;
-			else if (!strcmp(optarg, "restart"))
-				cfg->restart_on_reboot = 1;
-			else
+			if ((cfg->restart_on_reboot = one_of(optarg, "exit", "restart")) < 0)
 				FAIL("--on-reboot %s: use exit or restart", optarg);
 			break;
 		case OPT_NO_PVM: cfg->pvm_quirks = 0; break;
@@ -392,6 +399,10 @@ int config_parse_run(int argc, char **argv, struct vm_config *cfg, struct run_op
 			break;
 		}
 		case OPT_HUGEPAGES: cfg->hugepages = 1; break;
+		case OPT_DECOMPRESS:
+			if ((cfg->guest_decompress = one_of(optarg, "host", "guest")) < 0)
+				FAIL("--decompress %s: use host or guest", optarg);
+			break;
 		case OPT_AGENT: cfg->agent_relay = 1; break;
 		case OPT_CPU_PIN: {
 			char why[200];

@@ -110,7 +110,9 @@ int vm_boot_load(struct vm_boot *b, const struct vm_config *cfg, char *err, size
 		close(fd);
 	}
 	if (!ret)
-		ret = boot_parse_kernel(b->kernel_file, b->kernel_len, layout.ram_size, &b->kernel);
+		ret = boot_parse_kernel(b->kernel_file, b->kernel_len, layout.ram_size,
+					cfg->guest_decompress && !vm_pvm_on(cfg) ?
+					BOOT_DECOMPRESS_GUEST : BOOT_DECOMPRESS_HOST, &b->kernel);
 	if (!ret)
 		ret = boot_check_kernel(&layout, &b->kernel);
 	if (ret) {

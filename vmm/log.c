@@ -1,3 +1,4 @@
+#include <stdint.h>
 #include <stdio.h>
 #include <time.h>
 
@@ -20,6 +21,23 @@ void log_printf(int level, const char *fmt, ...)
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	fputc('\n', stderr);
+}
+
+void log_phase(const char *name)
+{
+	static int64_t first, last;	/* ns, CLOCK_MONOTONIC: the first call's, the last's */
+	int64_t now, prev, zero = 0;
+	struct timespec ts;
+
+	if (log_level < LOG_DEBUG)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	now = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+	__atomic_compare_exchange_n(&first, &zero, now, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+	prev = __atomic_exchange_n(&last, now, __ATOMIC_RELAXED);
+	log_printf(LOG_DEBUG, "phase %s: +%.1f ms (%.1f ms since the first)", name,
+		   prev ? (double)(now - prev) / 1e6 : 0.0,
+		   (double)(now - __atomic_load_n(&first, __ATOMIC_RELAXED)) / 1e6);
 }
 
 int log_ratelimit(int *burst, long *last_sec)

@@ -9,6 +9,11 @@ enum { LOG_ERR, LOG_WARN, LOG_INFO, LOG_DEBUG };
 extern int log_level;
 
 void log_printf(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/*
+ * Startup phases (kumo run -v): "phase NAME: +X ms (Y ms since the first)", from the first
+ * call's time; any thread. The bench reads them for its exec -> first KVM_RUN breakdown.
+ */
+void log_phase(const char *name);
 /* Returns 1 when a message from this call site may be printed now (burst of 10, then 1/s). */
 int log_ratelimit(int *burst, long *last_sec);
 

@@ -189,12 +189,14 @@ static int cmd_run(int argc, char **argv)
 		log_level = LOG_DEBUG;
 	if (opts.quiet)
 		log_level = LOG_ERR;
+	log_phase("options");
 	footprint_init();
 	/* Every thread filtered from here on, each by its own kind's list (docs/security.md). */
 	if (!opts.no_seccomp && (ret = seccomp_enable()) < 0) {
 		pr_err("seccomp: %s (--no-seccomp runs without the filters)", strerror(-ret));
 		return KUMO_EXIT_ERROR;
 	}
+	log_phase("seccomp lists");
 	/* All input is checked before /dev/kvm is opened: bad input is status 2 on any host. */
 	ret = 0;
 	if (cfg.restore)
@@ -206,6 +208,7 @@ static int cmd_run(int argc, char **argv)
 			pr_err("%s", err);
 		return ret == -ENOMEM ? KUMO_EXIT_ERROR : KUMO_EXIT_USAGE;
 	}
+	log_phase("kernel and initrd read (bzImage decompressed)");
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGHUP, &sa, NULL);
@@ -213,6 +216,7 @@ static int cmd_run(int argc, char **argv)
 
 	for (;;) {
 		ret = vm_create(&vm, &cfg);
+		log_phase("VM created (KVM, memory, devices, vCPUs)");
 		if (ret < 0) {
 			status = ret == -ENOENT || ret == -EACCES || ret == -ENOTSUP ?
 				 KUMO_EXIT_USAGE : KUMO_EXIT_ERROR;
@@ -228,6 +232,7 @@ static int cmd_run(int argc, char **argv)
 			cfg.restart_on_reboot = 0;
 		} else {
 			ret = vm_load_linux(&vm, &boot);
+			log_phase("kernel, initrd, boot data and ACPI in guest RAM");
 		}
 		if (ret < 0) {	/* vm_boot_load() / vm_restore_check() checked the input */
 			vm_destroy(&vm);

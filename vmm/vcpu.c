@@ -407,6 +407,8 @@ void *vcpu_thread(void *arg)
 	sigaddset(&set, SIGUSR1);
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 	seccomp_enter(KUMO_THREAD_VCPU);
+	if (vcpu->id == 0)
+		log_phase("vCPU 0 thread filtered: first KVM_RUN");
 
 	while (!__atomic_load_n(&vm->stop, __ATOMIC_ACQUIRE)) {
 		long ret;

@@ -86,6 +86,7 @@ struct vm_config {
 	struct balloon_options balloon_opts;
 	struct numa_config numa;	/* --numa, --numa-distance (nnodes 0: none) */
 	int hugepages;			/* --hugepages: guest RAM on 2 MiB huge pages */
+	int guest_decompress;		/* --decompress guest: the bzImage decompresses itself */
 	int pin_numa;			/* --cpu-pin numa: each vCPU to its node's host CPUs */
 	uint16_t pin_cpu[NUMA_MAX_VCPUS];	/* --cpu-pin V=P: P + 1 for vCPU V; 0 = not pinned */
 	struct cpuid_pv pv;		/* --pv: KVM PV features turned off */

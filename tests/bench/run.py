@@ -191,10 +191,10 @@ def environment():
 
 
 # ------------------------------------------------------------------ process helpers
-def console_lines(p, deadline):
-    """p's stdout line by line as it comes (p started with stdout=PIPE, binary), until EOF or
+def console_lines(stream, deadline):
+    """A pipe's lines as they come (a process's stdout or stderr, binary), until EOF or
     deadline."""
-    fd, buf = p.stdout.fileno(), b""
+    fd, buf = stream.fileno(), b""
     while time.time() < deadline:
         if not select.select([fd], [], [], deadline - time.time())[0]:
             return
@@ -259,6 +259,28 @@ def exec_to_first_kvm_run(cmd):
         return t_run - t_exec
 
 
+def kumo_phases(cmd):
+    """{"phase:NAME": ms} of one kumo start with -v: its own "phase" lines, from main() to the
+    vCPU thread's first KVM_RUN (vmm/log.c log_phase); no strace, so no tracing cost."""
+    argv = [a for a in cmd if a != "-q"]
+    argv.insert(argv.index("run") + 1, "-v")
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, start_new_session=True)
+    out, deadline = {}, time.time() + 60
+    try:
+        for line in console_lines(p.stderr, deadline):
+            m = re.match(r"kumo: debug: phase (.*): \+([0-9.]+) ms", line)
+            if m:
+                out["phase:" + m[1]] = float(m[2])
+                if "first KVM_RUN" in m[1]:
+                    break
+    finally:
+        kill_group(p)
+    if not any("first KVM_RUN" in k for k in out):
+        raise RuntimeError("no first-KVM_RUN phase line from kumo -v")
+    return out
+
+
 def own_memory_kb(cmd):
     """Pss of the VMM process minus the Pss of its guest-RAM mapping, SETTLE s after start."""
     p = start(cmd, subprocess.DEVNULL)
@@ -307,7 +329,7 @@ def vmm_startup():
         qemu_dev = qemu_cmd(KERNEL, INITRD, "panic=-1", accel="kvm", extra=qx)
         k, q, failed = side_by_side(
             RUNS, lambda: {"exec": exec_to_first_kvm_run(kumo), "mem": own_memory_kb(kumo),
-                           "memdev": own_memory_kb(kumo_dev)},
+                           "memdev": own_memory_kb(kumo_dev), **kumo_phases(kumo)},
             lambda: {"exec": exec_to_first_kvm_run(qemu), "mem": own_memory_kb(qemu),
                      "memdev": own_memory_kb(qemu_dev)})
     rows = [paired_row("exec → first KVM_RUN (strace), 1 vCPU", "exec", k, q, failed, "ms",
@@ -317,8 +339,14 @@ def vmm_startup():
             paired_row(f"VMM own memory with a virtio disk, balloon, console port and control "
                        f"socket ({SETTLE:g} s after start)", "memdev", k, q, failed, "MiB",
                        peer_label("kvm"), scale=1 / 1024)]
+    phases = [f"{k[6:]} {statistics.median(v):.1f} ms" for k, v in k.items()
+              if k.startswith("phase:")]
     return rows, ["exec → first KVM_RUN: both VMMs load the same bzImage + initramfs; kumo "
                   "decompresses the kernel on the host before its first KVM_RUN.",
+                  "kumo's phases from main() to the first KVM_RUN (`kumo run -v` phase lines, "
+                  "medians, without strace; exec → main() is the dynamic loader and libc): "
+                  + ("; ".join(phases) if phases else "none measured") + ". QEMU has no "
+                  "such breakdown here.",
                   "VMM own memory: proportional set size of the VMM process minus that of its "
                   "guest-RAM mapping (kumo's memfd, QEMU's RAM block); with devices: the same "
                   "read-only 8 MiB disk, a balloon, a virtio console port on a socket and a "
@@ -343,9 +371,11 @@ def timed_boot(cmd):
     after the guest powered off (which it must)."""
     t0 = time.time()
     p = start(cmd)
-    t_init = None
+    t_first = t_init = None
     try:
-        for line in console_lines(p, t0 + GUARD):
+        for line in console_lines(p.stdout, t0 + GUARD):
+            if t_first is None and line.strip():
+                t_first = time.time() - t0
             if t_init is None and INIT_MARKER in line:
                 t_init = time.time() - t0
         rc = p.wait(timeout=max(1, t0 + GUARD - time.time()))
@@ -357,7 +387,8 @@ def timed_boot(cmd):
     if t_init is None or rc != 0:
         raise RuntimeError(f"{os.path.basename(cmd[0])}: {'no /init' if t_init is None else 'exit status ' + str(rc)}"
                            f" after {time.time() - t0:.0f} s")
-    return {"init": t_init, "off": t_off}
+    return {"first": t_first, "kernel": t_init - t_first, "init": t_init, "off": t_off,
+            "poweroff": t_off - t_init}
 
 
 def boots():
@@ -371,7 +402,10 @@ def boots():
         k, q, failed = side_by_side(
             BOOT_RUNS, lambda: timed_boot(kumo_cmd(kernel, initrd, BOOT_ARGS, cpus=BOOT_CPUS)),
             lambda: timed_boot(qemu_cmd(kernel, initrd, BOOT_ARGS, cpus=BOOT_CPUS)))
-        for key, what in (("init", "start → kernel runs init"), ("off", "start → power-off (VMM exit)")):
+        for key, what in (("init", "start → kernel runs init"), ("off", "start → power-off (VMM exit)"),
+                          ("first", "phase start → the kernel's first console line"),
+                          ("kernel", "phase first console line → init"),
+                          ("poweroff", "phase init → power-off (VMM exit)")):
             name = f"{label} boot: {what}, {BOOT_CPUS} vCPU{'s' if BOOT_CPUS > 1 else ''}, {MEM_MB} MiB"
             rows.append(paired_row(name, key, k, q, failed, "s", peer, digits=2))
     qemu = qemu_cmd(KERNEL, INITRD, BOOT_ARGS, cpus=BOOT_CPUS)
@@ -379,7 +413,11 @@ def boots():
              "`console=ttyS0`) in both VMMs: kumo-probe, the kernel's first process, powers off "
              "at once (ACPI S5; QEMU with `-no-reboot`). Times from the VMM's start as its parent "
              f"sees it, to the kernel's `{INIT_MARKER}` line on the console and to the VMM's "
-             f"exit. QEMU: `{' '.join(qemu[1:qemu.index('-kernel')])}`."]
+             f"exit. QEMU: `{' '.join(qemu[1:qemu.index('-kernel')])}`. The phase rows split "
+             "that time at the kernel's first line on the serial console (the same kernel event "
+             "in both VMMs: before it the VMM's set-up, QEMU's firmware and the kernel's "
+             "decompression and early boot up to its console; after it the kernel's boot to "
+             "init, then init's power-off and the VMM's exit)."]
     if PVM:
         notes.append("This host's KVM is PVM: kumo's guest kernel runs in KVM's instruction "
                      "emulator, so its guests are compared with QEMU's software emulation (TCG); "
@@ -507,7 +545,7 @@ def balloon_cycles(kind, tmp):
         def set_target(b): call("balloon", {"value": b})
         def actual(): return call("query-balloon")["actual"]
     try:
-        if not any("KUMO-CHECK done" in l for l in console_lines(p, deadline)):
+        if not any("KUMO-CHECK done" in l for l in console_lines(p.stdout, deadline)):
             raise RuntimeError(f"{kind}: the guest did not come up within {GUARD:.0f} s")
         c.connect(timeout=30)
         if kind != "kumo":

@@ -807,7 +807,7 @@ static void test_parse_then_place(void)
 	build_elf(&e, 0x3000);
 	z = compress_gzip(e.buf, e.len);
 	bz = build_bzimage(&z, 0x020f);
-	CHECK_EQ(boot_parse_kernel(bz.p, bz.len, 256 * MiB, &bi), 0);
+	CHECK_EQ(boot_parse_kernel(bz.p, bz.len, 256 * MiB, BOOT_DECOMPRESS_HOST, &bi), 0);
 	free(bz.p);	/* the decompressed ELF is all that is needed now */
 	free(z.p);
 	CHECK(!strcmp(bi.k.format, "bzImage/gzip"));
@@ -836,7 +836,7 @@ static void test_parse_then_place(void)
 	CHECK(!bi.buf && !bi.elf);
 
 	/* A vmlinux is used where it lies: nothing is copied. */
-	CHECK_EQ(boot_parse_kernel(e.buf, e.len, 256 * MiB, &bi), 0);
+	CHECK_EQ(boot_parse_kernel(e.buf, e.len, 256 * MiB, BOOT_DECOMPRESS_HOST, &bi), 0);
 	CHECK(!bi.buf && bi.elf == e.buf && bi.elf_len == e.len);
 	CHECK_EQ(boot_check_kernel(&layout, &bi), 0);
 	boot_image_free(&bi);
@@ -844,12 +844,56 @@ static void test_parse_then_place(void)
 	z = compress_gzip(e.buf, e.len);
 	z.len /= 2;
 	bz = build_bzimage(&z, 0x020f);
-	CHECK(boot_parse_kernel(bz.p, bz.len, 256 * MiB, &bi) < 0);
+	CHECK(boot_parse_kernel(bz.p, bz.len, 256 * MiB, BOOT_DECOMPRESS_HOST, &bi) < 0);
 	CHECK(!bi.buf && !bi.elf && !strcmp(bi.k.format, "bzImage/gzip"));
 	free(bz.p);
 	free(z.p);
 	free(e.buf);
 	free(initrd);
+}
+
+/*
+ * --decompress guest: the bzImage is not decompressed (a payload no decoder could read is
+ * fine), its protected-mode part lands byte for byte at pref_address, entered at +0x200; the
+ * room init_size asks for must be RAM, and a header whose pref_address, alignment or
+ * init_size cannot be right is refused.
+ */
+static void test_guest_decompresses(void)
+{
+	struct mm_node_spec small = { 40 * MiB, -1 };
+	const uint64_t pm = BZ_PM_START;
+	struct blob junk = { calloc(1, 5000), 5000 }, bz;
+	struct guest_mem tiny;
+	struct boot_image bi;
+	uint8_t *at;
+
+	for (size_t i = 0; i < junk.len; i++)
+		junk.p[i] = (uint8_t)(i * 31 + 7);
+	bz = build_bzimage(&junk, 0x020f);
+	CHECK_EQ(boot_parse_kernel(bz.p, bz.len, 256 * MiB, BOOT_DECOMPRESS_GUEST, &bi), 0);
+	CHECK(!bi.buf && !bi.elf && bi.pm == bz.p + pm && bi.pm_len == bz.len - pm);
+	CHECK_EQ(bi.k.load_start, 0x1000000);
+	CHECK_EQ(bi.k.load_end, 0x1000000 + 0x3000000);
+	CHECK_EQ(bi.k.entry, 0x1000000 + 0x200);
+	CHECK(!memcmp(bi.k.hdr + 0x214 - 0x1f1, "\0\0\0\1", 4));	/* code32_start */
+	CHECK_EQ(mm_layout_nodes(&tiny, &small, 1, 0), 0);
+	CHECK_EQ(boot_check_kernel(&tiny, &bi), -EFAULT);	/* init_size runs past 40 MiB */
+	CHECK_EQ(guest(256 * MiB), 0);
+	CHECK_EQ(boot_place_kernel(&g_mem, &bi), 0);
+	at = mm_gpa_to_hva(&g_mem, 0x1000000, bi.pm_len);
+	CHECK(at && !memcmp(at, bz.p + pm, bi.pm_len));
+	boot_image_free(&bi);
+	/* Headers that cannot be loaded as they say. */
+	put_le32(bz.p + 0x258, 0x1000000 + 4096);		/* pref_address off the alignment */
+	CHECK_EQ(boot_parse_kernel(bz.p, bz.len, 256 * MiB, BOOT_DECOMPRESS_GUEST, &bi), -ENOEXEC);
+	put_le32(bz.p + 0x258, 0x1000000);
+	put_le32(bz.p + 0x230, 0x300000);			/* an alignment not a power of 2 */
+	CHECK_EQ(boot_parse_kernel(bz.p, bz.len, 256 * MiB, BOOT_DECOMPRESS_GUEST, &bi), -ENOEXEC);
+	put_le32(bz.p + 0x230, 0x200000);
+	put_le32(bz.p + 0x260, 100);				/* less room than the image itself */
+	CHECK_EQ(boot_parse_kernel(bz.p, bz.len, 256 * MiB, BOOT_DECOMPRESS_GUEST, &bi), -ENOEXEC);
+	free(bz.p);
+	free(junk.p);
 }
 
 static int write_file(const char *path, const void *p, size_t len, uint64_t size)
@@ -1336,7 +1380,8 @@ TEST_MAIN(TEST(test_elf_load), TEST(test_bz_gzip), TEST(test_bz_xz), TEST(test_b
 	  TEST(test_bz_lz4), TEST(test_bz_lz4_variants), TEST(test_bz_corrupt),
 	  TEST(test_bz_unsupported), TEST(test_bz_truncated), TEST(test_not_kernel),
 	  TEST(test_elf_hostile), TEST(test_bz_bomb), TEST(test_initrd), TEST(test_layout_only),
-	  TEST(test_parse_then_place), TEST(test_vm_boot_load), TEST(test_e820),
+	  TEST(test_parse_then_place), TEST(test_guest_decompresses),
+	  TEST(test_vm_boot_load), TEST(test_e820),
 	  TEST(test_zero_page), TEST(test_cmdline_too_long), TEST(test_pagetables),
 	  TEST(test_strerror), TEST(test_real_bzimage), TEST(test_real_vmlinux),
 	  TEST(test_real_pair), TEST(test_write_seeds), TEST(test_cleanup))

@@ -1,11 +1,13 @@
 /*
  * mm/: region iteration and lookup, reads/writes/zeroing that span adjacent regions (two
  * virtual nodes meet without a gap), reverse lookup, refusal of ranges off RAM or wrapping past
- * 2^64, the VM's page-state map, and the dirty map (mark, merge, runs, take).
+ * 2^64, loading through the memfd (mm_load), the VM's page-state map, and the dirty map (mark,
+ * merge, runs, take).
  */
 #include <errno.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "mm/dirty.h"
 #include "mm/mem.h"
@@ -91,6 +93,61 @@ static void test_spanning_copies(void)
 	for (unsigned int i = 10; i < sizeof(buf) - 10; i++)
 		CHECK_EQ(back[i], 0);
 	CHECK(mm_range_is_ram(&m, 0, 2 * NODE));
+	mm_free(&m);
+}
+
+/* Resident pages of a region's memfd mapping in [off, off+len) (mincore); -1 on error. */
+static uint64_t resident(const struct mm_region *r, uint64_t off, uint64_t len)
+{
+	unsigned char v[64];
+	uint64_t n = 0;
+
+	if (len / P > sizeof(v) || mincore(r->hva + off, len, v))
+		return UINT64_MAX;
+	for (uint64_t i = 0; i < len / P; i++)
+		n += v[i] & 1;
+	return n;
+}
+
+/*
+ * mm_load: the same bytes as mm_write / mm_zero, across the two nodes' memfds and with partial
+ * pages at both ends, while whole zero pages become holes (freed, not zero-filled), and the
+ * dirty map hears of all of it.
+ */
+static void test_load(void)
+{
+	static uint8_t buf[5 * P + 300], back[5 * P + 300];
+	const uint64_t gpa = NODE - 2 * P - 100;	/* two pages and 100 bytes before node 1 */
+	const struct mm_region *r0;
+	struct guest_mem m;
+
+	CHECK_EQ(two_nodes(&m), 0);
+	r0 = mm_region(&m, 0);
+	for (unsigned int i = 0; i < sizeof(buf); i++)
+		buf[i] = (uint8_t)(i * 13 + 5);
+	CHECK_EQ(mm_dirty_start(&m), 0);
+	CHECK_EQ(mm_load(&m, gpa, buf, sizeof(buf)), 0);
+	CHECK_EQ(mm_read(&m, gpa, back, sizeof(back)), 0);
+	CHECK(!memcmp(back, buf, sizeof(buf)));
+	CHECK_EQ(mm_dirty_test(&m, gpa), 1);
+	CHECK_EQ(mm_dirty_test(&m, NODE + 3 * P), 1);
+	mm_dirty_stop(&m);
+	/* Zeros over 4 MiB of written RAM in node 0, 10 bytes in from a page on each side. */
+	memset(r0->hva + M - P, 0xab, 4 * M + 2 * P);
+	CHECK_EQ(resident(r0, 2 * M, 64 * P), 64);
+	CHECK_EQ(mm_load(&m, M - 10, NULL, 4 * M + 20), 0);
+	CHECK_EQ(resident(r0, 2 * M, 64 * P), 0);		/* holes now */
+	CHECK_EQ(mm_read(&m, M - 10, back, 3 * P), 0);
+	for (unsigned int i = 0; i < 3 * P; i++)
+		CHECK_EQ(back[i], 0);
+	CHECK_EQ(r0->hva[5 * M + 9], 0);
+	CHECK_EQ(r0->hva[5 * M + 10], 0xab);			/* the range ends there */
+	CHECK_EQ(r0->hva[M - 11], 0xab);			/* and starts there */
+	/* A short load inside one page, and a range off RAM, refused untouched. */
+	CHECK_EQ(mm_load(&m, 8 * M + 5, buf, 7), 0);
+	CHECK(!memcmp(r0->hva + 8 * M + 5, buf, 7));
+	CHECK_EQ(mm_load(&m, 2 * NODE - P, buf, 2 * P), -EFAULT);
+	CHECK_EQ(mm_region(&m, 1)->hva[NODE - P], 0);
 	mm_free(&m);
 }
 
@@ -228,5 +285,5 @@ static void test_dirty_map(void)
 	CHECK(!m.dirty && !m.pagestate);
 }
 
-TEST_MAIN(TEST(test_iteration), TEST(test_spanning_copies), TEST(test_refusals),
+TEST_MAIN(TEST(test_iteration), TEST(test_spanning_copies), TEST(test_load), TEST(test_refusals),
 	  TEST(test_dirty_map))
