@@ -270,6 +270,29 @@ static int recv_ack(int fd, char *err, size_t errlen)
 	return ret;
 }
 
+/*
+ * The VM's pages are no longer wanted from sub-host i (addr): a DROP of all of guest RAM, then
+ * a SYNC so they are gone when this returns. Best effort: a failure is logged, not returned.
+ */
+static void forget_pages(struct ms_client *c, unsigned int i, const char *addr,
+			 const struct guest_mem *m)
+{
+	const struct mm_region *r;
+	char why[200] = "";
+	int ret = 0;
+
+	if (!c)
+		return;
+	mm_for_each_region(m, r)
+		if (!ret)
+			ret = ms_drop(c, r->gpa, r->size);
+	if (!ret)
+		ret = ms_sync(c, why, sizeof(why));
+	if (ret)
+		pr_warn("split memory: sub-host %u (%s) may still hold the VM's pages: %s", i, addr,
+			why[0] ? why : strerror(-ret));
+}
+
 int mig_split_source_run(struct guest_mem *m, uint32_t nr_vcpus, int fd,
 			 const struct mig_source_ops *ops, void *vm,
 			 const struct mig_split_params *p, struct mig_split_result *res, char *err,
@@ -364,8 +387,12 @@ int mig_split_source_run(struct guest_mem *m, uint32_t nr_vcpus, int fd,
 	if (!ret)
 		stopped = 0;	/* the main host runs it now */
 out:
-	if (ret && stopped)
+	if (ret && stopped) {
+		/* The VM runs here again: what went to the sub-hosts is garbage now. */
+		for (unsigned int i = 0; i < p->nr_subs; i++)
+			forget_pages(p->sub[i], i, p->sub_addr[i], m);
 		ops->resume(vm);
+	}
 	if (s.loc) {
 		count_locs(s.loc, s.loc2, n, m, &s.res.c);
 		s.res.c.nr_subs = p->nr_subs;
@@ -1007,6 +1034,14 @@ void mig_split_dest_counts(struct mig_split_dest *d, struct mig_split_counts *c)
 	pthread_mutex_lock(&d->lock);
 	*c = d->c;
 	pthread_mutex_unlock(&d->lock);
+}
+
+void mig_split_dest_forget(struct mig_split_dest *d)
+{
+	if (!d)
+		return;
+	for (unsigned int i = 0; i < MIG_SPLIT_SUBS_MAX; i++)
+		forget_pages(d->sub[i], i, d->addr[i], d->m);
 }
 
 void mig_split_dest_free(struct mig_split_dest *d)

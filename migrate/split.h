@@ -126,6 +126,12 @@ int mig_split_dest_run(struct guest_mem *m, uint32_t nr_vcpus, int fd,
  */
 int mig_split_peek(int fd);
 void mig_split_dest_counts(struct mig_split_dest *d, struct mig_split_counts *c);
+/*
+ * The VM is gone from the main host (it ended, or moved on with all its memory): each sub-host
+ * still reached drops the VM's pages (DROP of all of guest RAM, then SYNC; a failure only
+ * logged). Like mig_split_dest_free(), only once the lazy memory is stopped.
+ */
+void mig_split_dest_forget(struct mig_split_dest *d);
 void mig_split_dest_free(struct mig_split_dest *d);
 
 #endif

@@ -490,6 +490,7 @@ void vm_migration_end(struct vm *vm)
 		pthread_join(mg->thread, NULL);
 	}
 	vm_restore_end(vm);	/* the lazy server no longer reads from the remote */
+	mig_split_dest_forget(mg->split_dest);	/* the sub-hosts' room back */
 	mig_split_dest_free(mg->split_dest);
 	split_teardown(mg);
 	pthread_mutex_lock(&mg->lock);

@@ -420,6 +420,11 @@ static void run_split(const struct split_case *sc, struct mig_split_result *res,
 	}
 out:
 	mig_lazy_stop(d.lazy);
+	/* The VM gone from the main host, or its split failed: no sub-host keeps its pages. */
+	mig_split_dest_forget(r.sd);
+	ms_stats(subs.ms[0], &st[0]);
+	ms_stats(subs.ms[1], &st[1]);
+	CHECK(sc->kill || (st[0].pages == 0 && st[1].pages == 0));	/* killed: unreachable */
 	mig_split_dest_free(r.sd);
 	ms_client_close(p.sub[0]);
 	ms_client_close(p.sub[1]);
@@ -945,6 +950,11 @@ static void pageout_run(int full)
 	}
 out:
 	mig_lazy_stop(d.lazy);
+	/* The VM gone from the main host, or its split failed: no sub-host keeps its pages. */
+	mig_split_dest_forget(r.sd);
+	ms_stats(subs.ms[0], &st[0]);
+	ms_stats(subs.ms[1], &st[1]);
+	CHECK(st[0].pages == 0 && st[1].pages == 0);
 	mig_split_dest_free(r.sd);
 	ms_client_close(p.sub[0]);
 	ms_client_close(p.sub[1]);
