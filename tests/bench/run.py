@@ -320,8 +320,15 @@ def devices_args(disk, d):
     return k, q
 
 
+def twice(keys, d):
+    """The peer's figures for keys also under "KEY_g": the same QEMU run against kumo's
+    `--decompress guest` variant (QEMU's guest always decompresses itself)."""
+    return {**d, **{f"{k}_g": d[k] for k in keys}}
+
+
 def vmm_startup():
     kumo = kumo_cmd(KERNEL, INITRD, "panic=-1")
+    kumo_g = kumo_cmd(KERNEL, INITRD, "panic=-1", extra=["--decompress", "guest"])
     qemu = qemu_cmd(KERNEL, INITRD, "panic=-1", accel="kvm")
     with bench_disk(8) as (disk, _), tempfile.TemporaryDirectory(prefix="kumo-bench.") as d:
         kx, qx = devices_args(disk, d)
@@ -329,11 +336,15 @@ def vmm_startup():
         qemu_dev = qemu_cmd(KERNEL, INITRD, "panic=-1", accel="kvm", extra=qx)
         k, q, failed = side_by_side(
             RUNS, lambda: {"exec": exec_to_first_kvm_run(kumo), "mem": own_memory_kb(kumo),
-                           "memdev": own_memory_kb(kumo_dev), **kumo_phases(kumo)},
-            lambda: {"exec": exec_to_first_kvm_run(qemu), "mem": own_memory_kb(qemu),
-                     "memdev": own_memory_kb(qemu_dev)})
+                           "memdev": own_memory_kb(kumo_dev), **kumo_phases(kumo),
+                           "exec_g": exec_to_first_kvm_run(kumo_g)},
+            lambda: twice(("exec",), {"exec": exec_to_first_kvm_run(qemu),
+                                      "mem": own_memory_kb(qemu),
+                                      "memdev": own_memory_kb(qemu_dev)}))
     rows = [paired_row("exec → first KVM_RUN (strace), 1 vCPU", "exec", k, q, failed, "ms",
                        peer_label("kvm"), scale=1e3),
+            paired_row("exec → first KVM_RUN (strace), 1 vCPU, kumo `--decompress guest`", "exec_g",
+                       k, q, failed, "ms", peer_label("kvm"), scale=1e3),
             paired_row(f"VMM own memory (Pss − guest RAM, {SETTLE:g} s after start)", "mem", k, q,
                        failed, "MiB", peer_label("kvm"), scale=1 / 1024),
             paired_row(f"VMM own memory with a virtio disk, balloon, console port and control "
@@ -399,13 +410,22 @@ def boots():
             rows.append(error_row(f"{label} boot", peer, "on a PVM host: its initramfs is "
                                   "ordinary 64-bit code, which PVM's emulator cannot run", True))
             continue
+        guest = ["--decompress", "guest"]
         k, q, failed = side_by_side(
-            BOOT_RUNS, lambda: timed_boot(kumo_cmd(kernel, initrd, BOOT_ARGS, cpus=BOOT_CPUS)),
-            lambda: timed_boot(qemu_cmd(kernel, initrd, BOOT_ARGS, cpus=BOOT_CPUS)))
+            BOOT_RUNS, lambda: {**timed_boot(kumo_cmd(kernel, initrd, BOOT_ARGS, cpus=BOOT_CPUS)),
+                                **{f"{x}_g": v for x, v in timed_boot(kumo_cmd(
+                                    kernel, initrd, BOOT_ARGS, cpus=BOOT_CPUS,
+                                    extra=guest)).items()}},
+            lambda: twice(("init", "off", "first"),
+                          timed_boot(qemu_cmd(kernel, initrd, BOOT_ARGS, cpus=BOOT_CPUS))))
         for key, what in (("init", "start → kernel runs init"), ("off", "start → power-off (VMM exit)"),
                           ("first", "phase start → the kernel's first console line"),
                           ("kernel", "phase first console line → init"),
-                          ("poweroff", "phase init → power-off (VMM exit)")):
+                          ("poweroff", "phase init → power-off (VMM exit)"),
+                          ("first_g", "kumo `--decompress guest`: phase start → the kernel's first "
+                           "console line"),
+                          ("init_g", "kumo `--decompress guest`: start → kernel runs init"),
+                          ("off_g", "kumo `--decompress guest`: start → power-off (VMM exit)")):
             name = f"{label} boot: {what}, {BOOT_CPUS} vCPU{'s' if BOOT_CPUS > 1 else ''}, {MEM_MB} MiB"
             rows.append(paired_row(name, key, k, q, failed, "s", peer, digits=2))
     qemu = qemu_cmd(KERNEL, INITRD, BOOT_ARGS, cpus=BOOT_CPUS)
