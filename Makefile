@@ -4,6 +4,9 @@ CFLAGS ?= -O2 -g
 WERROR ?= 1
 KUMO_CFLAGS := -std=gnu11 -Wall -Wextra -Wformat=2 -Wmissing-prototypes -Wstrict-prototypes \
 	-Wno-unused-parameter -D_GNU_SOURCE -I. -MMD -MP
+# Frame pointers: perf's call graphs of kumo, and the SIGSYS line's stack (vmm/seccomp.c) without
+# loading an unwinder (libgcc_s) into every VMM.
+KUMO_CFLAGS += -fno-omit-frame-pointer
 ifeq ($(WERROR),1)
 KUMO_CFLAGS += -Werror
 endif
@@ -14,7 +17,7 @@ endif
 # libcrypto and the kernel decompressors (liblz4, liblzma, libzstd; libz's inflate) are dlopen'ed
 # where used, not linked (docs/dependencies.md); -lz stays for the migration stream's crc32.
 LIBS := -luring -lnuma -lfdt -lz -ljson-c -lpthread -lm
-LIBS += -lseccomp
+# libseccomp is dlopen'ed by vmm/seccomp.c at start and closed once the filters are built.
 # test-boot compresses its synthetic kernels with the libraries themselves.
 tests/unit/test-boot: LIBS += -llz4 -llzma -lzstd
 

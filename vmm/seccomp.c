@@ -17,7 +17,6 @@
  */
 #include <dlfcn.h>
 #include <errno.h>
-#include <execinfo.h>
 #include <json-c/json.h>
 #include <linux/capability.h>
 #include <linux/filter.h>
@@ -190,6 +189,8 @@ static const struct kind kinds[KUMO_THREAD__COUNT] = {
 
 static int enabled;
 static __thread const char *thread_kind;
+/* The frame of the function that called seccomp_enter: the SIGSYS stack walk stops below it. */
+static __thread uintptr_t frames_top;
 static struct sock_fprog progs[KUMO_THREAD__COUNT];
 
 /* Syscall names, resolved before any filter (the SIGSYS handler may not allocate). */
@@ -314,35 +315,54 @@ static size_t put_hex(char *buf, size_t at, size_t cap, unsigned long v)
 	return at;
 }
 
-/* One line per frame, "  OBJECT(+OFFSET)" (addr2line -e OBJECT OFFSET), with write(2) only. */
-static void put_stack(void)
+/* "  OBJECT(+OFFSET)" (addr2line -e OBJECT OFFSET) for one code address, with write(2) only. */
+static void put_frame(uintptr_t pc, const char *what)
 {
-	void *stack[24];
-	int depth = backtrace(stack, (int)ARRAY_SIZE(stack));
+	char line[256];
+	size_t at = put(line, 0, sizeof(line), "  ");
+	Dl_info di;
 
-	for (int i = 0; i < depth; i++) {
-		char line[256];
-		size_t at = put(line, 0, sizeof(line), "  ");
-		Dl_info di;
+	if (dladdr((void *)pc, &di) && di.dli_fname) {
+		at = put(line, at, sizeof(line), di.dli_fname);
+		at = put(line, at, sizeof(line), "(+");
+		at = put_hex(line, at, sizeof(line), pc - (unsigned long)di.dli_fbase);
+		at = put(line, at, sizeof(line), ")");
+	} else {
+		at = put_hex(line, at, sizeof(line), pc);
+	}
+	at = put(line, at, sizeof(line), what);
+	at = put(line, at, sizeof(line), "\n");
+	if (write(STDERR_FILENO, line, at) < 0)
+		return;
+}
 
-		if (dladdr(stack[i], &di) && di.dli_fname) {
-			at = put(line, at, sizeof(line), di.dli_fname);
-			at = put(line, at, sizeof(line), "(+");
-			at = put_hex(line, at, sizeof(line),
-				     (unsigned long)stack[i] - (unsigned long)di.dli_fbase);
-			at = put(line, at, sizeof(line), ")");
-		} else {
-			at = put_hex(line, at, sizeof(line), (unsigned long)stack[i]);
-		}
-		at = put(line, at, sizeof(line), "\n");
-		if (write(STDERR_FILENO, line, at) < 0)
-			return;
+/*
+ * The stack of the call that trapped: its address, the word at the stack pointer (the caller
+ * when libc's wrapper is a leaf), then the return addresses up the chain of frame pointers
+ * (kumo is built with -fno-omit-frame-pointer), each frame checked to lie above the last and
+ * below frames_top, so nothing unmapped is read. No unwinder: libgcc_s stays unloaded.
+ */
+static void put_stack(const ucontext_t *uc)
+{
+	uintptr_t sp = (uintptr_t)uc->uc_mcontext.gregs[REG_RSP];
+	uintptr_t fp = (uintptr_t)uc->uc_mcontext.gregs[REG_RBP];
+
+	put_frame((uintptr_t)uc->uc_mcontext.gregs[REG_RIP], " (the call)");
+	if (sp && !(sp & 7) && sp + 8 <= frames_top)
+		put_frame(*(const uintptr_t *)sp, " (at the stack pointer)");
+	for (int i = 0; i < 24 && fp >= sp && !(fp & 7) && fp + 16 <= frames_top; i++) {
+		const uintptr_t *f = (const uintptr_t *)fp;
+
+		put_frame(f[1], "");
+		if (f[0] <= fp)
+			break;
+		fp = f[0];
 	}
 }
 
 /*
- * Async-signal-safe: write(2), prctl(PR_GET_NAME), backtrace (libgcc_s loaded in
- * seccomp_enable), dladdr (no allocation, no system call) and exit_group only.
+ * Async-signal-safe: write(2), prctl(PR_GET_NAME), reads of the thread's own stack, dladdr
+ * (no allocation, no system call) and exit_group only.
  */
 static void on_sigsys(int sig, siginfo_t *si, void *uctx)
 {
@@ -372,22 +392,63 @@ static void on_sigsys(int sig, siginfo_t *si, void *uctx)
 	at = put(line, at, sizeof(line), "; stopping (--no-seccomp to debug); its stack:\n");
 	if (write(STDERR_FILENO, line, at) < 0)
 		at = 0;
-	put_stack();
+	put_stack(uctx);
 	_exit(1);
 }
 
 static int add_rules(scmp_filter_ctx ctx, const unsigned char *set);
 static int compile(enum kumo_thread kind, struct sock_fprog *prog);
 
-int seccomp_enable(void)
+/*
+ * libseccomp is used only here, at start (the filters' BPF and the names of the system calls
+ * for the SIGSYS line are built once): dlopen'ed and closed after, so a running kumo does not
+ * keep it mapped (docs/dependencies.md).
+ */
+#define LIBSECCOMP_SONAME "libseccomp.so.2"
+static struct {
+	void *h;
+	typeof(seccomp_api_get) *api_get;
+	typeof(seccomp_syscall_resolve_num_arch) *resolve;
+	typeof(seccomp_init) *init;
+	typeof(seccomp_rule_add) *rule_add;
+	typeof(seccomp_export_bpf) *export_bpf;
+	typeof(seccomp_release) *release;
+} lib;
+
+static int lib_open(void)
 {
-	struct sigaction sa = { .sa_sigaction = on_sigsys, .sa_flags = SA_SIGINFO };
+	const char *e;
+
+	lib.h = dlopen(LIBSECCOMP_SONAME, RTLD_NOW | RTLD_LOCAL);
+	if (!lib.h) {
+		e = dlerror();
+		pr_err("seccomp: %s", e ? e : "cannot load " LIBSECCOMP_SONAME);
+		return -ELIBACC;
+	}
+	lib.api_get = (typeof(lib.api_get))dlsym(lib.h, "seccomp_api_get");
+	lib.resolve = (typeof(lib.resolve))dlsym(lib.h, "seccomp_syscall_resolve_num_arch");
+	lib.init = (typeof(lib.init))dlsym(lib.h, "seccomp_init");
+	lib.rule_add = (typeof(lib.rule_add))dlsym(lib.h, "seccomp_rule_add");
+	lib.export_bpf = (typeof(lib.export_bpf))dlsym(lib.h, "seccomp_export_bpf");
+	lib.release = (typeof(lib.release))dlsym(lib.h, "seccomp_release");
+	if (!lib.api_get || !lib.resolve || !lib.init || !lib.rule_add || !lib.export_bpf ||
+	    !lib.release) {
+		pr_err("seccomp: %s lacks a function kumo uses", LIBSECCOMP_SONAME);
+		dlclose(lib.h);
+		lib.h = NULL;
+		return -ELIBBAD;
+	}
+	return 0;
+}
+
+static int build(void)
+{
 	size_t used = 1;
 
-	if (seccomp_api_get() < 1)	/* also makes libseccomp probe the kernel now */
+	if (lib.api_get() < 1)	/* also makes libseccomp probe the kernel now */
 		return -ENOSYS;
 	for (int nr = 0; nr < MAX_NR; nr++) {
-		char *s = seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE, nr);
+		char *s = lib.resolve(SCMP_ARCH_NATIVE, nr);
 		size_t len = s ? strlen(s) + 1 : 0;
 
 		if (s && used + len <= sizeof(names)) {
@@ -406,6 +467,21 @@ int seccomp_enable(void)
 			return ret;
 		}
 	}
+	return 0;
+}
+
+int seccomp_enable(void)
+{
+	struct sigaction sa = { .sa_sigaction = on_sigsys, .sa_flags = SA_SIGINFO };
+	int ret = lib_open();
+
+	if (ret)
+		return ret;
+	ret = build();
+	dlclose(lib.h);
+	memset(&lib, 0, sizeof(lib));
+	if (ret)
+		return ret;
 	/*
 	 * json-c draws its hash seed once, on the first key hashed: getrandom, and while the
 	 * kernel's pool is not ready (early in a fresh VM) open("/dev/urandom"), which no thread
@@ -422,10 +498,6 @@ int seccomp_enable(void)
 	 * of the process: the RTC's first register read on a vCPU thread. Read it now.
 	 */
 	tzset();
-	/* The first backtrace loads libgcc_s's unwinder; the SIGSYS handler's must not. */
-	void *frame[2];
-
-	backtrace(frame, 2);
 	/* Inherited by every thread started from now on: their filters need it. */
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
 		return -errno;
@@ -449,27 +521,27 @@ static int add_rules(scmp_filter_ctx ctx, const unsigned char *set)
 		if (!set[nr] || nr == SCMP_SYS(mmap) || nr == SCMP_SYS(mprotect) ||
 		    nr == SCMP_SYS(prctl) || nr == SCMP_SYS(seccomp))
 			continue;
-		ret = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0);
+		ret = lib.rule_add(ctx, SCMP_ACT_ALLOW, nr, 0);
 	}
 	/* Memory, never executable: no new code in a kumo thread. */
 	if (!ret)
-		ret = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(mmap), 1,
+		ret = lib.rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(mmap), 1,
 				       SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0));
 	if (!ret)
-		ret = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(mprotect), 1,
+		ret = lib.rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(mprotect), 1,
 				       SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0));
 	/* Thread names (the SIGSYS line reads its own) and, for spawners, a child's filter. */
 	for (int i = 0; i < 2 && !ret; i++)
-		ret = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prctl), 1,
+		ret = lib.rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prctl), 1,
 				       SCMP_A0(SCMP_CMP_EQ, i ? PR_SET_NAME : PR_GET_NAME));
 	if (!ret && set[SCMP_SYS(seccomp)]) {
-		ret = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prctl), 1,
+		ret = lib.rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prctl), 1,
 				       SCMP_A0(SCMP_CMP_EQ, PR_SET_NO_NEW_PRIVS));
 		if (!ret)
-			ret = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prctl), 1,
+			ret = lib.rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prctl), 1,
 					       SCMP_A0(SCMP_CMP_EQ, PR_CAPBSET_DROP));
 		if (!ret)
-			ret = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(seccomp), 1,
+			ret = lib.rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(seccomp), 1,
 					       SCMP_A0(SCMP_CMP_EQ, SECCOMP_SET_MODE_FILTER));
 	}
 	return ret;
@@ -483,7 +555,7 @@ static int add_rules(scmp_filter_ctx ctx, const unsigned char *set)
 static int compile(enum kumo_thread kind, struct sock_fprog *prog)
 {
 	unsigned char set[MAX_NR];
-	scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_TRAP);
+	scmp_filter_ctx ctx = lib.init(SCMP_ACT_TRAP);
 	off_t size;
 	int ret, fd;
 
@@ -495,8 +567,8 @@ static int compile(enum kumo_thread kind, struct sock_fprog *prog)
 	if (!ret && fd < 0)
 		ret = -errno;
 	if (!ret)
-		ret = seccomp_export_bpf(ctx, fd);
-	seccomp_release(ctx);
+		ret = lib.export_bpf(ctx, fd);
+	lib.release(ctx);
 	if (ret)
 		goto out;
 	size = lseek(fd, 0, SEEK_END);
@@ -563,6 +635,8 @@ void seccomp_enter(enum kumo_thread kind)
 	if (kind >= KUMO_THREAD__COUNT)
 		goto fail;
 	thread_kind = kinds[kind].name;
+	/* Our frame's saved frame pointer is the caller's frame (-fno-omit-frame-pointer). */
+	frames_top = *(const uintptr_t *)__builtin_frame_address(0) + 2 * sizeof(void *);
 	/* A blocked SIGSYS would kill without the line: device workers block all signals. */
 	sigemptyset(&sys);
 	sigaddset(&sys, SIGSYS);
