@@ -16,7 +16,7 @@ LDFLAGS += -fsanitize=address,undefined
 endif
 # libcrypto and the kernel decompressors (liblz4, liblzma, libzstd; libz's inflate) are dlopen'ed
 # where used, not linked (docs/dependencies.md); -lz stays for the migration stream's crc32.
-LIBS := -luring -lnuma -lfdt -lz -ljson-c -lpthread -lm
+LIBS := -luring -lnuma -lfdt -lz -ljson-c -lpthread
 # libseccomp is dlopen'ed by vmm/seccomp.c at start and closed once the filters are built.
 # test-boot compresses its synthetic kernels with the libraries themselves.
 tests/unit/test-boot: LIBS += -llz4 -llzma -lzstd

@@ -13,7 +13,6 @@
  * back active: a workingset activation (workingset_refault).
  */
 #include <errno.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -105,10 +104,26 @@ static void add_head(struct sim_lru *l, int32_t p, int s)
 	l->nr[s]++;
 }
 
+/* The integer square root, rounded down (the kernel's int_sqrt). */
+static uint64_t int_sqrt(uint64_t x)
+{
+	uint64_t r = 0;
+
+	for (uint64_t bit = 1ULL << 62; bit; bit >>= 2) {
+		if (x >= r + bit) {
+			x -= r + bit;
+			r = (r >> 1) + bit;
+		} else {
+			r >>= 1;
+		}
+	}
+	return r;
+}
+
 bool sim_lru_inactive_low(const struct sim_lru *l)
 {
 	uint64_t gb = ((l->nr[SIM_PAGE_INACTIVE] + l->nr[SIM_PAGE_ACTIVE]) * l->page_bytes) >> 30;
-	uint64_t ratio = gb ? (uint64_t)sqrt((double)(10 * gb)) : 1;
+	uint64_t ratio = gb ? int_sqrt(10 * gb) : 1;
 
 	return l->nr[SIM_PAGE_INACTIVE] * ratio < l->nr[SIM_PAGE_ACTIVE];
 }

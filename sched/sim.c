@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -19,6 +20,46 @@
 #include "sched/sim.h"
 #include "sched/stats.h"
 #include "vmm/numa.h"
+
+/*
+ * libm for the simulator alone: kumo is one binary, and no VMM should map a library only
+ * `kumo sim` uses (docs/dependencies.md), so sim_run() dlopens it for exp and pow.
+ */
+static struct {
+	void *h;
+	double (*exp)(double);
+	double (*pow)(double, double);
+} libm;
+
+static int libm_open(char *err, size_t errlen)
+{
+	const char *e;
+
+	if (libm.h)
+		return 0;
+	libm.h = dlopen("libm.so.6", RTLD_NOW | RTLD_LOCAL);
+	if (libm.h) {
+		libm.exp = (double (*)(double))dlsym(libm.h, "exp");
+		libm.pow = (double (*)(double, double))dlsym(libm.h, "pow");
+		if (libm.exp && libm.pow)
+			return 0;
+		dlclose(libm.h);
+		libm.h = NULL;
+	}
+	e = dlerror();
+	snprintf(err, errlen, "libm.so.6 (exp, pow): %s", e ? e : "cannot load");
+	return -ELIBACC;
+}
+
+static double min_d(double a, double b)
+{
+	return a < b ? a : b;
+}
+
+static double max_d(double a, double b)
+{
+	return a > b ? a : b;
+}
 
 #define MIB		(1ull << 20)
 #define MIN_KEEP	(32ull << 20)	/* as the coordinator: no balloon target below this */
@@ -459,7 +500,7 @@ static int set_files(struct svm *v, const struct sim_files *f, double t)
 		if (!cdf)
 			return -ENOMEM;
 		for (uint32_t i = 0; i < f->files; i++)
-			cdf[i] = (sum += pow(i + 1.0, -f->zipf));
+			cdf[i] = (sum += libm.pow(i + 1.0, -f->zipf));
 		for (uint32_t i = 0; i < f->files; i++)
 			cdf[i] /= sum;
 		v->zcdf = cdf;
@@ -570,7 +611,7 @@ static void advance(struct simr *r, double dt)
 	for (int i = 0; i < r->n; i++) {
 		struct svm *v = &r->vm[i];
 		uint64_t act0 = v->lru.st.activate;
-		double stall, a = exp(-dt / 10.0);
+		double stall, a = libm.exp(-dt / 10.0);
 
 		move_balloon(v, dt);
 		sim_lru_shrink(&v->lru, cache_limit(v));
@@ -625,7 +666,7 @@ static void update_load(struct simr *r)
 		n += r->vm[i].busy < up ? r->vm[i].busy : up;
 	}
 	for (int i = 0; i < 3; i++)
-		r->load[i] = r->load[i] * exp(-f[i]) + n * (1 - exp(-f[i]));
+		r->load[i] = r->load[i] * libm.exp(-f[i]) + n * (1 - libm.exp(-f[i]));
 }
 
 static int apply_event(struct simr *r, const struct sim_event *e)
@@ -1050,13 +1091,13 @@ static void validate(const struct simr *r, const struct replay *rp, FILE *out)
 				/* The same target within a second (the policies' timing jitter). */
 				for (int j = 0; j < v->nh; j++)
 					if (fabs(v->h[j].t - x->t) <= 1.0 + 1e-9)
-						rel1 = fmin(rel1, fabs((double)v->h[j].target -
-								       (double)x->target) / x->target);
-				maxrel1 = fmax(maxrel1, rel1);
+						rel1 = min_d(rel1, fabs((double)v->h[j].target -
+									(double)x->target) / x->target);
+				maxrel1 = max_d(maxrel1, rel1);
 				sumrel1 += rel1;
 				if (x->actual)
-					maxact = fmax(maxact, fabs((double)h->actual - (double)x->actual) /
-							      x->actual);
+					maxact = max_d(maxact, fabs((double)h->actual - (double)x->actual) /
+								x->actual);
 
 				if (rel > maxrel) {
 					maxrel = rel;
@@ -1247,6 +1288,8 @@ int sim_run(struct sim_scenario *sc, const struct sim_opts *o, char *err, size_t
 	int npol = 0, inited = 0, ei = 0, tick = 0, ret = 0;
 	double t_start = mono();
 
+	if ((ret = libm_open(err, errlen)))
+		return ret;
 	if (sc->replay[0] && (ret = load_replay(sc, &rp, err, errlen)))
 		return ret;
 	if (!sc->nvms) {
