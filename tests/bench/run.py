@@ -383,8 +383,10 @@ def timed_boot(cmd):
     t0 = time.time()
     p = start(cmd)
     t_first = t_init = None
+    last = ""
     try:
         for line in console_lines(p.stdout, t0 + GUARD):
+            last = line.strip() or last
             if t_first is None and line.strip():
                 t_first = time.time() - t0
             if t_init is None and INIT_MARKER in line:
@@ -396,8 +398,9 @@ def timed_boot(cmd):
     finally:
         kill_group(p)
     if t_init is None or rc != 0:
-        raise RuntimeError(f"{os.path.basename(cmd[0])}: {'no /init' if t_init is None else 'exit status ' + str(rc)}"
-                           f" after {time.time() - t0:.0f} s")
+        what = os.path.basename(cmd[0]) + (" --decompress guest" if "--decompress" in cmd else "")
+        raise RuntimeError(f"{what}: {'no /init' if t_init is None else 'exit status ' + str(rc)}"
+                           f" after {time.time() - t0:.0f} s (console's last line: {last[:100]!r})")
     return {"first": t_first, "kernel": t_init - t_first, "init": t_init, "off": t_off,
             "poweroff": t_off - t_init}
 
