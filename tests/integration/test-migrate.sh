@@ -41,6 +41,9 @@ KUMO=$(realpath "$KUMO") timeout "${KUMO_MIGRATE_TIMEOUT:-900}" python3 \
 	tests/integration/migrate-host.py "$T" "$KERNEL" "$INITRD"
 rc=$?
 echo "migrate: host driver ended after $(( $(date +%s) - start )) s (status $rc)"
+# The driver ends non-zero only when it broke off (an exception, its guard): the checks after
+# that point never ran.
+check migrate-driver-exit-0 [ $rc -eq 0 ]
 rm -f "$OUT"/migrate-console-*.log "$OUT"/migrate-kumo-*.err
 for f in "$T"/console-*.log "$T"/kumo-*.err; do
 	[ -f "$f" ] || continue
