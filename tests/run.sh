@@ -25,17 +25,6 @@ else
 	WHERE=all
 fi
 deferred=0
-# In the box the tests write to the box's own scratch disk and each test's files are copied to
-# the shared output folder (9p) when it ends: consoles written line by line over 9p have
-# stalled there (a guest's serial output stopped mid-line and its VMM could then not be
-# killed, docs/box.md), and one copy per test is all 9p has to carry.
-if [ "$WHERE" = kvm ]; then
-	SHARE=$LOG
-	LOG=/var/tmp/kumo-test-log
-	rm -rf "$LOG" && mkdir -p "$LOG" && : > "$LOG/results" && : > "$LOG/durations" || exit 2
-	export KUMO_TEST_LOG=$LOG
-fi
-share() { [ "$WHERE" = kvm ] && cp -au "$LOG"/. "$SHARE"/; }
 needs_kvm() { case $1 in tests/kvm/*) return 0;; esac; [ -f "$1" ] && grep -q '^need_kvm ' "$1"; }
 
 # guest_crash MARK: a console the test wrote (newer than MARK) where the guest kernel reported
@@ -105,7 +94,6 @@ run() { # name, command...
 	if grep -q '^FAIL: ' "$LOG/$name.out" || [ $rc -ne 0 ]; then
 		echo "---- $LOG/$name.out (last 40 lines)"; tail -n 40 "$LOG/$name.out"; echo "----"
 	fi
-	share
 }
 
 for tier in $TIERS; do
