@@ -239,39 +239,42 @@ struct copy {
 	int err;		/* mm_load(): the first -errno */
 };
 
-/* mm_load()'s piece: whole pages through the memfd, the edges of a partial page mapped. */
+/* Bytes at [off, off+n) of r through its mapping: src's, or zeros when src is NULL. */
+static void map_fill(const struct mm_region *r, uint64_t off, const uint8_t *src, uint64_t n)
+{
+	if (src)
+		memcpy(r->hva + off, src, n);
+	else
+		memset(r->hva + off, 0, n);
+}
+
+/* mm_load()'s piece: whole pages through the memfd, a partial page at either end mapped. */
 static void load_piece(const struct mm_region *r, uint64_t off, uint64_t n, struct copy *c)
 {
 	uint64_t a = (off + MM_PAGE_SIZE - 1) & ~(MM_PAGE_SIZE - 1), b = (off + n) & ~(MM_PAGE_SIZE - 1);
-	uint64_t head = a < b ? a - off : n, body = a < b ? b - a : 0;
+	const uint8_t *src = c->from;
 
-	if (head) {	/* the start up to the first whole page (or all of a short piece) */
-		if (c->from)
-			memcpy(r->hva + off, c->from, head);
-		else
-			memset(r->hva + off, 0, head);
-	}
-	for (uint64_t done = 0; done < body && !c->err;) {
-		off_t at = (off_t)(r->fd_offset + a + done);
-		ssize_t w;
-
-		if (!c->from) {	/* zeros: a hole, no page allocated until the guest touches it */
-			if (fallocate(r->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, at,
-				      (off_t)body) < 0)
+	if (a >= b) {			/* no whole page */
+		map_fill(r, off, src, n);
+	} else {
+		map_fill(r, off, src, a - off);
+		map_fill(r, b, src ? src + (b - off) : NULL, off + n - b);
+		if (!src) {		/* zeros: a hole, no page allocated until the guest touches it */
+			if (fallocate(r->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+				      (off_t)(r->fd_offset + a), (off_t)(b - a)) < 0)
 				c->err = -errno;
-			break;
 		}
-		w = pwrite(r->memfd, c->from + head + done, body - done, at);
-		if (w < 0 && errno != EINTR)
-			c->err = -errno;
-		else if (w > 0)
-			done += (uint64_t)w;
+		for (uint64_t done = 0; src && done < b - a && !c->err;) {
+			ssize_t w = pwrite(r->memfd, src + (a - off) + done, b - a - done,
+					   (off_t)(r->fd_offset + a + done));
+
+			if (w < 0 && errno != EINTR)
+				c->err = -errno;
+			else if (w > 0)
+				done += (uint64_t)w;
+		}
 	}
-	if (c->from && n > head + body)
-		memcpy(r->hva + off + head + body, c->from + head + body, n - head - body);
-	else if (n > head + body)
-		memset(r->hva + off + head + body, 0, n - head - body);
-	if (c->from)
+	if (src)
 		c->from += n;
 }
 
